@@ -1,0 +1,392 @@
+//! RFC 7285 JSON bodies in and out: `application/alto-networkmap+json` (§11.2.1)
+//! and `application/alto-costmap+json` (§11.2.3). Input tolerates unknown
+//! members (RFC 7285 §8.3.7); output is compact and deterministic.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+};
+
+use serde::Deserialize;
+
+use crate::{
+    CostMap, CostMapBuilder, CostMode, CostType, ModelError, NetworkMap, Pid, PidPrefixes, ResourceId, Tag, VersionTag,
+};
+
+/// Media type of a network map body.
+pub const NETWORK_MAP_MEDIA_TYPE: &str = "application/alto-networkmap+json";
+/// Media type of a cost map body.
+pub const COST_MAP_MEDIA_TYPE: &str = "application/alto-costmap+json";
+
+#[derive(Deserialize)]
+struct JsonVtag {
+    #[serde(rename = "resource-id")]
+    resource_id: String,
+    tag: String,
+}
+
+#[derive(Deserialize, Default)]
+struct NmMeta {
+    vtag: Option<JsonVtag>,
+}
+
+#[derive(Deserialize)]
+struct NmBody {
+    #[serde(default)]
+    meta: NmMeta,
+    #[serde(rename = "network-map")]
+    network_map: Option<BTreeMap<String, JsonPid>>,
+}
+
+#[derive(Deserialize)]
+struct JsonPid {
+    #[serde(default)]
+    ipv4: Vec<String>,
+    #[serde(default)]
+    ipv6: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct JsonCostType {
+    #[serde(rename = "cost-mode")]
+    cost_mode: String,
+    #[serde(rename = "cost-metric")]
+    cost_metric: String,
+}
+
+#[derive(Deserialize)]
+struct CmMeta {
+    #[serde(rename = "dependent-vtags", default)]
+    dependent_vtags: Vec<JsonVtag>,
+    #[serde(rename = "cost-type")]
+    cost_type: Option<JsonCostType>,
+}
+
+#[derive(Deserialize)]
+struct CmBody {
+    meta: Option<CmMeta>,
+    #[serde(rename = "cost-map")]
+    cost_map: Option<BTreeMap<String, BTreeMap<String, f64>>>,
+}
+
+/// A parsed network map body.
+#[derive(Debug, Clone)]
+pub struct NetworkMapDoc {
+    /// `meta.vtag`, as written by the producer (its tag format may differ from ours).
+    pub vtag: Option<(String, String)>,
+    /// The validated map.
+    pub map: NetworkMap,
+}
+
+/// A parsed cost map body; its dependency is resolved with [`CostMapDoc::bind`].
+#[derive(Debug, Clone)]
+pub struct CostMapDoc {
+    /// `meta.dependent-vtags` as written: `(resource-id, tag)`.
+    pub dependent_vtags: Vec<(String, String)>,
+    /// The validated map, not yet bound to a network map version.
+    pub map: CostMap,
+}
+
+fn json_err(e: serde_json::Error) -> ModelError {
+    ModelError::Json(e.to_string())
+}
+
+fn pid_at(s: &str, at: impl FnOnce() -> String) -> Result<Pid, ModelError> {
+    Pid::new(s).map_err(|source| ModelError::InvalidPid { at: at(), source })
+}
+
+/// Parses and validates an RFC 7285 network map body.
+pub fn parse_network_map(body: &[u8]) -> Result<NetworkMapDoc, ModelError> {
+    let b: NmBody = serde_json::from_slice(body).map_err(json_err)?;
+    let entries = b.network_map.ok_or(ModelError::MissingField("network-map"))?;
+    let mut pids = BTreeMap::new();
+    for (name, p) in entries {
+        let pid = pid_at(&name, || "network-map".into())?;
+        pids.insert(pid, PidPrefixes::parse(&name, &p.ipv4, &p.ipv6)?);
+    }
+    Ok(NetworkMapDoc { vtag: b.meta.vtag.map(|v| (v.resource_id, v.tag)), map: NetworkMap::new(pids)? })
+}
+
+/// Parses and validates an RFC 7285 cost map body.
+pub fn parse_cost_map(body: &[u8]) -> Result<CostMapDoc, ModelError> {
+    let b: CmBody = serde_json::from_slice(body).map_err(json_err)?;
+    let meta = b.meta.ok_or(ModelError::MissingField("meta"))?;
+    let ct = meta.cost_type.ok_or(ModelError::MissingField("meta.cost-type"))?;
+    let cost_type = CostType::new(&ct.cost_metric, CostMode::parse(&ct.cost_mode)?)?;
+    let rows = b.cost_map.ok_or(ModelError::MissingField("cost-map"))?;
+    // Intern names: a 700-PID map names each PID ~700 times.
+    let mut interned: HashMap<String, Pid> = HashMap::new();
+    let mut intern = |s: String, at: &dyn Fn() -> String| -> Result<Pid, ModelError> {
+        if let Some(p) = interned.get(&s) {
+            return Ok(p.clone());
+        }
+        let p = pid_at(&s, at)?;
+        interned.insert(s, p.clone());
+        Ok(p)
+    };
+    let mut builder = CostMapBuilder::new(cost_type, None);
+    for (src, row) in rows {
+        let src_pid = intern(src.clone(), &|| "cost-map".into())?;
+        let mut costs = Vec::with_capacity(row.len());
+        for (dst, v) in row {
+            costs.push((intern(dst, &|| format!("cost-map[{src:?}]"))?, v));
+        }
+        builder.row(src_pid, costs);
+    }
+    Ok(CostMapDoc {
+        dependent_vtags: meta.dependent_vtags.into_iter().map(|v| (v.resource_id, v.tag)).collect(),
+        map: builder.build()?,
+    })
+}
+
+impl CostMapDoc {
+    /// Binds the cost map to network map `nm_id` at version `nm`: the body's
+    /// `dependent-vtags` must name `nm_id` with a tag in `accepted_tags` (our tag
+    /// of `nm`, and the tag the network map's own producer gave it), and every
+    /// PID must exist in `nm`. A body without `dependent-vtags` is bound to the
+    /// current version.
+    pub fn bind(&self, nm_id: &ResourceId, nm: &NetworkMap, accepted_tags: &[&str]) -> Result<CostMap, ModelError> {
+        let ours = nm.tag().to_hex();
+        if let Some((id, tag)) = self.dependent_vtags.first() {
+            let ok = id == nm_id.as_str() && (tag.eq_ignore_ascii_case(&ours) || accepted_tags.contains(&tag.as_str()));
+            if !ok {
+                return Err(ModelError::DependentVtagMismatch {
+                    expected_id: nm_id.to_string(),
+                    expected: std::iter::once(ours.as_str())
+                        .chain(accepted_tags.iter().copied())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    got_id: id.clone(),
+                    got: tag.clone(),
+                });
+            }
+        }
+        let map = self.map.with_dependency(Some(VersionTag { resource_id: nm_id.clone(), tag: nm.tag() }));
+        map.check_against(nm_id, nm)?;
+        Ok(map)
+    }
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    // PID names, resource ids, prefixes and hex tags never need escaping, but a
+    // cost metric could; serde_json escapes correctly.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+fn push_cost(out: &mut String, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        out.push_str(&serde_json::to_string(&v).unwrap_or_else(|_| "null".into()));
+    }
+}
+
+/// The RFC 7285 network map body for `map`, with `meta.vtag` = our tag.
+pub fn network_map_json(resource_id: &ResourceId, map: &NetworkMap) -> String {
+    let mut out = String::with_capacity(64 + map.prefix_count() * 24 + map.len() * 32);
+    out.push_str("{\"meta\":{\"vtag\":{\"resource-id\":");
+    push_json_str(&mut out, resource_id.as_str());
+    let _ = write!(out, ",\"tag\":\"{}\"}}}},\"network-map\":{{", map.tag());
+    for (i, (pid, p)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, pid.as_str());
+        out.push_str(":{");
+        let mut first = true;
+        let mut family = |name: &str, list: Vec<String>| {
+            if list.is_empty() {
+                return;
+            }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            let _ = write!(out, "\"{name}\":[");
+            for (k, n) in list.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                let _ = write!(out, "\"{n}\"");
+            }
+            out.push(']');
+        };
+        family("ipv4", p.ipv4.iter().map(|n| n.to_string()).collect());
+        family("ipv6", p.ipv6.iter().map(|n| n.to_string()).collect());
+        out.push('}');
+    }
+    out.push_str("}}");
+    out
+}
+
+/// The RFC 7285 cost map body for `map`. Every PID of the map's universe is
+/// written as a source (with `{}` when it has no costs) so that parsing the
+/// output gives back the same map.
+pub fn cost_map_json(map: &CostMap) -> String {
+    cost_map_json_filtered(map, None, None)
+}
+
+/// Like [`cost_map_json`], restricted to the given source and destination PID
+/// indices (RFC 7285 §11.3.2 filtered cost map). `None` means all.
+pub fn cost_map_json_filtered(map: &CostMap, srcs: Option<&[u32]>, dsts: Option<&[u32]>) -> String {
+    let pids = map.pids();
+    let mut out = String::with_capacity(128 + map.entry_count() * 24);
+    out.push_str("{\"meta\":{\"dependent-vtags\":[");
+    if let Some(v) = map.depends_on() {
+        out.push_str("{\"resource-id\":");
+        push_json_str(&mut out, v.resource_id.as_str());
+        let _ = write!(out, ",\"tag\":\"{}\"}}", v.tag);
+    }
+    out.push_str("],\"cost-type\":{\"cost-mode\":");
+    push_json_str(&mut out, map.cost_type().mode.as_str());
+    out.push_str(",\"cost-metric\":");
+    push_json_str(&mut out, &map.cost_type().metric);
+    out.push_str("}},\"cost-map\":{");
+    let all: Vec<u32> = (0..pids.len() as u32).collect();
+    let srcs = srcs.unwrap_or(&all);
+    for (i, &s) in srcs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, pids[s as usize].as_str());
+        out.push_str(":{");
+        let mut first = true;
+        let mut put = |d: u32, v: f64| {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            push_json_str(&mut out, pids[d as usize].as_str());
+            out.push(':');
+            push_cost(&mut out, v);
+        };
+        match dsts {
+            None => map.entries(s).for_each(|(d, v)| put(d, v)),
+            Some(ds) => ds.iter().for_each(|&d| {
+                if let Some(v) = map.cost_at(s, d) {
+                    put(d, v)
+                }
+            }),
+        }
+        out.push('}');
+    }
+    out.push_str("}}");
+    out
+}
+
+/// Parses a 64-hex-character tag, naming `at` in the error.
+pub fn parse_tag(at: &str, s: &str) -> Result<Tag, ModelError> {
+    Tag::from_hex(s).map_err(|_| ModelError::BadTag { at: at.into(), tag: s.chars().take(80).collect() })
+}
+
+/// Validates a resource id, naming `at` in the error.
+pub fn parse_resource_id(at: &str, s: &str) -> Result<ResourceId, ModelError> {
+    ResourceId::new(s).map_err(|source| ModelError::InvalidResourceId { at: at.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 7285 §11.2.1.7 example response body.
+    pub(crate) const RFC_NETWORK_MAP: &str = r#"{
+      "meta" : {
+        "vtag": {
+          "resource-id": "my-default-network-map",
+          "tag": "da65eca2eb7a10ce8b059740b0b2e3f8eb1d4785"
+        }
+      },
+      "network-map" : {
+        "PID1" : { "ipv4" : [ "192.0.2.0/24", "198.51.100.0/25" ] },
+        "PID2" : { "ipv4" : [ "198.51.100.128/25" ] },
+        "PID3" : { "ipv4" : [ "0.0.0.0/0" ], "ipv6" : [ "::/0" ] }
+      }
+    }"#;
+
+    /// RFC 7285 §11.2.3.7 example response body.
+    pub(crate) const RFC_COST_MAP: &str = r#"{
+      "meta" : {
+        "dependent-vtags" : [
+          {"resource-id": "my-default-network-map",
+           "tag": "3ee2cb7e8d63d9fab71b9b34cbf764436315542e"
+          }
+        ],
+        "cost-type" : {"cost-mode"  : "numerical",
+                       "cost-metric": "routingcost"
+        }
+      },
+      "cost-map" : {
+        "PID1": { "PID1": 1,  "PID2": 5,  "PID3": 10 },
+        "PID2": { "PID1": 5,  "PID2": 1,  "PID3": 15 },
+        "PID3": { "PID1": 20, "PID2": 15  }
+      }
+    }"#;
+
+    fn nm_id() -> ResourceId {
+        ResourceId::new("my-default-network-map").expect("id")
+    }
+
+    #[test]
+    fn rfc7285_network_map_example_parses_and_round_trips() {
+        let doc = parse_network_map(RFC_NETWORK_MAP.as_bytes()).expect("parse");
+        assert_eq!(doc.vtag.as_ref().map(|v| v.1.as_str()), Some("da65eca2eb7a10ce8b059740b0b2e3f8eb1d4785"));
+        let m = &doc.map;
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.lookup("192.0.2.7".parse().expect("ip")).map(|p| p.as_str()), Some("PID1"));
+        assert_eq!(m.lookup("198.51.100.200".parse().expect("ip")).map(|p| p.as_str()), Some("PID2"));
+        assert_eq!(m.lookup("203.0.113.1".parse().expect("ip")).map(|p| p.as_str()), Some("PID3"));
+        assert_eq!(m.lookup("2001:db8::1".parse().expect("ip")).map(|p| p.as_str()), Some("PID3"));
+        let out = network_map_json(&nm_id(), m);
+        let again = parse_network_map(out.as_bytes()).expect("reparse");
+        assert_eq!(&again.map, m);
+        assert_eq!(again.vtag.map(|v| v.1), Some(m.tag().to_hex()));
+    }
+
+    #[test]
+    fn rfc7285_cost_map_example_parses_binds_and_round_trips() {
+        let nm = parse_network_map(RFC_NETWORK_MAP.as_bytes()).expect("nm");
+        let doc = parse_cost_map(RFC_COST_MAP.as_bytes()).expect("parse");
+        assert_eq!(doc.map.cost("PID3", "PID1"), Some(20.0));
+        assert_eq!(doc.map.cost("PID3", "PID3"), None);
+        assert_eq!(doc.map.entry_count(), 8);
+        // The RFC's example cost map names another tag than its example network map:
+        // binding must refuse it unless that tag is accepted.
+        let err = doc.bind(&nm_id(), &nm.map, &["da65eca2eb7a10ce8b059740b0b2e3f8eb1d4785"]).unwrap_err();
+        assert!(matches!(err, ModelError::DependentVtagMismatch { .. }), "{err}");
+        let cm = doc.bind(&nm_id(), &nm.map, &["3ee2cb7e8d63d9fab71b9b34cbf764436315542e"]).expect("bind");
+        let out = cost_map_json(&cm);
+        assert!(out.contains("\"PID3\":{\"PID1\":20,\"PID2\":15}"), "{out}");
+        let back = parse_cost_map(out.as_bytes()).expect("reparse");
+        assert_eq!(back.bind(&nm_id(), &nm.map, &[]).expect("bind ours"), cm);
+    }
+
+    #[test]
+    fn tolerates_unknown_fields_and_names_errors() {
+        let body = r#"{"meta":{"x":1},"network-map":{"A":{"ipv4":["10.0.0.0/8"],"future":[1]}},"extra":true}"#;
+        assert!(parse_network_map(body.as_bytes()).is_ok());
+        let err = parse_network_map(br#"{"network-map":{"bad.pid":{}}}"#).unwrap_err();
+        assert!(err.to_string().contains("bad.pid"), "{err}");
+        let err = parse_network_map(br#"{"network-map":{"A":{"ipv4":["10.0.0.0/8"]},"B":{"ipv4":["10.0.0.0/8"]}}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/8") && err.to_string().contains("\"B\""), "{err}");
+        let err = parse_network_map(b"{not json").unwrap_err();
+        assert!(matches!(err, ModelError::Json(_)));
+        let err = parse_cost_map(br#"{"meta":{"cost-type":{"cost-mode":"bogus","cost-metric":"x"}},"cost-map":{}}"#)
+            .unwrap_err();
+        assert!(matches!(err, ModelError::BadCostMode(_)));
+        let err = parse_cost_map(
+            br#"{"meta":{"cost-type":{"cost-mode":"ordinal","cost-metric":"x"}},"cost-map":{"A":{"B":1.5}}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"A\"") && err.to_string().contains("\"B\""), "{err}");
+    }
+
+    #[test]
+    fn cost_map_naming_unknown_pid_is_rejected() {
+        let nm = parse_network_map(RFC_NETWORK_MAP.as_bytes()).expect("nm");
+        let body = r#"{"meta":{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"}},"cost-map":{"PID1":{"PID9":1}}}"#;
+        let doc = parse_cost_map(body.as_bytes()).expect("parse");
+        let err = doc.bind(&nm_id(), &nm.map, &[]).unwrap_err();
+        assert!(matches!(&err, ModelError::UnknownPid { pid, .. } if pid == "PID9"), "{err}");
+    }
+}

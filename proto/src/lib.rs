@@ -1,0 +1,40 @@
+//! # altocast-proto
+//!
+//! The contract every altocast node speaks, with no sockets and no clocks:
+//! the generated gRPC types ([`pb`]), the ALTO model ([`NetworkMap`],
+//! [`CostMap`]) with RFC 7285 JSON in and out ([`json`]), diffs and
+//! incremental content tags ([`Tag`]), signed updates ([`update::sign`]) and the
+//! [`Verifier`] that checks them (DESIGN §3–§5).
+//!
+//! It is not a server or a client: those live in `altocast-rproxy`,
+//! `altocast-server` and `altocast-client`, which build on this crate.
+
+pub mod cost_map;
+mod error;
+pub mod json;
+pub mod keys;
+pub mod network_map;
+mod pid;
+mod tag;
+pub mod update;
+pub mod verify;
+mod wire;
+
+/// Generated protobuf and gRPC code for `altocast.v1`.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod pb {
+    tonic::include_proto!("altocast.v1");
+
+    /// Encoded descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("altocast_descriptor");
+}
+
+pub use cost_map::{CostMap, CostMapBuilder, CostMapDiff, CostMode, CostRowDiff, CostType, VersionTag};
+pub use error::ModelError;
+pub use keys::{KeyId, OriginKey, PublicKey, TrustedKeys};
+pub use network_map::{NetworkMap, NetworkMapDiff, PidPrefixes};
+pub use pid::{NameError, Pid, ResourceId};
+pub use tag::Tag;
+pub use update::{Header, Kind, MapDiff, MapState, Payload, Signed};
+pub use verify::{Applied, Check, Freshness, Held, Limits, UpdateKind, Verifier, VerifyError};
+pub use wire::cost_map_from_pb;

@@ -1,0 +1,610 @@
+//! The verifier every client and RProxy runs on what it receives (DESIGN §5).
+//!
+//! Checks, in order: (1) size limits before decoding; (2) a signature by a
+//! trusted key (and chunks bound to it); (3) the resource is one we asked for;
+//! (4) seq: greater than held to apply, equal only for a heartbeat, smaller is a
+//! rollback; (5) a diff's base seq and base tag equal the held state; (6) the
+//! tag after applying equals the signed tag; (7) not expired, not issued in the
+//! future (bounded clock skew); (8) dependencies match. Any failure leaves the
+//! held state exactly as it was: apply builds a new state and only a fully
+//! checked one replaces the old.
+//!
+//! Sans-IO: time is passed in as Unix milliseconds.
+
+use std::collections::HashMap;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message as _;
+
+use crate::{
+    CostType, MapDiff, MapState, ModelError, ResourceId, Tag,
+    keys::{KeyId, SignatureError, TrustedKeys, UPDATE_CONTEXT},
+    pb,
+    update::{Dependency, Kind},
+};
+
+/// Size limits applied before anything is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest `SignedUpdate.body` accepted.
+    pub max_body: usize,
+    /// Largest chunked snapshot (sum of chunks) accepted.
+    pub max_snapshot: usize,
+    /// Most chunks in one snapshot.
+    pub max_chunks: usize,
+    /// Clock skew tolerated on expiry and issue times, ms.
+    pub max_skew_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // 16 MiB bodies carry the largest diffs of a 1,100-PID map; 512 MiB
+        // covers a dense 4,096-PID cost map snapshot.
+        Limits { max_body: 16 << 20, max_snapshot: 512 << 20, max_chunks: 4096, max_skew_ms: 5_000 }
+    }
+}
+
+/// The check that failed, numbered as in DESIGN §5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Check {
+    /// 1: size limits.
+    Size,
+    /// 2: signature by a trusted key (and chunk binding).
+    Signature,
+    /// 3: a resource we asked for.
+    Resource,
+    /// 4: seq ordering (rollback / replay / gap).
+    Sequence,
+    /// 5: diff base matches held state.
+    Base,
+    /// 6: apply, and the resulting tag equals the signed one.
+    Apply,
+    /// 7: expiry and issue time.
+    Expiry,
+    /// 8: dependencies.
+    Dependency,
+}
+
+impl Check {
+    /// A short label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Size => "size",
+            Check::Signature => "signature",
+            Check::Resource => "resource",
+            Check::Sequence => "sequence",
+            Check::Base => "base",
+            Check::Apply => "apply",
+            Check::Expiry => "expiry",
+            Check::Dependency => "dependency",
+        }
+    }
+}
+
+/// Why an update was rejected. The held state is unchanged in every case.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VerifyError {
+    /// Check 1: a message exceeds a size limit.
+    #[error("{what} is {len} bytes; the limit is {limit}")]
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Check 2: no valid signature by a trusted key.
+    #[error("signature: {0}")]
+    Signature(#[from] SignatureError),
+    /// Check 2: a chunk does not match the hash the signed update binds.
+    #[error("snapshot chunk {index}: {reason}")]
+    Chunk {
+        /// The chunk index.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The signed body is not a valid `Update` (an origin bug, not tampering).
+    #[error("malformed update: {0}")]
+    Malformed(String),
+    /// Check 3: a resource we did not ask for.
+    #[error("resource {0:?} was not requested")]
+    UnexpectedResource(String),
+    /// Check 4: seq lower than held, or equal for a non-heartbeat (replay).
+    #[error("rollback: holding seq {held}, got seq {got}")]
+    Rollback {
+        /// Seq held.
+        held: u64,
+        /// Seq received.
+        got: u64,
+    },
+    /// Check 4: a heartbeat for a version we do not hold yet.
+    #[error("heartbeat for seq {got} but holding seq {held}: updates were skipped")]
+    Gap {
+        /// Seq held.
+        held: u64,
+        /// Seq of the heartbeat.
+        got: u64,
+    },
+    /// Check 5: a diff's base seq is not the held seq.
+    #[error("diff base seq {base} but holding seq {held}")]
+    BaseSeq {
+        /// Seq held.
+        held: u64,
+        /// The diff's base seq.
+        base: u64,
+    },
+    /// Check 5: a diff's base tag is not the held tag.
+    #[error("diff base tag {base} but holding tag {held}")]
+    BaseTag {
+        /// Tag held.
+        held: Tag,
+        /// The diff's base tag.
+        base: Tag,
+    },
+    /// Check 6: the payload is invalid or does not apply.
+    #[error("payload does not apply: {0}")]
+    Payload(ModelError),
+    /// Check 6: the state after applying has another tag than the signed one.
+    #[error("tag after apply is {computed}, signed tag is {signed}")]
+    TagMismatch {
+        /// The signed tag.
+        signed: Tag,
+        /// The computed tag.
+        computed: Tag,
+    },
+    /// Check 7: expired.
+    #[error("expired at {expires_at_ms} ms, now {now_ms} ms")]
+    Expired {
+        /// When it expired.
+        expires_at_ms: i64,
+        /// Now.
+        now_ms: i64,
+    },
+    /// Check 7: issued in the future beyond the allowed skew.
+    #[error("issued at {issued_at_ms} ms, in the future (now {now_ms} ms)")]
+    FromTheFuture {
+        /// Claimed issue time.
+        issued_at_ms: i64,
+        /// Now.
+        now_ms: i64,
+    },
+    /// Check 8: a dependency does not match the held version.
+    #[error("depends on {resource} tag {wanted} but holding {held}")]
+    Dependency {
+        /// The resource depended on.
+        resource: String,
+        /// The tag the update depends on.
+        wanted: String,
+        /// What is held (`nothing` if not held).
+        held: String,
+    },
+}
+
+impl VerifyError {
+    /// Which of the eight checks failed.
+    pub fn check(&self) -> Check {
+        match self {
+            VerifyError::TooLarge { .. } => Check::Size,
+            VerifyError::Signature(_) | VerifyError::Chunk { .. } => Check::Signature,
+            VerifyError::UnexpectedResource(_) => Check::Resource,
+            VerifyError::Rollback { .. } | VerifyError::Gap { .. } => Check::Sequence,
+            VerifyError::BaseSeq { .. } | VerifyError::BaseTag { .. } => Check::Base,
+            VerifyError::Malformed(_) | VerifyError::Payload(_) | VerifyError::TagMismatch { .. } => Check::Apply,
+            VerifyError::Expired { .. } | VerifyError::FromTheFuture { .. } => Check::Expiry,
+            VerifyError::Dependency { .. } => Check::Dependency,
+        }
+    }
+}
+
+/// A decoded update whose signature has been checked (checks 1–3), waiting for
+/// its chunks (if any) and the state checks.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The decoded update.
+    pub update: pb::Update,
+    /// The resource it is for.
+    pub resource_id: ResourceId,
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// Length of the signed body.
+    pub body_len: usize,
+}
+
+impl Opened {
+    /// `(chunk count, total length)` when the snapshot follows in chunks.
+    pub fn chunks_expected(&self) -> Option<(usize, usize)> {
+        match &self.update.payload {
+            Some(pb::update::Payload::Chunked(c)) => Some((c.chunk_hashes.len(), c.total_len as usize)),
+            _ => None,
+        }
+    }
+    /// The update's seq.
+    pub fn seq(&self) -> u64 {
+        self.update.seq
+    }
+    /// True for a heartbeat.
+    pub fn is_heartbeat(&self) -> bool {
+        matches!(self.update.payload, Some(pb::update::Payload::Heartbeat(_)))
+    }
+}
+
+/// What an update was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateKind {
+    /// A full state.
+    Snapshot,
+    /// A change.
+    Diff,
+    /// A re-signing of the held state.
+    Heartbeat,
+}
+
+impl UpdateKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateKind::Snapshot => "snapshot",
+            UpdateKind::Diff => "diff",
+            UpdateKind::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// A verified and applied update.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The resource.
+    pub resource_id: ResourceId,
+    /// Snapshot, diff or heartbeat.
+    pub kind: UpdateKind,
+    /// The new seq.
+    pub seq: u64,
+    /// The new tag.
+    pub tag: Tag,
+    /// Entries changed (all entries for a snapshot, 0 for a heartbeat).
+    pub entries_changed: usize,
+    /// Signed body bytes plus chunk bytes.
+    pub bytes: usize,
+    /// When the origin issued it.
+    pub issued_at_ms: i64,
+}
+
+/// A verified resource version.
+#[derive(Debug, Clone)]
+pub struct Held {
+    /// Seq.
+    pub seq: u64,
+    /// Tag.
+    pub tag: Tag,
+    /// The content.
+    pub state: MapState,
+    /// When the newest update or heartbeat for it was issued.
+    pub issued_at_ms: i64,
+    /// When it stops being fresh.
+    pub expires_at_ms: i64,
+    /// The dependencies of the update that produced it.
+    pub dependencies: Vec<Dependency>,
+}
+
+/// Per-resource verified state, fed one signed update at a time.
+#[derive(Debug)]
+pub struct Verifier {
+    keys: TrustedKeys,
+    limits: Limits,
+    /// `None` = requested but nothing held yet.
+    held: HashMap<ResourceId, Option<Held>>,
+    /// Accept any resource id (an RProxy relays whatever its upstream has).
+    any_resource: bool,
+}
+
+fn tag_of(at: &'static str, b: &[u8]) -> Result<Tag, VerifyError> {
+    if b.is_empty() {
+        return Ok(Tag::ZERO);
+    }
+    Tag::from_slice(b).map_err(|e| VerifyError::Malformed(format!("{at}: {e}")))
+}
+
+impl Verifier {
+    /// A verifier trusting `keys`, accepting the listed resources.
+    pub fn new(keys: TrustedKeys, limits: Limits, resources: impl IntoIterator<Item = ResourceId>) -> Self {
+        Verifier { keys, limits, held: resources.into_iter().map(|r| (r, None)).collect(), any_resource: false }
+    }
+
+    /// A verifier accepting every resource (RProxies, "subscribe to all").
+    pub fn accepting_all(keys: TrustedKeys, limits: Limits) -> Self {
+        Verifier { keys, limits, held: HashMap::new(), any_resource: true }
+    }
+
+    /// Adds a resource to those accepted.
+    pub fn request(&mut self, id: ResourceId) {
+        self.held.entry(id).or_insert(None);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The verified state of a resource.
+    pub fn get(&self, id: &str) -> Option<&Held> {
+        self.held.get(id).and_then(|h| h.as_ref())
+    }
+
+    /// Resources accepted, with what is held of each.
+    pub fn resources(&self) -> impl Iterator<Item = (&ResourceId, Option<&Held>)> {
+        self.held.iter().map(|(k, v)| (k, v.as_ref()))
+    }
+
+    /// Checks 1–3: size, signature, resource. Decodes the body.
+    pub fn open(&self, signed: &pb::SignedUpdate) -> Result<Opened, VerifyError> {
+        if signed.body.len() > self.limits.max_body {
+            return Err(VerifyError::TooLarge {
+                what: "update body",
+                len: signed.body.len(),
+                limit: self.limits.max_body,
+            });
+        }
+        let key_id = self.keys.verify(UPDATE_CONTEXT, &signed.body, &signed.signatures)?;
+        let update = pb::Update::decode(signed.body.clone()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let known = self.held.contains_key(update.resource_id.as_str());
+        if !known && !self.any_resource {
+            return Err(VerifyError::UnexpectedResource(update.resource_id.chars().take(80).collect()));
+        }
+        let resource_id = ResourceId::new(&update.resource_id)
+            .map_err(|_| VerifyError::UnexpectedResource(update.resource_id.chars().take(80).collect()))?;
+        if let Some(pb::update::Payload::Chunked(c)) = &update.payload {
+            if c.chunk_hashes.len() > self.limits.max_chunks {
+                return Err(VerifyError::TooLarge {
+                    what: "chunk count",
+                    len: c.chunk_hashes.len(),
+                    limit: self.limits.max_chunks,
+                });
+            }
+            if c.total_len as usize > self.limits.max_snapshot {
+                return Err(VerifyError::TooLarge {
+                    what: "snapshot",
+                    len: c.total_len as usize,
+                    limit: self.limits.max_snapshot,
+                });
+            }
+        }
+        Ok(Opened { update, resource_id, key_id, body_len: signed.body.len() })
+    }
+
+    /// Verifies and applies one signed update with its chunks (checks 1–8).
+    pub fn verify(
+        &mut self,
+        signed: &pb::SignedUpdate,
+        chunks: &[pb::SnapshotChunk],
+        now_ms: i64,
+    ) -> Result<Applied, VerifyError> {
+        let opened = self.open(signed)?;
+        self.apply(opened, chunks, now_ms)
+    }
+
+    /// Checks 4–8 on an opened update and, if all pass, commits the new state.
+    pub fn apply(&mut self, opened: Opened, chunks: &[pb::SnapshotChunk], now_ms: i64) -> Result<Applied, VerifyError> {
+        let (next, applied) = self.check(&opened, chunks, now_ms)?;
+        self.held.insert(opened.resource_id, Some(next));
+        Ok(applied)
+    }
+
+    /// Like [`Verifier::apply`] but commits nothing: returns the state the update
+    /// would produce.
+    pub fn check(
+        &self,
+        opened: &Opened,
+        chunks: &[pb::SnapshotChunk],
+        now_ms: i64,
+    ) -> Result<(Held, Applied), VerifyError> {
+        let u = &opened.update;
+        let held = self.get(opened.resource_id.as_str());
+        let held_seq = held.map_or(0, |h| h.seq);
+        let payload = u.payload.as_ref().ok_or_else(|| VerifyError::Malformed("no payload".into()))?;
+        let is_heartbeat = matches!(payload, pb::update::Payload::Heartbeat(_));
+        let tag = tag_of("tag", &u.tag)?;
+        let base_tag = tag_of("base_tag", &u.base_tag)?;
+
+        // Check 2 (continued): chunks must be exactly the ones the signature binds.
+        let chunk_bytes = match payload {
+            pb::update::Payload::Chunked(c) => Some(assemble_chunks(c, chunks)?),
+            _ => None,
+        };
+
+        // Check 4: ordering.
+        if is_heartbeat {
+            match held {
+                Some(h) if u.seq == h.seq && u.issued_at_ms < h.issued_at_ms => {
+                    return Err(VerifyError::Rollback { held: h.seq, got: u.seq });
+                }
+                _ if u.seq < held_seq => return Err(VerifyError::Rollback { held: held_seq, got: u.seq }),
+                _ if u.seq > held_seq => return Err(VerifyError::Gap { held: held_seq, got: u.seq }),
+                _ => {}
+            }
+        } else if u.seq <= held_seq {
+            return Err(VerifyError::Rollback { held: held_seq, got: u.seq });
+        }
+
+        let cost_type = u.cost_type.as_ref().map(CostType::try_from).transpose().map_err(VerifyError::Payload)?;
+        let (state, kind, entries_changed) = match payload {
+            pb::update::Payload::Heartbeat(_) => {
+                let h = held.ok_or(VerifyError::Gap { held: 0, got: u.seq })?;
+                if tag != h.tag {
+                    return Err(VerifyError::TagMismatch { signed: tag, computed: h.tag });
+                }
+                (h.state.clone(), UpdateKind::Heartbeat, 0)
+            }
+            pb::update::Payload::Diff(d) => {
+                // Check 5: the diff's base is exactly what we hold.
+                let h = held.ok_or(VerifyError::BaseSeq { held: 0, base: u.base_seq })?;
+                if u.base_seq != h.seq {
+                    return Err(VerifyError::BaseSeq { held: h.seq, base: u.base_seq });
+                }
+                if base_tag != h.tag {
+                    return Err(VerifyError::BaseTag { held: h.tag, base: base_tag });
+                }
+                let diff = MapDiff::from_pb(d.clone()).map_err(VerifyError::Payload)?;
+                let n = diff.entries_changed();
+                (h.state.apply(&diff).map_err(VerifyError::Payload)?, UpdateKind::Diff, n)
+            }
+            pb::update::Payload::Snapshot(s) => {
+                let st = MapState::from_pb(s.clone(), cost_type.clone()).map_err(VerifyError::Payload)?;
+                let n = st.entry_count();
+                (st, UpdateKind::Snapshot, n)
+            }
+            pb::update::Payload::Chunked(_) => {
+                let bytes = chunk_bytes.unwrap_or_default();
+                let s = pb::Snapshot::decode(bytes)
+                    .map_err(|e| VerifyError::Malformed(format!("chunked snapshot: {e}")))?;
+                let st = MapState::from_pb(s, cost_type.clone()).map_err(VerifyError::Payload)?;
+                let n = st.entry_count();
+                (st, UpdateKind::Snapshot, n)
+            }
+        };
+        let expected_kind = match pb::ResourceKind::try_from(u.kind) {
+            Ok(pb::ResourceKind::NetworkMap) => Kind::NetworkMap,
+            Ok(pb::ResourceKind::CostMap) => Kind::CostMap,
+            _ => return Err(VerifyError::Malformed(format!("resource kind {}", u.kind))),
+        };
+        if state.kind() != expected_kind || (kind != UpdateKind::Heartbeat && state.cost_type() != cost_type.as_ref()) {
+            return Err(VerifyError::Payload(ModelError::DiffMismatch(
+                "payload kind or cost type differs from the header".into(),
+            )));
+        }
+        // Check 6: the state we computed is the state the origin signed.
+        if state.tag() != tag {
+            return Err(VerifyError::TagMismatch { signed: tag, computed: state.tag() });
+        }
+        // Check 7: freshness.
+        if u.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms {
+            return Err(VerifyError::Expired { expires_at_ms: u.expires_at_ms, now_ms });
+        }
+        if u.issued_at_ms > now_ms.saturating_add(self.limits.max_skew_ms) {
+            return Err(VerifyError::FromTheFuture { issued_at_ms: u.issued_at_ms, now_ms });
+        }
+        // Check 8: dependencies.
+        let dependencies = u
+            .dependencies
+            .iter()
+            .map(|d| {
+                Ok(Dependency {
+                    resource_id: ResourceId::new(&d.resource_id)
+                        .map_err(|e| VerifyError::Malformed(format!("dependency: {e}")))?,
+                    seq: d.seq,
+                    tag: tag_of("dependency tag", &d.tag)?,
+                })
+            })
+            .collect::<Result<Vec<_>, VerifyError>>()?;
+        self.check_dependencies(&state, &dependencies, is_heartbeat.then_some(held).flatten())?;
+
+        let bytes = opened.body_len + chunks.iter().map(|c| c.data.len()).sum::<usize>();
+        let applied = Applied {
+            resource_id: opened.resource_id.clone(),
+            kind,
+            seq: u.seq,
+            tag,
+            entries_changed,
+            bytes,
+            issued_at_ms: u.issued_at_ms,
+        };
+        let next =
+            Held { seq: u.seq, tag, state, issued_at_ms: u.issued_at_ms, expires_at_ms: u.expires_at_ms, dependencies };
+        Ok((next, applied))
+    }
+
+    fn check_dependencies(
+        &self,
+        state: &MapState,
+        deps: &[Dependency],
+        heartbeat_of: Option<&Held>,
+    ) -> Result<(), VerifyError> {
+        let state_dep = state.depends_on();
+        let mismatch = |resource: &str, wanted: String, held: String| VerifyError::Dependency {
+            resource: resource.into(),
+            wanted,
+            held,
+        };
+        // The signed header and the signed content must agree on the dependency.
+        match (state_dep, deps.first()) {
+            (None, None) => return Ok(()),
+            (Some(s), Some(d)) if s.resource_id == d.resource_id && s.tag == d.tag && deps.len() == 1 => {}
+            (s, d) => {
+                return Err(mismatch(
+                    s.map(|s| s.resource_id.as_str()).unwrap_or("-"),
+                    d.map(|d| d.tag.to_hex()).unwrap_or_else(|| "nothing".into()),
+                    s.map(|s| s.tag.to_hex()).unwrap_or_else(|| "nothing".into()),
+                ));
+            }
+        }
+        for d in deps {
+            if let Some(h) = heartbeat_of {
+                // A heartbeat re-signs the held version; it must carry its dependencies.
+                if h.dependencies.iter().any(|x| x == d) {
+                    continue;
+                }
+                return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "another version".into()));
+            }
+            match self.get(d.resource_id.as_str()) {
+                Some(nm) if nm.tag == d.tag && (d.seq == 0 || nm.seq == d.seq) => {}
+                Some(nm) => {
+                    return Err(mismatch(
+                        d.resource_id.as_str(),
+                        d.tag.to_hex(),
+                        format!("seq {} tag {}", nm.seq, nm.tag),
+                    ));
+                }
+                None => return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "nothing".into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a resource is fresh at `now_ms`.
+    pub fn freshness(&self, id: &str, now_ms: i64) -> Freshness {
+        match self.get(id) {
+            None => Freshness::Missing,
+            Some(h) if h.expires_at_ms < now_ms => Freshness::Stale { since_ms: h.expires_at_ms },
+            Some(h) => Freshness::Fresh { until_ms: h.expires_at_ms },
+        }
+    }
+}
+
+/// Freshness of a held resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Nothing held.
+    Missing,
+    /// Valid until the given time.
+    Fresh {
+        /// Unix ms.
+        until_ms: i64,
+    },
+    /// Expired at the given time: not to be served as fresh.
+    Stale {
+        /// Unix ms.
+        since_ms: i64,
+    },
+}
+
+fn assemble_chunks(c: &pb::ChunkedSnapshot, chunks: &[pb::SnapshotChunk]) -> Result<Bytes, VerifyError> {
+    if chunks.len() != c.chunk_hashes.len() {
+        return Err(VerifyError::Chunk {
+            index: chunks.len(),
+            reason: format!("{} chunks, signed {}", chunks.len(), c.chunk_hashes.len()),
+        });
+    }
+    let total: usize = chunks.iter().map(|ch| ch.data.len()).sum();
+    if total as u64 != c.total_len {
+        return Err(VerifyError::Chunk { index: 0, reason: format!("{total} bytes, signed {}", c.total_len) });
+    }
+    let mut out = BytesMut::with_capacity(total);
+    for (i, (ch, h)) in chunks.iter().zip(&c.chunk_hashes).enumerate() {
+        if ch.index as usize != i || blake3::hash(&ch.data).as_bytes()[..] != h[..] {
+            return Err(VerifyError::Chunk { index: i, reason: "hash or position differs from the signed one".into() });
+        }
+        out.extend_from_slice(&ch.data);
+    }
+    Ok(out.freeze())
+}
