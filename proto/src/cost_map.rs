@@ -236,7 +236,7 @@ fn row_bytes(row: &[f64]) -> Vec<u8> {
 fn row_hash(row: &[f64]) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"altocast/v1/cost-map/row\0");
-    h.update(&row_bytes(row));
+    h.update(row_bytes(row));
     *h.finalize().as_bytes()
 }
 

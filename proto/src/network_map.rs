@@ -116,9 +116,15 @@ struct PidEntry {
 #[derive(Clone)]
 pub struct NetworkMap {
     pids: BTreeMap<Pid, Arc<PidEntry>>,
-    lpm4: PrefixMap<Ipv4Net, Pid>,
-    lpm6: PrefixMap<Ipv6Net, Pid>,
+    /// Shared: clones of a map (views, verifier copies) share one index.
+    lpm: Arc<Lpm>,
     tag: Tag,
+}
+
+#[derive(Clone, Default)]
+struct Lpm {
+    v4: PrefixMap<Ipv4Net, Pid>,
+    v6: PrefixMap<Ipv6Net, Pid>,
 }
 
 impl std::fmt::Debug for NetworkMap {
@@ -171,8 +177,7 @@ impl NetworkMap {
         if pids.len() > MAX_PIDS {
             return Err(ModelError::TooManyPids { what: "network map", count: pids.len(), limit: MAX_PIDS });
         }
-        let mut lpm4 = PrefixMap::new();
-        let mut lpm6 = PrefixMap::new();
+        let mut lpm = Lpm::default();
         let dup = |prefix: String, first: &Pid, second: &Pid| ModelError::DuplicatePrefix {
             prefix,
             first: first.to_string(),
@@ -180,12 +185,12 @@ impl NetworkMap {
         };
         for (pid, e) in &pids {
             for n in &e.prefixes.ipv4 {
-                if let Some(first) = lpm4.insert(*n, pid.clone()) {
+                if let Some(first) = lpm.v4.insert(*n, pid.clone()) {
                     return Err(dup(n.to_string(), &first, pid));
                 }
             }
             for n in &e.prefixes.ipv6 {
-                if let Some(first) = lpm6.insert(*n, pid.clone()) {
+                if let Some(first) = lpm.v6.insert(*n, pid.clone()) {
                     return Err(dup(n.to_string(), &first, pid));
                 }
             }
@@ -196,7 +201,7 @@ impl NetworkMap {
             c.str(pid.as_str()).raw(&e.hash);
         }
         let tag = c.finish();
-        Ok(NetworkMap { pids, lpm4, lpm6, tag })
+        Ok(NetworkMap { pids, lpm: Arc::new(lpm), tag })
     }
 
     /// The content tag.
@@ -232,8 +237,8 @@ impl NetworkMap {
     /// The PID an address belongs to, by longest-prefix match (RFC 7285 §11.2.1.6).
     pub fn lookup(&self, ip: IpAddr) -> Option<&Pid> {
         match ip {
-            IpAddr::V4(a) => self.lpm4.get_lpm(&Ipv4Net::from(a)).map(|(_, p)| p),
-            IpAddr::V6(a) => self.lpm6.get_lpm(&Ipv6Net::from(a)).map(|(_, p)| p),
+            IpAddr::V4(a) => self.lpm.v4.get_lpm(&Ipv4Net::from(a)).map(|(_, p)| p),
+            IpAddr::V6(a) => self.lpm.v6.get_lpm(&Ipv6Net::from(a)).map(|(_, p)| p),
         }
     }
 

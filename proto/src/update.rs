@@ -290,3 +290,70 @@ pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: 
     let sig = key.sign(UPDATE_CONTEXT, &body);
     Signed { update: pb::SignedUpdate { body, signatures: vec![sig] }, chunks }
 }
+
+/// One version of a resource as the origin holds it.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// Seq.
+    pub seq: u64,
+    /// The content.
+    pub state: MapState,
+    /// Versions of other resources it was computed against.
+    pub dependencies: Vec<Dependency>,
+}
+
+/// Makes signed updates for the origin: snapshot, diff and heartbeat edges.
+#[derive(Debug)]
+pub struct Signer {
+    key: OriginKey,
+    /// How long an update keeps a resource fresh, ms.
+    pub ttl_ms: i64,
+    /// Snapshots larger than this are chunked.
+    pub chunk_size: usize,
+}
+
+impl Signer {
+    /// A signer with `key`; updates stay fresh for `ttl_ms`.
+    pub fn new(key: OriginKey, ttl_ms: i64) -> Self {
+        Signer { key, ttl_ms, chunk_size: DEFAULT_CHUNK_SIZE }
+    }
+
+    /// The signing key.
+    pub fn key(&self) -> &OriginKey {
+        &self.key
+    }
+
+    fn header(&self, id: &ResourceId, v: &Version, base: Option<&Version>, now_ms: i64) -> Header {
+        Header {
+            origin_id: self.key.id().to_string(),
+            resource_id: id.clone(),
+            kind: v.state.kind(),
+            cost_type: v.state.cost_type().cloned(),
+            seq: v.seq,
+            base_seq: base.map_or(0, |b| b.seq),
+            base_tag: base.map_or(Tag::ZERO, |b| b.state.tag()),
+            tag: v.state.tag(),
+            issued_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(self.ttl_ms),
+            dependencies: v.dependencies.clone(),
+        }
+    }
+
+    /// The edge `0 → v.seq`.
+    pub fn snapshot(&self, id: &ResourceId, v: &Version, now_ms: i64) -> Signed {
+        sign(&self.key, &self.header(id, v, None, now_ms), Payload::Snapshot(&v.state), self.chunk_size)
+    }
+
+    /// The edge `from.seq → to.seq` carrying `diff` (which must turn `from` into `to`).
+    pub fn diff(&self, id: &ResourceId, from: &Version, to: &Version, diff: &MapDiff, now_ms: i64) -> Signed {
+        sign(&self.key, &self.header(id, to, Some(from), now_ms), Payload::Diff(diff), self.chunk_size)
+    }
+
+    /// "Still at `v.seq`, fresh for another ttl."
+    pub fn heartbeat(&self, id: &ResourceId, v: &Version, now_ms: i64) -> Signed {
+        let mut h = self.header(id, v, None, now_ms);
+        h.base_seq = v.seq;
+        h.base_tag = v.state.tag();
+        sign(&self.key, &h, Payload::Heartbeat, self.chunk_size)
+    }
+}

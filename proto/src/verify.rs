@@ -288,8 +288,9 @@ pub struct Held {
     pub dependencies: Vec<Dependency>,
 }
 
-/// Per-resource verified state, fed one signed update at a time.
-#[derive(Debug)]
+/// Per-resource verified state, fed one signed update at a time. Cloning is
+/// cheap: maps share their rows.
+#[derive(Debug, Clone)]
 pub struct Verifier {
     keys: TrustedKeys,
     limits: Limits,
@@ -607,4 +608,261 @@ fn assemble_chunks(c: &pb::ChunkedSnapshot, chunks: &[pb::SnapshotChunk]) -> Res
         out.extend_from_slice(&ch.data);
     }
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        CostMapBuilder, CostType, NetworkMap, OriginKey, Pid, PidPrefixes, Signed, VersionTag,
+        update::{Signer, Version},
+    };
+    use std::collections::BTreeMap;
+
+    const NOW: i64 = 1_000_000;
+
+    fn nm(extra: bool) -> NetworkMap {
+        let mut m = BTreeMap::new();
+        m.insert(Pid::new("a").expect("pid"), PidPrefixes::parse("a", &["10.0.0.0/8"], &[] as &[&str]).expect("p"));
+        let b = if extra { vec!["11.0.0.0/8", "12.0.0.0/8"] } else { vec!["11.0.0.0/8"] };
+        m.insert(Pid::new("b").expect("pid"), PidPrefixes::parse("b", &b, &[]).expect("p"));
+        NetworkMap::new(m).expect("nm")
+    }
+
+    fn cm(nm: &NetworkMap, ab: f64) -> MapState {
+        let p = |s: &str| Pid::new(s).expect("pid");
+        let dep = VersionTag { resource_id: rid("nm"), tag: nm.tag() };
+        let mut b = CostMapBuilder::new(CostType::routingcost(), Some(dep));
+        b.row(p("a"), vec![(p("a"), 0.0), (p("b"), ab)]).row(p("b"), vec![(p("a"), ab), (p("b"), 0.0)]);
+        MapState::Cost(b.build().expect("cm"))
+    }
+
+    fn rid(s: &str) -> ResourceId {
+        ResourceId::new(s).expect("rid")
+    }
+
+    struct Fixture {
+        signer: Signer,
+        nm1: Version,
+        cm1: Version,
+        cm2: Version,
+    }
+
+    fn fixture() -> Fixture {
+        let signer = Signer::new(OriginKey::from_seed([7; 32]), 60_000);
+        let n = nm(false);
+        let dep = vec![Dependency { resource_id: rid("nm"), seq: 1, tag: n.tag() }];
+        let cm1 = Version { seq: 1, state: cm(&n, 5.0), dependencies: dep.clone() };
+        let cm2 = Version { seq: 2, state: cm(&n, 7.0), dependencies: dep };
+        Fixture { signer, nm1: Version { seq: 1, state: MapState::Network(n), dependencies: vec![] }, cm1, cm2 }
+    }
+
+    impl Fixture {
+        fn verifier(&self) -> Verifier {
+            let keys = TrustedKeys::new([self.signer.key().public()]);
+            Verifier::new(keys, Limits::default(), [rid("nm"), rid("cm")])
+        }
+        /// A verifier holding nm@1 and cm@1.
+        fn primed(&self) -> Verifier {
+            let mut v = self.verifier();
+            let s = self.signer.snapshot(&rid("nm"), &self.nm1, NOW);
+            v.verify(&s.update, &s.chunks, NOW).expect("nm snapshot");
+            let s = self.signer.snapshot(&rid("cm"), &self.cm1, NOW);
+            v.verify(&s.update, &s.chunks, NOW).expect("cm snapshot");
+            v
+        }
+        fn diff12(&self) -> Signed {
+            let d = self.cm1.state.diff(&self.cm2.state).expect("diff");
+            self.signer.diff(&rid("cm"), &self.cm1, &self.cm2, &d, NOW)
+        }
+    }
+
+    /// Asserts `signed` is rejected with `check` and nothing held changes.
+    fn rejected(
+        v: &mut Verifier,
+        signed: &pb::SignedUpdate,
+        chunks: &[pb::SnapshotChunk],
+        now: i64,
+        check: Check,
+    ) -> VerifyError {
+        let before: Vec<(String, u64, Tag, i64)> =
+            v.resources().filter_map(|(k, h)| h.map(|h| (k.to_string(), h.seq, h.tag, h.expires_at_ms))).collect();
+        let err = v.verify(signed, chunks, now).expect_err("must be rejected");
+        assert_eq!(err.check(), check, "{err}");
+        let mut after: Vec<(String, u64, Tag, i64)> =
+            v.resources().filter_map(|(k, h)| h.map(|h| (k.to_string(), h.seq, h.tag, h.expires_at_ms))).collect();
+        let mut before = before;
+        before.sort();
+        after.sort();
+        assert_eq!(before, after, "state changed after a rejection");
+        err
+    }
+
+    /// Re-signs a modified body with the fixture key: a validly signed but wrong update.
+    fn resign(f: &Fixture, s: &Signed, edit: impl FnOnce(&mut pb::Update)) -> pb::SignedUpdate {
+        let mut u = pb::Update::decode(s.update.body.clone()).expect("decode");
+        edit(&mut u);
+        let body = Bytes::from(u.encode_to_vec());
+        let sig = f.signer.key().sign(UPDATE_CONTEXT, &body);
+        pb::SignedUpdate { body, signatures: vec![sig] }
+    }
+
+    #[test]
+    fn accepts_snapshot_diff_heartbeat_chain() {
+        let f = fixture();
+        let mut v = f.primed();
+        let a = v.verify(&f.diff12().update, &[], NOW + 1).expect("diff");
+        assert_eq!((a.kind, a.seq, a.entries_changed), (UpdateKind::Diff, 2, 2));
+        let hb = f.signer.heartbeat(&rid("cm"), &f.cm2, NOW + 50_000);
+        v.verify(&hb.update, &[], NOW + 50_000).expect("heartbeat");
+        assert_eq!(v.get("cm").map(|h| h.expires_at_ms), Some(NOW + 110_000));
+        assert_eq!(v.freshness("cm", NOW + 100_000), Freshness::Fresh { until_ms: NOW + 110_000 });
+        assert_eq!(v.freshness("cm", NOW + 120_000), Freshness::Stale { since_ms: NOW + 110_000 });
+    }
+
+    #[test]
+    fn rejects_oversized_body_before_decoding() {
+        let f = fixture();
+        let mut v = f.primed();
+        let signed = pb::SignedUpdate { body: Bytes::from(vec![0u8; (16 << 20) + 1]), signatures: vec![] };
+        rejected(&mut v, &signed, &[], NOW, Check::Size);
+    }
+
+    #[test]
+    fn rejects_bad_signature() {
+        let f = fixture();
+        let mut v = f.primed();
+        let mut s = f.diff12().update;
+        let mut sig = s.signatures[0].sig.to_vec();
+        sig[10] ^= 1;
+        s.signatures[0].sig = sig.into();
+        let err = rejected(&mut v, &s, &[], NOW, Check::Signature);
+        assert!(matches!(err, VerifyError::Signature(SignatureError::Invalid(_))));
+    }
+
+    #[test]
+    fn rejects_unknown_key() {
+        let f = fixture();
+        let mut v = f.primed();
+        let other = Signer::new(OriginKey::from_seed([9; 32]), 60_000);
+        let d = f.cm1.state.diff(&f.cm2.state).expect("diff");
+        let s = other.diff(&rid("cm"), &f.cm1, &f.cm2, &d, NOW);
+        let err = rejected(&mut v, &s.update, &[], NOW, Check::Signature);
+        assert!(matches!(err, VerifyError::Signature(SignatureError::UnknownKey(_))));
+    }
+
+    #[test]
+    fn rejects_wrong_resource() {
+        let f = fixture();
+        let mut v = f.primed();
+        let s = f.signer.snapshot(&rid("other"), &f.cm1, NOW);
+        rejected(&mut v, &s.update, &[], NOW, Check::Resource);
+    }
+
+    #[test]
+    fn rejects_rollback_and_replay() {
+        let f = fixture();
+        let mut v = f.primed();
+        v.verify(&f.diff12().update, &[], NOW).expect("diff");
+        let old = f.signer.snapshot(&rid("cm"), &f.cm1, NOW);
+        let err = rejected(&mut v, &old.update, &[], NOW, Check::Sequence);
+        assert_eq!(err, VerifyError::Rollback { held: 2, got: 1 });
+        let replay = f.diff12();
+        rejected(&mut v, &replay.update, &[], NOW, Check::Sequence);
+        // An old heartbeat replayed after a newer one is a rollback too.
+        let hb_old = f.signer.heartbeat(&rid("cm"), &f.cm2, NOW + 1);
+        let hb_new = f.signer.heartbeat(&rid("cm"), &f.cm2, NOW + 2);
+        v.verify(&hb_new.update, &[], NOW + 2).expect("hb");
+        rejected(&mut v, &hb_old.update, &[], NOW + 2, Check::Sequence);
+    }
+
+    #[test]
+    fn rejects_wrong_base_seq() {
+        let f = fixture();
+        let mut v = f.primed();
+        let s = resign(&f, &f.diff12(), |u| {
+            u.seq = 3;
+            u.base_seq = 2;
+        });
+        let err = rejected(&mut v, &s, &[], NOW, Check::Base);
+        assert_eq!(err, VerifyError::BaseSeq { held: 1, base: 2 });
+    }
+
+    #[test]
+    fn rejects_wrong_base_tag() {
+        let f = fixture();
+        let mut v = f.primed();
+        let s = resign(&f, &f.diff12(), |u| u.base_tag = Bytes::from(vec![1u8; 32]));
+        let err = rejected(&mut v, &s, &[], NOW, Check::Base);
+        assert!(matches!(err, VerifyError::BaseTag { .. }));
+    }
+
+    #[test]
+    fn rejects_tag_mismatch_after_apply() {
+        let f = fixture();
+        let mut v = f.primed();
+        let s = resign(&f, &f.diff12(), |u| {
+            if let Some(pb::update::Payload::Diff(pb::Diff { map: Some(pb::diff::Map::CostMap(d)) })) = &mut u.payload {
+                d.rows[0].set_cost[0] = 8.0;
+            }
+        });
+        let err = rejected(&mut v, &s, &[], NOW, Check::Apply);
+        assert!(matches!(err, VerifyError::TagMismatch { .. }));
+    }
+
+    #[test]
+    fn rejects_expired_and_future_updates() {
+        let f = fixture();
+        let mut v = f.primed();
+        let s = f.diff12();
+        let err = rejected(&mut v, &s.update, &[], NOW + 60_000 + 5_001, Check::Expiry);
+        assert!(matches!(err, VerifyError::Expired { .. }));
+        // Within the skew allowance it is still accepted.
+        let mut v2 = f.primed();
+        v2.verify(&s.update, &[], NOW + 60_000 + 4_999).expect("within skew");
+        let future = resign(&f, &s, |u| u.issued_at_ms = NOW + 10_000);
+        let err = rejected(&mut v, &future, &[], NOW, Check::Expiry);
+        assert!(matches!(err, VerifyError::FromTheFuture { .. }));
+    }
+
+    #[test]
+    fn rejects_dependency_mismatch() {
+        let f = fixture();
+        // Held nm is version 1; a cost map computed against another network map
+        // version must not be accepted with it.
+        let mut v = f.primed();
+        let n2 = nm(true);
+        let cm3 = Version {
+            seq: 3,
+            state: cm(&n2, 5.0),
+            dependencies: vec![Dependency { resource_id: rid("nm"), seq: 2, tag: n2.tag() }],
+        };
+        let s = f.signer.snapshot(&rid("cm"), &cm3, NOW);
+        let err = rejected(&mut v, &s.update, &[], NOW, Check::Dependency);
+        assert!(matches!(err, VerifyError::Dependency { .. }), "{err}");
+        // A header dependency that disagrees with the signed content is refused too.
+        let lying = Version { dependencies: f.cm2.dependencies.clone(), ..cm3 };
+        let s = f.signer.snapshot(&rid("cm"), &lying, NOW);
+        rejected(&mut v, &s.update, &[], NOW, Check::Dependency);
+    }
+
+    #[test]
+    fn chunked_snapshot_verifies_and_tampered_chunk_is_rejected() {
+        let mut f = fixture();
+        f.signer.chunk_size = 16;
+        let mut v = f.verifier();
+        let s = f.signer.snapshot(&rid("nm"), &f.nm1, NOW);
+        assert!(s.chunks.len() > 1, "fixture must chunk");
+        let mut bad = s.chunks.clone();
+        let mut d = bad[1].data.to_vec();
+        d[0] ^= 0x80;
+        bad[1].data = d.into();
+        rejected(&mut v, &s.update, &bad, NOW, Check::Signature);
+        let mut swapped = s.chunks.clone();
+        swapped.swap(0, 1);
+        rejected(&mut v, &s.update, &swapped, NOW, Check::Signature);
+        rejected(&mut v, &s.update, &s.chunks[..1], NOW, Check::Signature);
+        v.verify(&s.update, &s.chunks, NOW).expect("intact chunks verify");
+        assert_eq!(v.get("nm").map(|h| h.tag), Some(f.nm1.state.tag()));
+    }
 }

@@ -1,0 +1,115 @@
+//! Property tests of the model and the verifier (STYLE: tests).
+
+use std::collections::BTreeMap;
+
+use altocast_proto::{
+    CostMapBuilder, CostType, Limits, MapState, NetworkMap, OriginKey, Pid, PidPrefixes, ResourceId, TrustedKeys,
+    Verifier, json, pb,
+    update::{Signer, Version},
+};
+use bytes::Bytes;
+use proptest::prelude::*;
+use prost::Message as _;
+
+fn pid(i: usize) -> Pid {
+    Pid::new(&format!("p{i}")).expect("pid")
+}
+
+/// A random cost map over a random subset of 12 PIDs; some pairs absent.
+fn cost_map() -> impl Strategy<Value = altocast_proto::CostMap> {
+    (prop::collection::btree_set(0usize..12, 1..10), prop::collection::vec(prop::option::weighted(0.8, 0u32..50), 144))
+        .prop_map(|(pids, costs)| {
+            let pids: Vec<usize> = pids.into_iter().collect();
+            let mut b = CostMapBuilder::new(CostType::routingcost(), None);
+            for &s in &pids {
+                let row = pids.iter().filter_map(|&d| costs[s * 12 + d].map(|c| (pid(d), c as f64 / 2.0))).collect();
+                b.row(pid(s), row);
+            }
+            b.build().expect("valid")
+        })
+}
+
+fn network_map() -> impl Strategy<Value = NetworkMap> {
+    prop::collection::btree_map(0usize..10, prop::collection::btree_set(0u8..40, 0..4), 0..8).prop_map(|m| {
+        let mut out = BTreeMap::new();
+        let mut used = std::collections::HashSet::new();
+        for (p, blocks) in m {
+            let v4: Vec<String> =
+                blocks.into_iter().filter(|b| used.insert(*b)).map(|b| format!("10.{b}.0.0/16")).collect();
+            out.insert(pid(p), PidPrefixes::parse("p", &v4, &[format!("2001:db8:{p:x}::/48")]).expect("prefixes"));
+        }
+        NetworkMap::new(out).expect("valid")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cost_map_apply_of_diff_gives_target(a in cost_map(), b in cost_map()) {
+        let d = a.diff(&b).expect("same cost type");
+        let got = a.apply(&d).expect("applies");
+        prop_assert_eq!(got.tag(), b.tag());
+        prop_assert_eq!(&got, &b);
+        // The incrementally maintained tag equals a full rehash.
+        prop_assert_eq!(got.tag(), got.full_rehash_tag());
+        // And the diff survives the wire.
+        let wire = MapState::Cost(a.clone()).diff(&MapState::Cost(b.clone())).expect("diff").to_pb();
+        let back = altocast_proto::MapDiff::from_pb(pb::Diff::decode(wire.encode_to_vec().as_slice()).expect("decode")).expect("valid");
+        prop_assert_eq!(MapState::Cost(a).apply(&back).expect("apply").tag(), b.tag());
+    }
+
+    #[test]
+    fn network_map_apply_of_diff_gives_target(a in network_map(), b in network_map()) {
+        let d = a.diff(&b);
+        let got = a.apply(&d).expect("applies");
+        prop_assert_eq!(got.tag(), b.tag());
+        prop_assert_eq!(&got, &b);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_the_tag(b in cost_map()) {
+        let doc = json::parse_cost_map(json::cost_map_json(&b).as_bytes()).expect("parse");
+        prop_assert_eq!(doc.map.tag(), b.tag());
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = pb::Update::decode(bytes.as_slice());
+        let _ = pb::SubscribeResponse::decode(bytes.as_slice());
+        let _ = json::parse_network_map(&bytes);
+        let _ = json::parse_cost_map(&bytes);
+        let key = OriginKey::from_seed([1; 32]);
+        let mut v = Verifier::accepting_all(TrustedKeys::new([key.public()]), Limits::default());
+        // Arbitrary bytes, even validly signed, never panic the verifier.
+        let body = Bytes::from(bytes);
+        let sig = key.sign(altocast_proto::keys::UPDATE_CONTEXT, &body);
+        let _ = v.verify(&pb::SignedUpdate { body, signatures: vec![sig] }, &[], 0);
+    }
+}
+
+/// Any single flipped bit in the body or the signature fails verification.
+#[test]
+fn any_flipped_bit_fails_verification() {
+    let signer = Signer::new(OriginKey::from_seed([3; 32]), 60_000);
+    let mut b = CostMapBuilder::new(CostType::routingcost(), None);
+    b.row(pid(0), vec![(pid(0), 0.0), (pid(1), 4.0)]).row(pid(1), vec![(pid(0), 4.0)]);
+    let v = Version { seq: 1, state: MapState::Cost(b.build().expect("cm")), dependencies: vec![] };
+    let id = ResourceId::new("cm").expect("id");
+    let s = signer.snapshot(&id, &v, 1000).update;
+    let verifier = || Verifier::new(TrustedKeys::new([signer.key().public()]), Limits::default(), [id.clone()]);
+    verifier().verify(&s, &[], 1000).expect("intact update verifies");
+    for bit in 0..s.body.len() * 8 {
+        let mut body = s.body.to_vec();
+        body[bit / 8] ^= 1 << (bit % 8);
+        let t = pb::SignedUpdate { body: body.into(), signatures: s.signatures.clone() };
+        assert!(verifier().verify(&t, &[], 1000).is_err(), "body bit {bit} flipped but verified");
+    }
+    for bit in 0..64 * 8 {
+        let mut sig = s.signatures[0].sig.to_vec();
+        sig[bit / 8] ^= 1 << (bit % 8);
+        let mut t = s.clone();
+        t.signatures[0].sig = sig.into();
+        assert!(verifier().verify(&t, &[], 1000).is_err(), "signature bit {bit} flipped but verified");
+    }
+}
