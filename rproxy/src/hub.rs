@@ -1,0 +1,860 @@
+//! The fan-out hub: per resource, the signed bytes needed to bring any
+//! subscriber up to date, and the live stream of new updates (DESIGN §6).
+//!
+//! Per resource the hub keeps the latest signed snapshot, a bounded ring of the
+//! signed diffs that follow older versions, and the latest heartbeat, all as the
+//! exact signed bytes received. A subscriber resumes from `(have_seq, have_tag)`:
+//! nothing missing → the latest heartbeat; the missing diffs still in the ring →
+//! those; otherwise → the snapshot (and the diffs after it). Then live updates.
+//! Every update is wrapped once into its frames and the same `Bytes` handles go
+//! to every subscriber.
+//!
+//! # Slow-subscriber policy
+//!
+//! Live updates reach subscribers through one bounded broadcast ring per
+//! resource ([`HubConfig::live_buffer`] updates), so memory does not grow with a
+//! slow subscriber and a slow subscriber never slows the others: the publisher
+//! never waits. A subscriber that falls more than `live_buffer` updates behind
+//! loses its place in the ring (its queue is dropped, counted in
+//! `altocast_hub_lagged_total`) and is **resynced** from the cache — the diffs
+//! since its last delivered version, or a snapshot — as soon as it drains.
+//! Each subscriber's outgoing queue holds at most [`HubConfig::queue`] frames;
+//! a subscriber whose queue stays full for [`HubConfig::stuck_deadline`] is
+//! **disconnected** (`altocast_hub_disconnected_total{reason="stuck"}`). Drops,
+//! resyncs and disconnects are counted and warned about at most once a second
+//! per subscriber. Subscribers unregister through a `Drop` guard so the
+//! subscriber gauge never drifts, and every stream ends on shutdown.
+
+use std::{
+    collections::VecDeque,
+    sync::{Arc, Mutex, atomic::AtomicU64, atomic::Ordering},
+    time::Duration,
+};
+
+use altocast_proto::{Kind, ResourceId, Tag, UpdateKind, pb};
+use dashmap::DashMap;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{StreamExt as _, StreamMap, wrappers::BroadcastStream};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
+
+use crate::metrics as m;
+
+/// Hub sizing. Defaults suit a few resources and tens of thousands of subscribers.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Diffs kept per resource for resume. 64 covers half an hour of 30 s epochs,
+    /// so a client that reconnects within that gets diffs, not a snapshot.
+    pub ring_size: usize,
+    /// Live updates buffered per resource before slow subscribers are resynced.
+    /// 256 absorbs bursts (a whole ring of diffs) without resyncing anyone.
+    pub live_buffer: usize,
+    /// Frames queued per subscriber. Small, because a frame can be a 1 MiB
+    /// snapshot chunk and there can be 10,000 subscribers.
+    pub queue: usize,
+    /// A subscriber whose queue stays full this long is disconnected.
+    pub stuck_deadline: Duration,
+    /// Most concurrent subscriptions.
+    pub max_subscribers: usize,
+    /// Most resources in one subscription.
+    pub max_resources_per_subscription: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            ring_size: 64,
+            live_buffer: 256,
+            queue: 16,
+            stuck_deadline: Duration::from_secs(30),
+            max_subscribers: 100_000,
+            max_resources_per_subscription: 64,
+        }
+    }
+}
+
+/// One signed update as stored and relayed: its identity and its frames.
+#[derive(Debug)]
+pub struct Entry {
+    /// The resource.
+    pub resource_id: ResourceId,
+    /// Network map or cost map.
+    pub resource_kind: Kind,
+    /// Snapshot, diff or heartbeat.
+    pub kind: UpdateKind,
+    /// Version after it.
+    pub seq: u64,
+    /// Version it applies to (0 for a snapshot).
+    pub base_seq: u64,
+    /// Tag of that version.
+    pub base_tag: Tag,
+    /// Tag after it.
+    pub tag: Tag,
+    /// Unix ms.
+    pub expires_at_ms: i64,
+    /// The signed update followed by its chunks, ready to send.
+    pub frames: Vec<pb::SubscribeResponse>,
+}
+
+impl Entry {
+    /// Builds an entry from a decoded (already verified or locally made)
+    /// update header and its signed bytes.
+    pub fn new(update: &pb::Update, signed: pb::SignedUpdate, chunks: Vec<pb::SnapshotChunk>) -> Option<Entry> {
+        let kind = match update.payload.as_ref()? {
+            pb::update::Payload::Snapshot(_) | pb::update::Payload::Chunked(_) => UpdateKind::Snapshot,
+            pb::update::Payload::Diff(_) => UpdateKind::Diff,
+            pb::update::Payload::Heartbeat(_) => UpdateKind::Heartbeat,
+        };
+        let resource_kind = match pb::ResourceKind::try_from(update.kind).ok()? {
+            pb::ResourceKind::NetworkMap => Kind::NetworkMap,
+            pb::ResourceKind::CostMap => Kind::CostMap,
+            pb::ResourceKind::Unspecified => return None,
+        };
+        let tag = |b: &[u8]| if b.is_empty() { Some(Tag::ZERO) } else { Tag::from_slice(b).ok() };
+        let mut frames = Vec::with_capacity(1 + chunks.len());
+        frames.push(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(signed)) });
+        frames.extend(
+            chunks.into_iter().map(|c| pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }),
+        );
+        Some(Entry {
+            resource_id: ResourceId::new(&update.resource_id).ok()?,
+            resource_kind,
+            kind,
+            seq: update.seq,
+            base_seq: update.base_seq,
+            base_tag: tag(&update.base_tag)?,
+            tag: tag(&update.tag)?,
+            expires_at_ms: update.expires_at_ms,
+            frames,
+        })
+    }
+
+    /// The signed update.
+    pub fn signed(&self) -> Option<&pb::SignedUpdate> {
+        match &self.frames.first()?.item {
+            Some(pb::subscribe_response::Item::Update(u)) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The snapshot chunks following the update.
+    pub fn chunks(&self) -> impl Iterator<Item = &pb::SnapshotChunk> {
+        self.frames.iter().filter_map(|f| match &f.item {
+            Some(pb::subscribe_response::Item::Chunk(c)) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Bytes this entry puts on the wire.
+    pub fn wire_len(&self) -> usize {
+        use prost::Message as _;
+        self.frames.iter().map(|f| f.encoded_len()).sum()
+    }
+}
+
+/// Why the hub refused to publish an entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A diff whose base is not the hub's current version.
+    #[error("{resource}: diff {base_seq}→{seq} does not follow the cached seq {cached}")]
+    Gap {
+        /// The resource.
+        resource: String,
+        /// The cached seq.
+        cached: u64,
+        /// The diff's base seq.
+        base_seq: u64,
+        /// The diff's seq.
+        seq: u64,
+    },
+    /// A heartbeat or diff for a version older than the cached one.
+    #[error("{resource}: seq {seq} is older than the cached seq {cached}")]
+    Old {
+        /// The resource.
+        resource: String,
+        /// The cached seq.
+        cached: u64,
+        /// The entry's seq.
+        seq: u64,
+    },
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// A requested resource does not exist here.
+    #[error("unknown resource {0:?}")]
+    UnknownResource(String),
+    /// Too many resources in one request.
+    #[error("{0} resources requested; at most {1} per subscription")]
+    TooManyResources(usize, usize),
+    /// The subscriber limit is reached.
+    #[error("subscriber limit {0} reached")]
+    Full(usize),
+    /// The hub is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Default)]
+struct Cache {
+    seq: u64,
+    tag: Tag,
+    snapshot: Option<Arc<Entry>>,
+    /// Contiguous diffs; the last one ends at `seq`.
+    diffs: VecDeque<Arc<Entry>>,
+    heartbeat: Option<Arc<Entry>>,
+}
+
+impl Cache {
+    /// The entries that bring a holder of `(have_seq, have_tag)` to `seq`.
+    fn catch_up(&self, have_seq: u64, have_tag: Tag) -> Vec<Arc<Entry>> {
+        if self.seq == 0 || have_seq > self.seq {
+            return Vec::new();
+        }
+        if have_seq == self.seq && have_tag == self.tag {
+            return self.heartbeat.iter().filter(|h| h.seq == self.seq).cloned().collect();
+        }
+        if let Some(i) = self.diffs.iter().position(|d| d.base_seq == have_seq && d.base_tag == have_tag) {
+            return self.diffs.iter().skip(i).cloned().collect();
+        }
+        let Some(snap) = &self.snapshot else { return Vec::new() };
+        let mut out = vec![snap.clone()];
+        out.extend(self.diffs.iter().filter(|d| d.base_seq >= snap.seq).cloned());
+        out
+    }
+
+    /// Number of diffs after the snapshot: what the snapshot needs to reach `seq`.
+    fn diffs_after_snapshot(&self) -> usize {
+        let s = self.snapshot.as_ref().map_or(0, |s| s.seq);
+        self.diffs.iter().filter(|d| d.base_seq >= s).count()
+    }
+}
+
+struct Channel {
+    kind: Mutex<Option<Kind>>,
+    // A std Mutex: held only for short, synchronous cache updates, never across .await.
+    cache: Mutex<Cache>,
+    live: broadcast::Sender<Arc<Entry>>,
+}
+
+/// Per-resource cached state as seen from outside.
+#[derive(Debug, Clone)]
+pub struct ResourceStatus {
+    /// The resource.
+    pub resource_id: ResourceId,
+    /// Its kind, once known.
+    pub kind: Option<Kind>,
+    /// Cached seq (0 = nothing yet).
+    pub seq: u64,
+    /// Cached tag.
+    pub tag: Tag,
+    /// Seq of the cached snapshot.
+    pub snapshot_seq: u64,
+    /// Diffs in the ring.
+    pub ring_len: usize,
+    /// Expiry of the newest cached update or heartbeat.
+    pub expires_at_ms: i64,
+}
+
+/// The fan-out engine shared by the origin and every RProxy.
+pub struct Hub {
+    cfg: HubConfig,
+    channels: DashMap<ResourceId, Arc<Channel>>,
+    subscribers: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    /// Signals that a resource's snapshot is far behind its ring (an RProxy
+    /// refreshes it with a pull from upstream).
+    snapshot_wanted: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("resources", &self.channels.len()).finish()
+    }
+}
+
+impl Hub {
+    /// A hub whose subscriber streams end when `shutdown` is cancelled.
+    pub fn new(cfg: HubConfig, shutdown: CancellationToken) -> Arc<Hub> {
+        m::describe();
+        Arc::new(Hub {
+            cfg,
+            channels: DashMap::new(),
+            subscribers: Arc::new(AtomicU64::new(0)),
+            shutdown,
+            tasks: TaskTracker::new(),
+            snapshot_wanted: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.cfg
+    }
+
+    fn channel(&self, id: &ResourceId) -> Arc<Channel> {
+        if let Some(c) = self.channels.get(id) {
+            return c.clone();
+        }
+        self.channels
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Channel {
+                    kind: Mutex::new(None),
+                    cache: Mutex::new(Cache::default()),
+                    live: broadcast::channel(self.cfg.live_buffer.max(1)).0,
+                })
+            })
+            .clone()
+    }
+
+    fn existing(&self, id: &str) -> Option<Arc<Channel>> {
+        self.channels.get(id).map(|c| c.clone())
+    }
+
+    /// Declares a resource (so subscribers may ask for it before its first update).
+    pub fn declare(&self, id: &ResourceId) {
+        self.channel(id);
+    }
+
+    /// Adds an update to the cache and sends it to live subscribers.
+    pub fn publish(&self, entry: Arc<Entry>) -> Result<(), PublishError> {
+        let ch = self.channel(&entry.resource_id);
+        *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.resource_kind);
+        let broadcast = {
+            let mut c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let old = |cached| PublishError::Old { resource: entry.resource_id.to_string(), cached, seq: entry.seq };
+            match entry.kind {
+                UpdateKind::Snapshot => {
+                    if entry.seq > c.seq {
+                        // A jump: the ring no longer ends at the cached seq.
+                        c.diffs.clear();
+                        c.seq = entry.seq;
+                        c.tag = entry.tag;
+                        c.snapshot = Some(entry.clone());
+                        true
+                    } else if c.snapshot.as_ref().is_none_or(|s| entry.seq >= s.seq)
+                        && (entry.seq == c.seq
+                            || c.diffs.iter().any(|d| d.base_seq == entry.seq && d.base_tag == entry.tag))
+                    {
+                        // A fresher snapshot of a version the ring continues from.
+                        c.snapshot = Some(entry.clone());
+                        self.trim(&mut c);
+                        false
+                    } else {
+                        return Err(old(c.seq));
+                    }
+                }
+                UpdateKind::Diff => {
+                    if entry.seq <= c.seq {
+                        return Err(old(c.seq));
+                    }
+                    if entry.base_seq != c.seq || entry.base_tag != c.tag {
+                        return Err(PublishError::Gap {
+                            resource: entry.resource_id.to_string(),
+                            cached: c.seq,
+                            base_seq: entry.base_seq,
+                            seq: entry.seq,
+                        });
+                    }
+                    c.seq = entry.seq;
+                    c.tag = entry.tag;
+                    c.diffs.push_back(entry.clone());
+                    self.trim(&mut c);
+                    true
+                }
+                UpdateKind::Heartbeat => {
+                    if entry.seq != c.seq || entry.tag != c.tag {
+                        return Err(old(c.seq));
+                    }
+                    c.heartbeat = Some(entry.clone());
+                    true
+                }
+            }
+        };
+        metrics::counter!(m::UPDATES_IN, "kind" => entry.kind.as_str()).increment(1);
+        if broadcast {
+            // No receivers is fine: nobody is subscribed yet.
+            let _ = ch.live.send(entry);
+        }
+        Ok(())
+    }
+
+    /// Evicts diffs beyond the ring size that the snapshot no longer needs.
+    fn trim(&self, c: &mut Cache) {
+        let snap_seq = c.snapshot.as_ref().map_or(0, |s| s.seq);
+        while c.diffs.len() > self.cfg.ring_size {
+            match c.diffs.front() {
+                Some(d) if d.seq <= snap_seq => {
+                    c.diffs.pop_front();
+                }
+                // Still needed to get from the snapshot to now: keep it, up to a
+                // hard cap, and ask for a fresher snapshot.
+                Some(_) if c.diffs.len() <= self.cfg.ring_size * 2 => {
+                    self.snapshot_wanted.notify_one();
+                    break;
+                }
+                Some(_) => {
+                    c.diffs.pop_front();
+                    metrics::counter!(m::RING_OVERFLOW).increment(1);
+                }
+                None => break,
+            }
+        }
+        if c.diffs_after_snapshot() > self.cfg.ring_size {
+            self.snapshot_wanted.notify_one();
+        }
+    }
+
+    /// Resolves when some resource wants a fresher snapshot.
+    pub async fn snapshot_wanted(&self) {
+        self.snapshot_wanted.notified().await
+    }
+
+    /// Resources whose snapshot is more than a ring behind.
+    pub fn stale_snapshots(&self) -> Vec<ResourceId> {
+        self.channels
+            .iter()
+            .filter(|c| c.cache.lock().map(|c| c.diffs_after_snapshot() > self.cfg.ring_size).unwrap_or(false))
+            .map(|c| c.key().clone())
+            .collect()
+    }
+
+    /// The latest snapshot of a resource and the diffs after it (what `Fetch`
+    /// answers; a client applies them in order).
+    pub fn latest(&self, id: &str) -> Option<Vec<Arc<Entry>>> {
+        let ch = self.existing(id)?;
+        let c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let v = c.catch_up(0, Tag::ZERO);
+        (!v.is_empty()).then_some(v)
+    }
+
+    /// What the hub holds of each resource.
+    pub fn status(&self) -> Vec<ResourceStatus> {
+        let mut out: Vec<ResourceStatus> = self
+            .channels
+            .iter()
+            .map(|ch| {
+                let c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+                let newest = [c.diffs.back(), c.heartbeat.as_ref(), c.snapshot.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e.seq == c.seq)
+                    .map(|e| e.expires_at_ms)
+                    .max()
+                    .unwrap_or(0);
+                ResourceStatus {
+                    resource_id: ch.key().clone(),
+                    kind: *ch.kind.lock().unwrap_or_else(|e| e.into_inner()),
+                    seq: c.seq,
+                    tag: c.tag,
+                    snapshot_seq: c.snapshot.as_ref().map_or(0, |s| s.seq),
+                    ring_len: c.diffs.len(),
+                    expires_at_ms: newest,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.resource_id.cmp(&b.resource_id));
+        out
+    }
+
+    /// Current subscriber count.
+    pub fn subscriber_count(&self) -> u64 {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Starts a subscription: returns the receiving end of its frame queue. The
+    /// stream ends on hub shutdown, when the receiver is dropped, or when the
+    /// subscriber is disconnected as stuck. An empty `positions` subscribes to
+    /// every resource the hub has.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        positions: Vec<(ResourceId, u64, Tag)>,
+    ) -> Result<mpsc::Receiver<pb::SubscribeResponse>, SubscribeError> {
+        if self.shutdown.is_cancelled() {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let positions = if positions.is_empty() {
+            self.channels.iter().map(|c| (c.key().clone(), 0, Tag::ZERO)).collect()
+        } else {
+            positions
+        };
+        if positions.len() > self.cfg.max_resources_per_subscription {
+            return Err(SubscribeError::TooManyResources(positions.len(), self.cfg.max_resources_per_subscription));
+        }
+        let mut channels = Vec::with_capacity(positions.len());
+        for (id, seq, tag) in positions {
+            let ch = self.existing(id.as_str()).ok_or_else(|| SubscribeError::UnknownResource(id.to_string()))?;
+            channels.push((id, ch, seq, tag));
+        }
+        let guard = SubscriberGuard::register(&self.subscribers, self.cfg.max_subscribers)?;
+        let (tx, rx) = mpsc::channel(self.cfg.queue.max(1));
+        let hub = self.clone();
+        self.tasks.spawn(async move {
+            let _guard = guard;
+            let mut sub = Subscriber { hub: &hub, tx, warned_at: None };
+            if let Err(reason) = sub.run(channels).await {
+                metrics::counter!(m::DISCONNECTED, "reason" => reason).increment(1);
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Waits until every subscriber task has ended (after shutdown is cancelled).
+    pub async fn closed(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Counts a subscriber while alive; the gauge can never drift.
+struct SubscriberGuard(Arc<AtomicU64>);
+
+impl SubscriberGuard {
+    fn register(count: &Arc<AtomicU64>, max: usize) -> Result<Self, SubscribeError> {
+        let n = count.fetch_add(1, Ordering::Relaxed);
+        if n as usize >= max {
+            count.fetch_sub(1, Ordering::Relaxed);
+            return Err(SubscribeError::Full(max));
+        }
+        metrics::gauge!(m::SUBSCRIBERS).increment(1.0);
+        Ok(SubscriberGuard(count.clone()))
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!(m::SUBSCRIBERS).decrement(1.0);
+    }
+}
+
+struct Position {
+    seq: u64,
+    tag: Tag,
+}
+
+struct Subscriber<'a> {
+    hub: &'a Arc<Hub>,
+    tx: mpsc::Sender<pb::SubscribeResponse>,
+    warned_at: Option<tokio::time::Instant>,
+}
+
+impl Subscriber<'_> {
+    async fn run(&mut self, channels: Vec<(ResourceId, Arc<Channel>, u64, Tag)>) -> Result<(), &'static str> {
+        let mut live = StreamMap::new();
+        let mut pos = std::collections::HashMap::new();
+        // Subscribe to live updates before reading the cache, so nothing
+        // published in between is missed (duplicates are skipped by seq).
+        for (id, ch, seq, tag) in &channels {
+            live.insert(id.clone(), BroadcastStream::new(ch.live.subscribe()));
+            pos.insert(id.clone(), Position { seq: *seq, tag: *tag });
+        }
+        for (id, ch, _, _) in &channels {
+            self.resync(id, ch, &mut pos).await?;
+        }
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.hub.shutdown.cancelled() => return Ok(()),
+                _ = self.tx.closed() => return Ok(()),
+                next = live.next() => next,
+            };
+            let Some((id, item)) = next else { return Ok(()) };
+            let Some((_, ch, _, _)) = channels.iter().find(|c| c.0 == id) else { continue };
+            match item {
+                Ok(entry) => {
+                    let p = pos.get_mut(&id).ok_or("unknown resource")?;
+                    let follows = match entry.kind {
+                        UpdateKind::Diff => entry.base_seq == p.seq && entry.base_tag == p.tag,
+                        UpdateKind::Snapshot => entry.seq > p.seq,
+                        UpdateKind::Heartbeat => entry.seq == p.seq && entry.tag == p.tag,
+                    };
+                    if follows {
+                        self.send(&entry, p).await?;
+                    } else if entry.seq > p.seq {
+                        // A gap (we skipped something): resync from the cache.
+                        self.resync(&id, ch, &mut pos).await?;
+                    }
+                }
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    metrics::counter!(m::LAGGED).increment(n);
+                    self.warn_once(
+                        || warn!(resource = %id, missed = n, "slow subscriber lost its live queue; resyncing"),
+                    );
+                    metrics::counter!(m::RESYNCS).increment(1);
+                    self.resync(&id, ch, &mut pos).await?;
+                }
+            }
+        }
+    }
+
+    async fn resync(
+        &mut self,
+        id: &ResourceId,
+        ch: &Channel,
+        pos: &mut std::collections::HashMap<ResourceId, Position>,
+    ) -> Result<(), &'static str> {
+        let p = pos.get_mut(id).ok_or("unknown resource")?;
+        let entries = ch.cache.lock().unwrap_or_else(|e| e.into_inner()).catch_up(p.seq, p.tag);
+        for e in entries {
+            self.send(&e, p).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, entry: &Entry, p: &mut Position) -> Result<(), &'static str> {
+        for frame in &entry.frames {
+            let permit = tokio::select! {
+                biased;
+                _ = self.hub.shutdown.cancelled() => return Err("shutdown"),
+                r = tokio::time::timeout(self.hub.cfg.stuck_deadline, self.tx.reserve()) => match r {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err("closed"),
+                    Err(_) => {
+                        warn!(resource = %entry.resource_id, "subscriber stuck past its deadline; disconnecting");
+                        return Err("stuck");
+                    }
+                },
+            };
+            permit.send(frame.clone());
+        }
+        metrics::counter!(m::UPDATES_OUT).increment(1);
+        if entry.kind != UpdateKind::Heartbeat {
+            p.seq = entry.seq;
+            p.tag = entry.tag;
+        }
+        debug!(resource = %entry.resource_id, seq = entry.seq, kind = entry.kind.as_str(), "sent");
+        Ok(())
+    }
+
+    fn warn_once(&mut self, f: impl FnOnce()) {
+        let now = tokio::time::Instant::now();
+        if self.warned_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.warned_at = Some(now);
+            f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use altocast_proto::{
+        CostMapBuilder, CostType, MapState, OriginKey, Pid, Signed,
+        update::{Signer, Version},
+    };
+    use prost::Message as _;
+
+    fn rid() -> ResourceId {
+        ResourceId::new("cm").expect("id")
+    }
+
+    fn version(seq: u64) -> Version {
+        let p = |s: &str| Pid::new(s).expect("pid");
+        let mut b = CostMapBuilder::new(CostType::routingcost(), None);
+        b.row(p("a"), vec![(p("b"), seq as f64)]);
+        Version { seq, state: MapState::Cost(b.build().expect("cm")), dependencies: vec![] }
+    }
+
+    fn entry(s: Signed) -> Arc<Entry> {
+        let u = pb::Update::decode(s.update.body.clone()).expect("decode");
+        Arc::new(Entry::new(&u, s.update, s.chunks).expect("entry"))
+    }
+
+    struct Origin {
+        signer: Signer,
+        versions: Vec<Version>,
+    }
+
+    impl Origin {
+        fn new() -> Self {
+            Origin { signer: Signer::new(OriginKey::from_seed([1; 32]), 60_000), versions: vec![version(1)] }
+        }
+        fn snapshot(&self) -> Arc<Entry> {
+            entry(self.signer.snapshot(&rid(), self.versions.last().expect("v"), 0))
+        }
+        fn next_diff(&mut self) -> Arc<Entry> {
+            let from = self.versions.last().expect("v").clone();
+            let to = version(from.seq + 1);
+            let d = from.state.diff(&to.state).expect("diff");
+            let e = entry(self.signer.diff(&rid(), &from, &to, &d, 0));
+            self.versions.push(to);
+            e
+        }
+        fn heartbeat(&self) -> Arc<Entry> {
+            entry(self.signer.heartbeat(&rid(), self.versions.last().expect("v"), 1))
+        }
+        fn tag(&self, seq: u64) -> Tag {
+            self.versions[seq as usize - 1].state.tag()
+        }
+    }
+
+    fn hub(cfg: HubConfig) -> (Arc<Hub>, CancellationToken) {
+        let t = CancellationToken::new();
+        (Hub::new(cfg, t.clone()), t)
+    }
+
+    /// (kind, seq) of every update frame received so far.
+    fn drain(rx: &mut mpsc::Receiver<pb::SubscribeResponse>) -> Vec<(UpdateKind, u64)> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            if let Some(pb::subscribe_response::Item::Update(s)) = f.item {
+                let u = pb::Update::decode(s.body).expect("decode");
+                let e = Entry::new(&u, pb::SignedUpdate::default(), vec![]).expect("entry");
+                out.push((e.kind, e.seq));
+            }
+        }
+        out
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resume_cases_heartbeat_diffs_snapshot() {
+        let (hub, _t) = hub(HubConfig { ring_size: 3, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        for _ in 0..2 {
+            hub.publish(o.next_diff()).expect("diff");
+        }
+        hub.publish(o.heartbeat()).expect("hb");
+        // Up to date → only the heartbeat.
+        let mut rx = hub.subscribe(vec![(rid(), 3, o.tag(3))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Heartbeat, 3)]);
+        // Behind by one, still in the ring → the diff.
+        let mut rx = hub.subscribe(vec![(rid(), 2, o.tag(2))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Diff, 3)]);
+        // Nothing held → snapshot then diffs.
+        let mut rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Snapshot, 1), (UpdateKind::Diff, 2), (UpdateKind::Diff, 3)]);
+        // A bogus tag at a real seq gets the snapshot path, never a diff that would not apply.
+        let mut rx = hub.subscribe(vec![(rid(), 2, Tag([9; 32]))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx)[0], (UpdateKind::Snapshot, 1));
+        // Then live updates.
+        hub.publish(o.next_diff()).expect("diff");
+        settle().await;
+        assert_eq!(drain(&mut rx).last(), Some(&(UpdateKind::Diff, 4)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ring_eviction_falls_back_to_snapshot() {
+        let (hub, _t) = hub(HubConfig { ring_size: 2, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        for _ in 0..5 {
+            hub.publish(o.next_diff()).expect("diff");
+        }
+        // The origin refreshes its snapshot; diffs before it can now go.
+        hub.publish(o.snapshot()).expect("fresh snapshot");
+        hub.publish(o.next_diff()).expect("diff");
+        let st = &hub.status()[0];
+        assert_eq!((st.seq, st.snapshot_seq), (7, 6));
+        assert!(st.ring_len <= 2, "ring holds {}", st.ring_len);
+        // seq 2 is evicted → snapshot 6 + diff 7.
+        let mut rx = hub.subscribe(vec![(rid(), 2, o.tag(2))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Snapshot, 6), (UpdateKind::Diff, 7)]);
+        // seq 6 still in ring → just the diff.
+        let mut rx = hub.subscribe(vec![(rid(), 6, o.tag(6))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Diff, 7)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_subscriber_is_resynced_without_slowing_others() {
+        let (hub, _t) = hub(HubConfig { ring_size: 64, live_buffer: 4, queue: 2, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        let mut slow = hub.subscribe(vec![(rid(), 1, o.tag(1))]).expect("slow");
+        let mut fast = hub.subscribe(vec![(rid(), 1, o.tag(1))]).expect("fast");
+        let mut fast_seen = Vec::new();
+        for _ in 0..20 {
+            hub.publish(o.next_diff()).expect("diff");
+            settle().await;
+            fast_seen.extend(drain(&mut fast));
+        }
+        // The fast one got every diff, in order, while the slow one read nothing.
+        assert_eq!(fast_seen, (2..=21).map(|s| (UpdateKind::Diff, s)).collect::<Vec<_>>());
+        // The slow one drains: it lagged, was resynced from the ring, and ends
+        // at the latest version with a contiguous chain.
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            got.extend(drain(&mut slow));
+            settle().await;
+        }
+        let seqs: Vec<u64> = got.iter().map(|g| g.1).collect();
+        assert_eq!(seqs.last(), Some(&21));
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "chain has a hole: {seqs:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stuck_subscriber_is_disconnected_and_gauge_returns_to_zero() {
+        let deadline = Duration::from_secs(5);
+        let (hub, _t) = hub(HubConfig { queue: 1, stuck_deadline: deadline, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        let mut stuck = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        hub.publish(o.next_diff()).expect("diff");
+        hub.publish(o.next_diff()).expect("diff");
+        settle().await;
+        assert_eq!(hub.subscriber_count(), 1);
+        tokio::time::sleep(deadline + Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(hub.subscriber_count(), 0, "stuck subscriber still registered");
+        // Its stream ends after what was queued.
+        let mut n = 0;
+        while stuck.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 1);
+        // A subscriber that simply goes away unregisters too.
+        let rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(hub.subscriber_count(), 1);
+        drop(rx);
+        settle().await;
+        assert_eq!(hub.subscriber_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_every_stream() {
+        let (hub, token) = hub(HubConfig::default());
+        let o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        let mut rxs: Vec<_> = (0..10).map(|_| hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub")).collect();
+        settle().await;
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(1), hub.closed()).await.expect("all subscriber tasks end");
+        for rx in &mut rxs {
+            while rx.recv().await.is_some() {}
+        }
+        assert_eq!(hub.subscriber_count(), 0);
+        assert!(matches!(hub.subscribe(vec![]), Err(SubscribeError::ShuttingDown)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refuses_gaps_unknown_resources_and_limits() {
+        let (hub, _t) = hub(HubConfig { max_subscribers: 1, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        let _skipped = o.next_diff();
+        assert!(matches!(hub.publish(o.next_diff()), Err(PublishError::Gap { .. })));
+        assert!(matches!(
+            hub.subscribe(vec![(ResourceId::new("nope").expect("id"), 0, Tag::ZERO)]),
+            Err(SubscribeError::UnknownResource(_))
+        ));
+        let _a = hub.subscribe(vec![]).expect("first");
+        assert!(matches!(hub.subscribe(vec![]), Err(SubscribeError::Full(1))));
+    }
+}

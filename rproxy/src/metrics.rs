@@ -1,0 +1,41 @@
+//! Every metric the hub and the RProxy export, named and described in one list.
+//! No label ever carries a client id or address.
+
+/// Gauge: open subscriptions.
+pub const SUBSCRIBERS: &str = "altocast_hub_subscribers";
+/// Counter: updates accepted into the hub, by `kind` (snapshot/diff/heartbeat).
+pub const UPDATES_IN: &str = "altocast_hub_updates_in_total";
+/// Counter: updates delivered to subscribers (one per subscriber per update).
+pub const UPDATES_OUT: &str = "altocast_updates_forwarded_total";
+/// Counter: live updates a slow subscriber missed because its queue was dropped.
+pub const LAGGED: &str = "altocast_hub_lagged_total";
+/// Counter: resyncs of slow subscribers from the cache.
+pub const RESYNCS: &str = "altocast_hub_resyncs_total";
+/// Counter: subscriptions ended, by `reason` (stuck, closed, shutdown).
+pub const DISCONNECTED: &str = "altocast_hub_disconnected_total";
+/// Counter: diffs evicted while the snapshot still needed them.
+pub const RING_OVERFLOW: &str = "altocast_hub_ring_overflow_total";
+/// Counter: updates from upstream rejected by verification, by `check`.
+pub const VERIFY_FAILURES: &str = "altocast_rproxy_verification_failures_total";
+/// Gauge: 1 while connected to an upstream, 0 otherwise.
+pub const UPSTREAM_CONNECTED: &str = "altocast_rproxy_upstream_connected";
+/// Counter: upstream failovers, by `reason`.
+pub const UPSTREAM_FAILOVERS: &str = "altocast_rproxy_upstream_failovers_total";
+/// Histogram: seconds from origin issue time to arrival here.
+pub const UPSTREAM_LAG: &str = "altocast_rproxy_upstream_lag_seconds";
+
+/// Registers descriptions (idempotent).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(SUBSCRIBERS, "open subscriptions");
+    describe_counter!(UPDATES_IN, "updates accepted into the hub");
+    describe_counter!(UPDATES_OUT, "updates delivered to subscribers");
+    describe_counter!(LAGGED, "live updates missed by slow subscribers (queue dropped)");
+    describe_counter!(RESYNCS, "slow subscribers resynced from the cache");
+    describe_counter!(DISCONNECTED, "subscriptions ended, by reason");
+    describe_counter!(RING_OVERFLOW, "diffs evicted while still needed by the cached snapshot");
+    describe_counter!(VERIFY_FAILURES, "upstream updates rejected by verification, by check");
+    describe_gauge!(UPSTREAM_CONNECTED, "1 while an upstream stream is open");
+    describe_counter!(UPSTREAM_FAILOVERS, "switches to another upstream, by reason");
+    describe_histogram!(UPSTREAM_LAG, "seconds from origin issue time to arrival");
+}
