@@ -182,7 +182,7 @@ pub struct Dependency {
 }
 
 /// Everything an update binds besides its payload.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     /// The origin's id (its key id).
     pub origin_id: String,
@@ -223,6 +223,10 @@ pub enum Payload<'a> {
 /// snapshot too big for one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signed {
+    /// What the body binds (kept so that the signer's callers need not decode it).
+    pub header: Header,
+    /// Snapshot, diff or heartbeat.
+    pub kind: crate::UpdateKind,
     /// The envelope (its `body` is the exact signed bytes).
     pub update: pb::SignedUpdate,
     /// Snapshot chunks, empty unless the payload is chunked.
@@ -266,6 +270,11 @@ fn header_pb(h: &Header) -> pb::Update {
 pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: usize) -> Signed {
     let mut u = header_pb(header);
     let mut chunks = Vec::new();
+    let kind = match payload {
+        Payload::Heartbeat => crate::UpdateKind::Heartbeat,
+        Payload::Diff(_) => crate::UpdateKind::Diff,
+        Payload::Snapshot(_) => crate::UpdateKind::Snapshot,
+    };
     u.payload = Some(match payload {
         Payload::Heartbeat => pb::update::Payload::Heartbeat(pb::Heartbeat {}),
         Payload::Diff(d) => pb::update::Payload::Diff(d.to_pb()),
@@ -288,7 +297,7 @@ pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: 
     });
     let body = Bytes::from(u.encode_to_vec());
     let sig = key.sign(UPDATE_CONTEXT, &body);
-    Signed { update: pb::SignedUpdate { body, signatures: vec![sig] }, chunks }
+    Signed { header: header.clone(), kind, update: pb::SignedUpdate { body, signatures: vec![sig] }, chunks }
 }
 
 /// One version of a resource as the origin holds it.
@@ -356,4 +365,24 @@ impl Signer {
         h.base_tag = v.state.tag();
         sign(&self.key, &h, Payload::Heartbeat, self.chunk_size)
     }
+}
+
+/// Encodes and signs a directory.
+pub fn sign_directory(key: &OriginKey, dir: &pb::Directory) -> pb::SignedDirectory {
+    let body = Bytes::from(dir.encode_to_vec());
+    let sig = key.sign(crate::keys::DIRECTORY_CONTEXT, &body);
+    pb::SignedDirectory { body, signatures: vec![sig] }
+}
+
+/// Verifies a signed directory against `keys` and decodes it.
+pub fn open_directory(
+    keys: &crate::TrustedKeys,
+    signed: &pb::SignedDirectory,
+) -> Result<pb::Directory, crate::VerifyError> {
+    const MAX_DIRECTORY: usize = 1 << 20;
+    if signed.body.len() > MAX_DIRECTORY {
+        return Err(crate::VerifyError::TooLarge { what: "directory", len: signed.body.len(), limit: MAX_DIRECTORY });
+    }
+    keys.verify(crate::keys::DIRECTORY_CONTEXT, &signed.body, &signed.signatures)?;
+    pb::Directory::decode(signed.body.clone()).map_err(|e| crate::VerifyError::Malformed(format!("directory: {e}")))
 }

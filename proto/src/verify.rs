@@ -23,6 +23,9 @@ use crate::{
     update::{Dependency, Kind},
 };
 
+/// Superseded versions remembered per resource for dependency checks.
+pub const RECENT_VERSIONS: usize = 8;
+
 /// Size limits applied before anything is decoded.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -296,6 +299,13 @@ pub struct Verifier {
     limits: Limits,
     /// `None` = requested but nothing held yet.
     held: HashMap<ResourceId, Option<Held>>,
+    /// The last few superseded versions of each resource: a cost map catching
+    /// up may still depend on a network map version just replaced.
+    recent: HashMap<ResourceId, std::collections::VecDeque<(u64, Tag, MapState)>>,
+    /// Authentic but expired continuations of the held state (catch-up from a
+    /// ring older than the TTL). Never exposed; committed only when a fresh
+    /// update or heartbeat extends them.
+    pending: HashMap<ResourceId, Held>,
     /// Accept any resource id (an RProxy relays whatever its upstream has).
     any_resource: bool,
 }
@@ -310,12 +320,26 @@ fn tag_of(at: &'static str, b: &[u8]) -> Result<Tag, VerifyError> {
 impl Verifier {
     /// A verifier trusting `keys`, accepting the listed resources.
     pub fn new(keys: TrustedKeys, limits: Limits, resources: impl IntoIterator<Item = ResourceId>) -> Self {
-        Verifier { keys, limits, held: resources.into_iter().map(|r| (r, None)).collect(), any_resource: false }
+        Verifier {
+            keys,
+            limits,
+            held: resources.into_iter().map(|r| (r, None)).collect(),
+            recent: HashMap::new(),
+            pending: HashMap::new(),
+            any_resource: false,
+        }
     }
 
     /// A verifier accepting every resource (RProxies, "subscribe to all").
     pub fn accepting_all(keys: TrustedKeys, limits: Limits) -> Self {
-        Verifier { keys, limits, held: HashMap::new(), any_resource: true }
+        Verifier {
+            keys,
+            limits,
+            held: HashMap::new(),
+            recent: HashMap::new(),
+            pending: HashMap::new(),
+            any_resource: true,
+        }
     }
 
     /// Adds a resource to those accepted.
@@ -382,14 +406,71 @@ impl Verifier {
         now_ms: i64,
     ) -> Result<Applied, VerifyError> {
         let opened = self.open(signed)?;
-        self.apply(opened, chunks, now_ms)
+        self.apply(&opened, chunks, now_ms)
     }
 
     /// Checks 4–8 on an opened update and, if all pass, commits the new state.
-    pub fn apply(&mut self, opened: Opened, chunks: &[pb::SnapshotChunk], now_ms: i64) -> Result<Applied, VerifyError> {
-        let (next, applied) = self.check(&opened, chunks, now_ms)?;
-        self.held.insert(opened.resource_id, Some(next));
+    pub fn apply(
+        &mut self,
+        opened: &Opened,
+        chunks: &[pb::SnapshotChunk],
+        now_ms: i64,
+    ) -> Result<Applied, VerifyError> {
+        let (next, applied) = match self.check(opened, chunks, now_ms) {
+            Ok(ok) => ok,
+            Err(e @ VerifyError::Expired { .. }) => {
+                // Authentic and chained but expired: keep it as a pending
+                // continuation that a fresh update may complete.
+                if let Ok((next, _)) = self.check_at(opened, chunks, now_ms, false) {
+                    self.pending.insert(opened.resource_id.clone(), next);
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        self.pending.remove(&opened.resource_id);
+        let old = self.held.insert(opened.resource_id.clone(), Some(next)).flatten();
+        if let Some(old) = old.filter(|o| o.seq != applied.seq) {
+            let r = self.recent.entry(opened.resource_id.clone()).or_default();
+            r.push_back((old.seq, old.tag, old.state));
+            if r.len() > RECENT_VERSIONS {
+                r.pop_front();
+            }
+        }
         Ok(applied)
+    }
+
+    /// Check 6 alone for a snapshot whose (seq, tag) the caller already trusts
+    /// (e.g. an RProxy refreshing its cached snapshot of a version it verified
+    /// as part of a chain): the content must hash to the signed tag.
+    pub fn check_snapshot_content(opened: &Opened, chunks: &[pb::SnapshotChunk]) -> Result<MapState, VerifyError> {
+        let u = &opened.update;
+        let cost_type = u.cost_type.as_ref().map(CostType::try_from).transpose().map_err(VerifyError::Payload)?;
+        let snap = match &u.payload {
+            Some(pb::update::Payload::Snapshot(s)) => s.clone(),
+            Some(pb::update::Payload::Chunked(c)) => pb::Snapshot::decode(assemble_chunks(c, chunks)?)
+                .map_err(|e| VerifyError::Malformed(format!("chunked snapshot: {e}")))?,
+            _ => return Err(VerifyError::Malformed("not a snapshot".into())),
+        };
+        let state = MapState::from_pb(snap, cost_type).map_err(VerifyError::Payload)?;
+        let signed = tag_of("tag", &u.tag)?;
+        if state.tag() != signed {
+            return Err(VerifyError::TagMismatch { signed, computed: state.tag() });
+        }
+        Ok(state)
+    }
+
+    /// An expired continuation waiting for a fresh update (never exposed as data).
+    pub fn pending(&self, id: &str) -> Option<&Held> {
+        self.pending.get(id)
+    }
+
+    /// The state of `id` at `tag`: the held version or a recently superseded one.
+    pub fn version(&self, id: &str, tag: Tag) -> Option<(u64, &MapState)> {
+        if let Some(h) = self.get(id).filter(|h| h.tag == tag) {
+            return Some((h.seq, &h.state));
+        }
+        self.recent.get(id)?.iter().rev().find(|(_, t, _)| *t == tag).map(|(s, _, st)| (*s, st))
     }
 
     /// Like [`Verifier::apply`] but commits nothing: returns the state the update
@@ -400,8 +481,23 @@ impl Verifier {
         chunks: &[pb::SnapshotChunk],
         now_ms: i64,
     ) -> Result<(Held, Applied), VerifyError> {
+        self.check_at(opened, chunks, now_ms, true)
+    }
+
+    fn check_at(
+        &self,
+        opened: &Opened,
+        chunks: &[pb::SnapshotChunk],
+        now_ms: i64,
+        enforce_expiry: bool,
+    ) -> Result<(Held, Applied), VerifyError> {
         let u = &opened.update;
-        let held = self.get(opened.resource_id.as_str());
+        // Build on a pending (expired) continuation when this update extends it.
+        let pending = self.pending.get(opened.resource_id.as_str()).filter(|p| {
+            let hb = matches!(u.payload, Some(pb::update::Payload::Heartbeat(_)));
+            (hb && u.seq == p.seq) || (!hb && u.base_seq == p.seq && u.base_tag[..] == p.tag.0[..])
+        });
+        let held = pending.or(self.get(opened.resource_id.as_str()));
         let held_seq = held.map_or(0, |h| h.seq);
         let payload = u.payload.as_ref().ok_or_else(|| VerifyError::Malformed("no payload".into()))?;
         let is_heartbeat = matches!(payload, pb::update::Payload::Heartbeat(_));
@@ -479,7 +575,7 @@ impl Verifier {
             return Err(VerifyError::TagMismatch { signed: tag, computed: state.tag() });
         }
         // Check 7: freshness.
-        if u.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms {
+        if enforce_expiry && u.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms {
             return Err(VerifyError::Expired { expires_at_ms: u.expires_at_ms, now_ms });
         }
         if u.issued_at_ms > now_ms.saturating_add(self.limits.max_skew_ms) {
@@ -547,16 +643,16 @@ impl Verifier {
                 }
                 return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "another version".into()));
             }
-            match self.get(d.resource_id.as_str()) {
-                Some(nm) if nm.tag == d.tag && (d.seq == 0 || nm.seq == d.seq) => {}
-                Some(nm) => {
+            match (self.version(d.resource_id.as_str(), d.tag), self.get(d.resource_id.as_str())) {
+                (Some((seq, _)), _) if d.seq == 0 || seq == d.seq => {}
+                (_, Some(nm)) => {
                     return Err(mismatch(
                         d.resource_id.as_str(),
                         d.tag.to_hex(),
                         format!("seq {} tag {}", nm.seq, nm.tag),
                     ));
                 }
-                None => return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "nothing".into())),
+                (_, None) => return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "nothing".into())),
             }
         }
         Ok(())
@@ -826,6 +922,21 @@ mod tests {
     }
 
     #[test]
+    fn expired_catch_up_is_committed_only_when_a_fresh_update_extends_it() {
+        let f = fixture();
+        let mut v = f.primed();
+        let late = NOW + 200_000;
+        // The diff was issued at NOW and expired at NOW + 60 s: rejected now...
+        let err = v.verify(&f.diff12().update, &[], late).expect_err("expired");
+        assert_eq!(err.check(), Check::Expiry);
+        assert_eq!(v.get("cm").map(|h| h.seq), Some(1), "nothing expired is committed");
+        // ...but a fresh heartbeat of the version it leads to commits the chain.
+        let hb = f.signer.heartbeat(&rid("cm"), &f.cm2, late);
+        v.verify(&hb.update, &[], late).expect("fresh heartbeat extends the pending chain");
+        assert_eq!(v.get("cm").map(|h| (h.seq, h.expires_at_ms)), Some((2, late + 60_000)));
+    }
+
+    #[test]
     fn rejects_dependency_mismatch() {
         let f = fixture();
         // Held nm is version 1; a cost map computed against another network map
@@ -844,6 +955,19 @@ mod tests {
         let lying = Version { dependencies: f.cm2.dependencies.clone(), ..cm3 };
         let s = f.signer.snapshot(&rid("cm"), &lying, NOW);
         rejected(&mut v, &s.update, &[], NOW, Check::Dependency);
+    }
+
+    #[test]
+    fn accepts_dependency_on_a_recently_superseded_version() {
+        let f = fixture();
+        let mut v = f.primed();
+        let n2 = Version { seq: 2, state: MapState::Network(nm(true)), dependencies: vec![] };
+        let d = f.nm1.state.diff(&n2.state).expect("diff");
+        let s = f.signer.diff(&rid("nm"), &f.nm1, &n2, &d, NOW);
+        v.verify(&s.update, &[], NOW).expect("nm diff");
+        // cm@2 still depends on nm@1, which is no longer current: accepted.
+        v.verify(&f.diff12().update, &[], NOW).expect("depends on nm@1");
+        assert_eq!(v.version("nm", f.nm1.state.tag()).map(|(s, _)| s), Some(1));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!
 //! # Slow-subscriber policy
 //!
-//! Live updates reach subscribers through one bounded broadcast ring per
-//! resource ([`HubConfig::live_buffer`] updates), so memory does not grow with a
+//! Live updates reach subscribers through one bounded broadcast ring for all
+//! resources ([`HubConfig::live_buffer`] updates) — one ring keeps publish order
+//! across resources, so a cost map never overtakes the network map version it
+//! depends on — and memory does not grow with a
 //! slow subscriber and a slow subscriber never slows the others: the publisher
 //! never waits. A subscriber that falls more than `live_buffer` updates behind
 //! loses its place in the ring (its queue is dropped, counted in
@@ -34,7 +36,7 @@ use std::{
 use altocast_proto::{Kind, ResourceId, Tag, UpdateKind, pb};
 use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::{StreamExt as _, StreamMap, wrappers::BroadcastStream};
+use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
@@ -46,8 +48,9 @@ pub struct HubConfig {
     /// Diffs kept per resource for resume. 64 covers half an hour of 30 s epochs,
     /// so a client that reconnects within that gets diffs, not a snapshot.
     pub ring_size: usize,
-    /// Live updates buffered per resource before slow subscribers are resynced.
-    /// 256 absorbs bursts (a whole ring of diffs) without resyncing anyone.
+    /// Live updates buffered (all resources) before slow subscribers are
+    /// resynced. 1024 absorbs bursts (several rings of diffs) without resyncing
+    /// anyone, and costs only a pointer per slot.
     pub live_buffer: usize,
     /// Frames queued per subscriber. Small, because a frame can be a 1 MiB
     /// snapshot chunk and there can be 10,000 subscribers.
@@ -64,7 +67,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             ring_size: 64,
-            live_buffer: 256,
+            live_buffer: 1024,
             queue: 16,
             stuck_deadline: Duration::from_secs(30),
             max_subscribers: 100_000,
@@ -127,6 +130,27 @@ impl Entry {
             expires_at_ms: update.expires_at_ms,
             frames,
         })
+    }
+
+    /// An entry for an update this node signed itself (the origin).
+    pub fn from_signed(s: altocast_proto::Signed) -> Entry {
+        let h = &s.header;
+        let mut frames = Vec::with_capacity(1 + s.chunks.len());
+        frames.push(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(s.update)) });
+        frames.extend(
+            s.chunks.into_iter().map(|c| pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }),
+        );
+        Entry {
+            resource_id: h.resource_id.clone(),
+            resource_kind: h.kind,
+            kind: s.kind,
+            seq: h.seq,
+            base_seq: h.base_seq,
+            base_tag: h.base_tag,
+            tag: h.tag,
+            expires_at_ms: h.expires_at_ms,
+            frames,
+        }
     }
 
     /// The signed update.
@@ -235,7 +259,6 @@ struct Channel {
     kind: Mutex<Option<Kind>>,
     // A std Mutex: held only for short, synchronous cache updates, never across .await.
     cache: Mutex<Cache>,
-    live: broadcast::Sender<Arc<Entry>>,
 }
 
 /// Per-resource cached state as seen from outside.
@@ -261,6 +284,9 @@ pub struct ResourceStatus {
 pub struct Hub {
     cfg: HubConfig,
     channels: DashMap<ResourceId, Arc<Channel>>,
+    live: broadcast::Sender<Arc<Entry>>,
+    // Serialises publish so cache order and live order agree.
+    publish_lock: Mutex<()>,
     subscribers: Arc<AtomicU64>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -280,12 +306,14 @@ impl Hub {
     pub fn new(cfg: HubConfig, shutdown: CancellationToken) -> Arc<Hub> {
         m::describe();
         Arc::new(Hub {
-            cfg,
             channels: DashMap::new(),
+            live: broadcast::channel(cfg.live_buffer.max(1)).0,
+            publish_lock: Mutex::new(()),
             subscribers: Arc::new(AtomicU64::new(0)),
             shutdown,
             tasks: TaskTracker::new(),
             snapshot_wanted: tokio::sync::Notify::new(),
+            cfg,
         })
     }
 
@@ -300,18 +328,17 @@ impl Hub {
         }
         self.channels
             .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(Channel {
-                    kind: Mutex::new(None),
-                    cache: Mutex::new(Cache::default()),
-                    live: broadcast::channel(self.cfg.live_buffer.max(1)).0,
-                })
-            })
+            .or_insert_with(|| Arc::new(Channel { kind: Mutex::new(None), cache: Mutex::new(Cache::default()) }))
             .clone()
     }
 
     fn existing(&self, id: &str) -> Option<Arc<Channel>> {
         self.channels.get(id).map(|c| c.clone())
+    }
+
+    /// True when the hub has (or awaits) this resource.
+    pub fn contains(&self, id: &str) -> bool {
+        self.channels.contains_key(id)
     }
 
     /// Declares a resource (so subscribers may ask for it before its first update).
@@ -321,6 +348,7 @@ impl Hub {
 
     /// Adds an update to the cache and sends it to live subscribers.
     pub fn publish(&self, entry: Arc<Entry>) -> Result<(), PublishError> {
+        let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
         let ch = self.channel(&entry.resource_id);
         *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.resource_kind);
         let broadcast = {
@@ -377,7 +405,7 @@ impl Hub {
         metrics::counter!(m::UPDATES_IN, "kind" => entry.kind.as_str()).increment(1);
         if broadcast {
             // No receivers is fine: nobody is subscribed yet.
-            let _ = ch.live.send(entry);
+            let _ = self.live.send(entry);
         }
         Ok(())
     }
@@ -406,6 +434,23 @@ impl Hub {
         if c.diffs_after_snapshot() > self.cfg.ring_size {
             self.snapshot_wanted.notify_one();
         }
+    }
+
+    /// Replaces a resource's cache wholesale (the origin restoring its store
+    /// after a restart): `snapshot` of the current version and the retained
+    /// `diffs` that lead to it, oldest first.
+    pub fn restore(&self, snapshot: Arc<Entry>, diffs: Vec<Arc<Entry>>) {
+        let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let ch = self.channel(&snapshot.resource_id);
+        *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.resource_kind);
+        let mut c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let chained = diffs.windows(2).all(|w| w[1].base_seq == w[0].seq && w[1].base_tag == w[0].tag)
+            && diffs.last().is_none_or(|d| d.seq == snapshot.seq && d.tag == snapshot.tag);
+        c.seq = snapshot.seq;
+        c.tag = snapshot.tag;
+        c.diffs = if chained { diffs.into() } else { VecDeque::new() };
+        c.snapshot = Some(snapshot);
+        c.heartbeat = None;
     }
 
     /// Resolves when some resource wants a fresher snapshot.
@@ -489,13 +534,17 @@ impl Hub {
             let ch = self.existing(id.as_str()).ok_or_else(|| SubscribeError::UnknownResource(id.to_string()))?;
             channels.push((id, ch, seq, tag));
         }
+        // Catch up network maps before the cost maps that depend on them.
+        channels
+            .sort_by_key(|(_, ch, _, _)| *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) != Some(Kind::NetworkMap));
+        let live = self.live.subscribe();
         let guard = SubscriberGuard::register(&self.subscribers, self.cfg.max_subscribers)?;
         let (tx, rx) = mpsc::channel(self.cfg.queue.max(1));
         let hub = self.clone();
         self.tasks.spawn(async move {
             let _guard = guard;
             let mut sub = Subscriber { hub: &hub, tx, warned_at: None };
-            if let Err(reason) = sub.run(channels).await {
+            if let Err(reason) = sub.run(channels, live).await {
                 metrics::counter!(m::DISCONNECTED, "reason" => reason).increment(1);
             }
         });
@@ -543,18 +592,17 @@ struct Subscriber<'a> {
 }
 
 impl Subscriber<'_> {
-    async fn run(&mut self, channels: Vec<(ResourceId, Arc<Channel>, u64, Tag)>) -> Result<(), &'static str> {
-        let mut live = StreamMap::new();
-        let mut pos = std::collections::HashMap::new();
-        // Subscribe to live updates before reading the cache, so nothing
-        // published in between is missed (duplicates are skipped by seq).
-        for (id, ch, seq, tag) in &channels {
-            live.insert(id.clone(), BroadcastStream::new(ch.live.subscribe()));
-            pos.insert(id.clone(), Position { seq: *seq, tag: *tag });
-        }
-        for (id, ch, _, _) in &channels {
-            self.resync(id, ch, &mut pos).await?;
-        }
+    async fn run(
+        &mut self,
+        channels: Vec<(ResourceId, Arc<Channel>, u64, Tag)>,
+        live: broadcast::Receiver<Arc<Entry>>,
+    ) -> Result<(), &'static str> {
+        // `live` was subscribed before the cache is read, so nothing published
+        // in between is missed (duplicates are skipped by seq).
+        let mut live = BroadcastStream::new(live);
+        let mut pos: std::collections::HashMap<ResourceId, Position> =
+            channels.iter().map(|(id, _, seq, tag)| (id.clone(), Position { seq: *seq, tag: *tag })).collect();
+        self.resync_all(&channels, &mut pos).await?;
         loop {
             let next = tokio::select! {
                 biased;
@@ -562,11 +610,10 @@ impl Subscriber<'_> {
                 _ = self.tx.closed() => return Ok(()),
                 next = live.next() => next,
             };
-            let Some((id, item)) = next else { return Ok(()) };
-            let Some((_, ch, _, _)) = channels.iter().find(|c| c.0 == id) else { continue };
-            match item {
-                Ok(entry) => {
-                    let p = pos.get_mut(&id).ok_or("unknown resource")?;
+            match next {
+                None => return Ok(()),
+                Some(Ok(entry)) => {
+                    let Some(p) = pos.get_mut(&entry.resource_id) else { continue };
                     let follows = match entry.kind {
                         UpdateKind::Diff => entry.base_seq == p.seq && entry.base_tag == p.tag,
                         UpdateKind::Snapshot => entry.seq > p.seq,
@@ -576,19 +623,28 @@ impl Subscriber<'_> {
                         self.send(&entry, p).await?;
                     } else if entry.seq > p.seq {
                         // A gap (we skipped something): resync from the cache.
-                        self.resync(&id, ch, &mut pos).await?;
+                        self.resync_all(&channels, &mut pos).await?;
                     }
                 }
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n))) => {
                     metrics::counter!(m::LAGGED).increment(n);
-                    self.warn_once(
-                        || warn!(resource = %id, missed = n, "slow subscriber lost its live queue; resyncing"),
-                    );
+                    self.warn_once(|| warn!(missed = n, "slow subscriber lost its live queue; resyncing"));
                     metrics::counter!(m::RESYNCS).increment(1);
-                    self.resync(&id, ch, &mut pos).await?;
+                    self.resync_all(&channels, &mut pos).await?;
                 }
             }
         }
+    }
+
+    async fn resync_all(
+        &mut self,
+        channels: &[(ResourceId, Arc<Channel>, u64, Tag)],
+        pos: &mut std::collections::HashMap<ResourceId, Position>,
+    ) -> Result<(), &'static str> {
+        for (id, ch, _, _) in channels {
+            self.resync(id, ch, pos).await?;
+        }
+        Ok(())
     }
 
     async fn resync(

@@ -8,5 +8,84 @@
 //! another RProxy) with failover. Nothing here is trusted: every update is
 //! verified before it is cached or forwarded.
 
+pub mod config;
 pub mod hub;
 pub mod metrics;
+pub mod service;
+pub mod upstream;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::info;
+
+pub use config::Config;
+
+/// Runs an RProxy on `listener` until `shutdown` is cancelled: upstream
+/// subscription → verified hub → gRPC `Distribution`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let keys = config.validate()?;
+    let hub = hub::Hub::new(config.hub(), shutdown.clone());
+    let directory = Arc::new(ArcSwapOption::empty());
+    let tasks = TaskTracker::new();
+    let mut client = altocast_client::Config::new(config.upstreams.clone(), keys.clone());
+    client.quarantine = Duration::from_secs(config.quarantine_secs);
+    let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys);
+    upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
+    let svc = service::DistributionService::new(hub.clone(), directory, Some(Arc::new(refresher)));
+    let router = service::router(svc, &service::ServerLimits::default()).await?;
+    info!(addr = %listener.local_addr().context("listener address")?, upstreams = ?config.upstreams, "rproxy serving");
+    service::serve(router, listener, shutdown.clone()).await?;
+    let grace = Duration::from_secs(config.grace_secs);
+    let _ = tokio::time::timeout(grace, async {
+        hub.closed().await;
+        tasks.close();
+        tasks.wait().await;
+    })
+    .await;
+    Ok(())
+}
+
+/// Installs the Prometheus exporter on `addr`.
+pub fn install_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("metrics listener on {addr}"))
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        info!("shutdown signal; ending streams");
+        token.cancel();
+    });
+}
+
+/// Logging for the binaries: `tracing` with `RUST_LOG`-style filtering.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}

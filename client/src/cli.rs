@@ -1,0 +1,333 @@
+//! The `altocast` command-line tool (DESIGN §8): `watch`, `get`, `rank`,
+//! `lookup`, `directory`. Everything it prints has been verified against the
+//! trusted origin key; errors are one line on stderr with a non-zero exit.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use altocast_proto::{
+    Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb, update::open_directory,
+};
+use anyhow::{Context as _, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Config, Subscription,
+    connect::{self, DistributionClient},
+    now_ms, rank,
+    view::{CostMapVersion, NetworkMapVersion},
+};
+
+/// Verified ALTO network information from an altocast origin or RProxy.
+#[derive(Debug, Parser)]
+#[command(name = "altocast", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Endpoint URL; repeat to give fallbacks, tried in order.
+    #[arg(long = "endpoint", env = "ALTOCAST_ENDPOINT", default_value = "http://127.0.0.1:7100")]
+    endpoints: Vec<String>,
+    /// The origin's public key (SPKI PEM, from `altocast-server pubkey`).
+    #[arg(long, env = "ALTOCAST_TRUST_KEY")]
+    trust_key: Option<PathBuf>,
+    /// Trust whatever key the endpoint's directory names (insecure; prints a warning).
+    #[arg(long)]
+    trust_on_first_use: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print one line per verified update until interrupted.
+    Watch {
+        #[command(flatten)]
+        common: Common,
+        /// Resource to follow; repeat for several. Default: all.
+        #[arg(long)]
+        resource: Vec<String>,
+        /// Exit after this many updates.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Print a verified resource as RFC 7285 JSON.
+    Get {
+        #[command(flatten)]
+        common: Common,
+        /// The resource id.
+        #[arg(long)]
+        resource: String,
+    },
+    /// Rank peers by network cost from a source address.
+    Rank {
+        #[command(flatten)]
+        common: Common,
+        /// Cost map to use. Default: the first in the directory.
+        #[arg(long)]
+        resource: Option<String>,
+        /// The requesting peer's address.
+        #[arg(long)]
+        src: IpAddr,
+        /// Candidate peer addresses.
+        #[arg(required = true)]
+        peers: Vec<IpAddr>,
+    },
+    /// Print the PID an address belongs to.
+    Lookup {
+        #[command(flatten)]
+        common: Common,
+        /// Network map to use. Default: the first in the directory.
+        #[arg(long)]
+        resource: Option<String>,
+        /// The address.
+        ip: IpAddr,
+    },
+    /// Print the verified directory: resources, keys, RProxies.
+    Directory {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Entry point of the `altocast` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ALTOCAST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("altocast: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("altocast: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn trusted(common: &Common) -> anyhow::Result<TrustedKeys> {
+    if let Some(path) = &common.trust_key {
+        let pem = std::fs::read_to_string(path).with_context(|| format!("reading trust key {}", path.display()))?;
+        let key = PublicKey::from_spki_pem(&pem).with_context(|| format!("trust key {}", path.display()))?;
+        return Ok(TrustedKeys::new([key]));
+    }
+    if !common.trust_on_first_use {
+        bail!("no trusted key: pass --trust-key FILE (from `altocast-server pubkey`), or --trust-on-first-use");
+    }
+    let (url, mut client) = first_reachable(common).await?;
+    let signed = client.get_directory(pb::GetDirectoryRequest {}).await.with_context(|| format!("{url}: directory"))?;
+    let dir = pb::Directory::decode(signed.get_ref().body.clone()).context("directory is malformed")?;
+    let keys: Vec<PublicKey> = dir.keys.iter().filter_map(|k| PublicKey::from_raw(&k.ed25519).ok()).collect();
+    let keys = TrustedKeys::new(keys);
+    open_directory(&keys, signed.get_ref()).context("directory is not signed by the key it names")?;
+    for k in keys.iter() {
+        eprintln!(
+            "altocast: WARNING: trusting key {} on first use, as {url} presented it; pin it with --trust-key",
+            k.id()
+        );
+    }
+    Ok(keys)
+}
+
+async fn first_reachable(common: &Common) -> anyhow::Result<(String, DistributionClient)> {
+    let timeout = Duration::from_secs(common.timeout.max(1));
+    let mut errors = Vec::new();
+    for url in &common.endpoints {
+        match connect::connect(url, timeout).await {
+            Ok(c) => return Ok((url.clone(), c)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(anyhow!("no endpoint reachable: {}", errors.join("; ")))
+}
+
+/// Pulls and verifies `wanted` (and what it depends on) from the first
+/// reachable endpoint.
+async fn pull(common: &Common, wanted: &[ResourceId]) -> anyhow::Result<(Verifier, pb::Directory)> {
+    let keys = trusted(common).await?;
+    let (url, mut client) = first_reachable(common).await?;
+    let (_, dir) = connect::directory(&mut client, &url, &keys).await?;
+    for w in wanted {
+        if !dir.resources.iter().any(|r| r.resource_id == w.as_str()) {
+            bail!("{url} has no resource {w:?} (see `altocast directory`)");
+        }
+    }
+    let resources = connect::resources_for(&dir, wanted);
+    let mut verifier = Verifier::new(keys, Limits::default(), resources.iter().cloned());
+    let now = now_ms();
+    for r in &resources {
+        connect::fetch_into(&mut client, &url, r, &mut verifier, now).await.map_err(|e| match &e {
+            connect::ConnectError::Verify {
+                error: altocast_proto::VerifyError::Expired { expires_at_ms, .. }, ..
+            } => {
+                anyhow!("stale data: {r} expired {} s ago at {url}", (now - expires_at_ms) / 1000)
+            }
+            _ => anyhow!(e),
+        })?;
+        if let Freshness::Stale { since_ms } = verifier.freshness(r.as_str(), now) {
+            bail!("stale data: {r} expired {} s ago at {url}", (now - since_ms) / 1000);
+        }
+    }
+    Ok((verifier, dir))
+}
+
+fn first_of(dir: &pb::Directory, kind: pb::ResourceKind) -> anyhow::Result<ResourceId> {
+    let r = dir
+        .resources
+        .iter()
+        .find(|r| r.kind == kind as i32)
+        .ok_or_else(|| anyhow!("the directory lists no {kind:?}"))?;
+    Ok(ResourceId::new(&r.resource_id)?)
+}
+
+fn resource_arg(s: &str) -> anyhow::Result<ResourceId> {
+    ResourceId::new(s).map_err(|e| anyhow!("--resource {s:?}: {e}"))
+}
+
+fn cost_map_version(v: &Verifier, id: &ResourceId) -> anyhow::Result<CostMapVersion> {
+    let held = v.get(id.as_str()).ok_or_else(|| anyhow!("{id} not received"))?;
+    let MapState::Cost(cm) = &held.state else { bail!("{id} is not a cost map") };
+    let dep = cm.depends_on().ok_or_else(|| anyhow!("{id} names no network map"))?;
+    let Some((seq, MapState::Network(nm))) = v.version(dep.resource_id.as_str(), dep.tag) else {
+        bail!("{id} depends on {} version {}, which was not received", dep.resource_id, dep.tag.short());
+    };
+    Ok(CostMapVersion {
+        resource_id: id.clone(),
+        seq: held.seq,
+        tag: held.tag,
+        map: cm.clone(),
+        network_map: std::sync::Arc::new(NetworkMapVersion {
+            resource_id: dep.resource_id.clone(),
+            seq,
+            tag: dep.tag,
+            map: nm.clone(),
+            expires_at_ms: held.expires_at_ms,
+        }),
+        expires_at_ms: held.expires_at_ms,
+    })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Directory { common } => {
+            let keys = trusted(&common).await?;
+            let (url, mut client) = first_reachable(&common).await?;
+            let (_, dir) = connect::directory(&mut client, &url, &keys).await?;
+            println!("origin {}", dir.origin_id);
+            for r in &dir.resources {
+                let kind = pb::ResourceKind::try_from(r.kind).map(|k| k.as_str_name()).unwrap_or("?");
+                let ct = r.cost_type.as_ref().map(|c| format!(" {}", c.metric)).unwrap_or_default();
+                let uses = if r.uses.is_empty() { String::new() } else { format!(" uses {}", r.uses.join(",")) };
+                println!(
+                    "resource {} {}{ct}{uses}",
+                    r.resource_id,
+                    kind.trim_start_matches("RESOURCE_KIND_").to_lowercase()
+                );
+            }
+            for k in &dir.keys {
+                println!("key {}", k.key_id);
+            }
+            for p in &dir.rproxies {
+                println!("rproxy {p}");
+            }
+        }
+        Command::Get { common, resource } => {
+            let id = resource_arg(&resource)?;
+            let (v, _) = pull(&common, std::slice::from_ref(&id)).await?;
+            let held = v.get(id.as_str()).ok_or_else(|| anyhow!("{id} not received"))?;
+            let body = match &held.state {
+                MapState::Network(m) => json::network_map_json(&id, m),
+                MapState::Cost(m) => json::cost_map_json(m),
+            };
+            println!("{body}");
+        }
+        Command::Lookup { common, resource, ip } => {
+            let wanted: Vec<ResourceId> = resource.as_deref().map(resource_arg).transpose()?.into_iter().collect();
+            let (v, dir) = pull(&common, &wanted).await?;
+            let id = match wanted.first() {
+                Some(id) => id.clone(),
+                None => first_of(&dir, pb::ResourceKind::NetworkMap)?,
+            };
+            let Some(MapState::Network(nm)) = v.get(id.as_str()).map(|h| &h.state) else {
+                bail!("{id} is not a network map")
+            };
+            match nm.lookup(ip) {
+                Some(pid) => println!("{ip} {pid}"),
+                None => bail!("{ip} is in no PID of {id}"),
+            }
+        }
+        Command::Rank { common, resource, src, peers } => {
+            let wanted: Vec<ResourceId> = resource.as_deref().map(resource_arg).transpose()?.into_iter().collect();
+            let (v, dir) = pull(&common, &wanted).await?;
+            let id = match wanted.first() {
+                Some(id) => id.clone(),
+                None => first_of(&dir, pb::ResourceKind::CostMap)?,
+            };
+            let cm = cost_map_version(&v, &id)?;
+            for r in rank::rank(&cm, src, &peers) {
+                let pid = r.pid.as_ref().map_or("-".to_owned(), |p| p.to_string());
+                let cost = r.cost.map_or("unreachable".to_owned(), |c| c.to_string());
+                println!("{} {pid} {cost}", r.peer);
+            }
+        }
+        Command::Watch { common, resource, count } => {
+            let keys = trusted(&common).await?;
+            let resources = resource.iter().map(|r| resource_arg(r)).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut cfg = Config::new(common.endpoints.clone(), keys);
+            cfg.resources = resources;
+            let shutdown = CancellationToken::new();
+            let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+            let sub = Subscription::start(cfg, shutdown.clone(), Some(tx));
+            let mut changes = sub.view().changes();
+            let mut seen = 0u64;
+            let deadline = Duration::from_secs(common.timeout.max(1));
+            let mut got_any = false;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    c = changes.recv() => {
+                        let Ok(c) = c else { continue };
+                        got_any = true;
+                        println!(
+                            "{} seq={} tag={} kind={} {} bytes={} entries={} age={}ms",
+                            c.resource_id, c.seq, c.tag.short(), c.kind.as_str(), c.resource_kind,
+                            c.bytes, c.entries_changed, (c.applied_at_ms - c.issued_at_ms).max(0)
+                        );
+                        seen += 1;
+                        if count.is_some_and(|n| seen >= n) {
+                            break;
+                        }
+                    }
+                    e = rx.recv() => match e {
+                        Some(crate::Event::Rejected { endpoint, error }) => eprintln!("altocast: rejected update from {endpoint}: {error}"),
+                        Some(crate::Event::Stale { resource_id, .. }) => eprintln!("altocast: {resource_id} is stale"),
+                        Some(crate::Event::Failover { endpoint, reason }) if !got_any => {
+                            eprintln!("altocast: {endpoint}: {reason}");
+                        }
+                        _ => {}
+                    },
+                    _ = tokio::time::sleep(deadline), if !got_any => {
+                        sub.stop().await;
+                        bail!("no verified update within {} s from {}", deadline.as_secs(), common.endpoints.join(", "));
+                    }
+                }
+            }
+            sub.stop().await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Connecting to an endpoint and the unary calls (`GetDirectory`, `Fetch`),
+//! each verified before use.
+
+use std::time::Duration;
+
+use altocast_proto::{ResourceId, TrustedKeys, Verifier, VerifyError, pb, update::open_directory};
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message accepted from an endpoint (a whole cost map in one `Fetch`).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// A client connection error.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL is not usable.
+    #[error("bad endpoint URL {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The endpoint could not be reached.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The endpoint answered with an error.
+    #[error("{url}: {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The gRPC status.
+        status: tonic::Status,
+    },
+    /// What the endpoint sent failed verification.
+    #[error("{url}: verification failed: {error}")]
+    Verify {
+        /// The URL.
+        url: String,
+        /// The failed check.
+        error: VerifyError,
+    },
+}
+
+/// A typed client for one endpoint.
+pub type DistributionClient = pb::distribution_client::DistributionClient<Channel>;
+
+/// Connects to `url` (e.g. `http://127.0.0.1:7100`).
+pub async fn connect(url: &str, timeout: Duration) -> Result<DistributionClient, ConnectError> {
+    let ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| ConnectError::BadUrl { url: url.into(), reason: e.to_string() })?
+        .connect_timeout(timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let ch = tokio::time::timeout(timeout, ep.connect())
+        .await
+        .map_err(|_| ConnectError::Unreachable { url: url.into(), reason: format!("no answer in {timeout:?}") })?
+        .map_err(|e| ConnectError::Unreachable { url: url.into(), reason: source_chain(&e) })?;
+    Ok(pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(MAX_MESSAGE))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s = format!("{s}: {c}");
+        cur = c.source();
+    }
+    s
+}
+
+/// Fetches and verifies the signed directory.
+pub async fn directory(
+    client: &mut DistributionClient,
+    url: &str,
+    keys: &TrustedKeys,
+) -> Result<(pb::SignedDirectory, pb::Directory), ConnectError> {
+    let signed = client
+        .get_directory(pb::GetDirectoryRequest {})
+        .await
+        .map_err(|status| ConnectError::Status { url: url.into(), status })?
+        .into_inner();
+    let dir = open_directory(keys, &signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+    Ok((signed, dir))
+}
+
+/// The resources to follow for `wanted` (all in the directory when empty),
+/// with the network maps the cost maps depend on added, network maps first.
+pub fn resources_for(dir: &pb::Directory, wanted: &[ResourceId]) -> Vec<ResourceId> {
+    let mut out: Vec<ResourceId> = Vec::new();
+    let mut add = |id: &str| {
+        if let Ok(r) = ResourceId::new(id)
+            && !out.contains(&r)
+        {
+            out.push(r);
+        }
+    };
+    for r in &dir.resources {
+        let selected = wanted.is_empty() || wanted.iter().any(|w| w.as_str() == r.resource_id);
+        if selected {
+            for u in &r.uses {
+                add(u);
+            }
+            add(&r.resource_id);
+        }
+    }
+    for w in wanted {
+        add(w.as_str());
+    }
+    let is_nm = |id: &ResourceId| {
+        dir.resources.iter().any(|r| r.resource_id == id.as_str() && r.kind == pb::ResourceKind::NetworkMap as i32)
+    };
+    out.sort_by_key(|id| !is_nm(id));
+    out
+}
+
+/// Pulls `resource` with `Fetch` and verifies each update into `verifier`;
+/// updates the verifier already has are skipped. Returns how many applied.
+pub async fn fetch_into(
+    client: &mut DistributionClient,
+    url: &str,
+    resource: &ResourceId,
+    verifier: &mut Verifier,
+    now_ms: i64,
+) -> Result<Vec<altocast_proto::Applied>, ConnectError> {
+    let resp = client
+        .fetch(pb::FetchRequest { resource_id: resource.to_string() })
+        .await
+        .map_err(|status| ConnectError::Status { url: url.into(), status })?
+        .into_inner();
+    let mut applied = Vec::new();
+    for (i, u) in resp.updates.iter().enumerate() {
+        let opened = verifier.open(u).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+        if opened.seq() <= verifier.get(resource.as_str()).map_or(0, |h| h.seq) && !opened.is_heartbeat() {
+            continue;
+        }
+        let chunks = if i == 0 { &resp.chunks[..] } else { &[] };
+        applied.push(
+            verifier.apply(&opened, chunks, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?,
+        );
+    }
+    Ok(applied)
+}

@@ -1,0 +1,550 @@
+//! A verified, resumable subscription over an ordered list of endpoints.
+//!
+//! The loop: connect to the first usable endpoint; fetch and verify its signed
+//! directory; subscribe from the verifier's held positions (so a reconnect
+//! resumes with diffs, not a snapshot); verify and apply every update; publish
+//! it to the [`View`] and to the optional event channel. On a transport error
+//! the next endpoint is tried; on a verification failure or on staleness (no
+//! update or heartbeat before expiry — a withholding upstream) the endpoint is
+//! put aside for [`Config::quarantine`]. After a full round without success the
+//! loop sleeps with jittered exponential backoff. An endpoint that cannot
+//! stream is polled with `Fetch` instead (pull fallback).
+
+use std::{sync::Arc, time::Duration};
+
+use altocast_proto::{Applied, Limits, ResourceId, TrustedKeys, UpdateKind, Verifier, VerifyError, pb, verify::Opened};
+use rand::Rng as _;
+use tokio::{sync::mpsc, time::Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::{
+    connect::{self, ConnectError, DistributionClient},
+    view::{Change, View},
+};
+
+/// Expired catch-up updates accepted in a row before the endpoint is abandoned
+/// (a ring is 64 diffs; this leaves room for several).
+const MAX_EXPIRED_RUN: usize = 1024;
+
+/// A source of Unix milliseconds. The default follows tokio's clock, so tests
+/// with paused time control expiry.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The default clock: wall time at creation, advanced by tokio's monotonic clock.
+pub fn tokio_clock() -> Clock {
+    let base_wall = crate::now_ms();
+    let base = Instant::now();
+    Arc::new(move || base_wall + Instant::now().duration_since(base).as_millis() as i64)
+}
+
+/// Subscription settings.
+#[derive(Clone)]
+pub struct Config {
+    /// Endpoints in order of preference (RProxies, then the origin).
+    pub endpoints: Vec<String>,
+    /// Keys whose signatures are accepted.
+    pub keys: TrustedKeys,
+    /// Resources to follow; empty = every resource in the directory. The network
+    /// maps that cost maps depend on are added automatically.
+    pub resources: Vec<ResourceId>,
+    /// Verifier limits.
+    pub limits: Limits,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// First reconnect delay.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// How long an endpoint that sent a bad or stale update is put aside.
+    pub quarantine: Duration,
+    /// Polling interval in pull fallback.
+    pub pull_interval: Duration,
+    /// The clock used for expiry.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config").field("endpoints", &self.endpoints).field("resources", &self.resources).finish()
+    }
+}
+
+impl Config {
+    /// Defaults for `endpoints` trusting `keys`.
+    pub fn new(endpoints: Vec<String>, keys: TrustedKeys) -> Self {
+        Config {
+            endpoints,
+            keys,
+            resources: Vec::new(),
+            limits: Limits::default(),
+            connect_timeout: Duration::from_secs(3),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+            quarantine: Duration::from_secs(30),
+            pull_interval: Duration::from_secs(5),
+            clock: tokio_clock(),
+        }
+    }
+}
+
+/// What the subscription reports.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A stream to `endpoint` is open.
+    Connected {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// The endpoint's verified directory.
+    Directory {
+        /// The endpoint.
+        endpoint: String,
+        /// The signed bytes (to relay).
+        signed: pb::SignedDirectory,
+        /// Decoded.
+        directory: pb::Directory,
+    },
+    /// A verified, applied update, with its exact signed bytes.
+    Verified {
+        /// The endpoint it came from.
+        endpoint: String,
+        /// What it did.
+        applied: Applied,
+        /// The decoded header (payload reduced to its kind).
+        header: Box<pb::Update>,
+        /// The signed envelope.
+        signed: pb::SignedUpdate,
+        /// Snapshot chunks.
+        chunks: Vec<pb::SnapshotChunk>,
+    },
+    /// An update failed verification; the endpoint is put aside.
+    Rejected {
+        /// The endpoint.
+        endpoint: String,
+        /// The failed check.
+        error: VerifyError,
+    },
+    /// The subscription left `endpoint`.
+    Failover {
+        /// The endpoint left.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// A resource passed its expiry without a fresh update.
+    Stale {
+        /// The resource.
+        resource_id: ResourceId,
+        /// Expired at (Unix ms).
+        since_ms: i64,
+    },
+}
+
+/// A running subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    view: View,
+    task: tokio::task::JoinHandle<()>,
+    stop: CancellationToken,
+}
+
+impl Subscription {
+    /// Starts following `cfg.endpoints`. Events go to `events` if given (the
+    /// loop waits for the receiver: an RProxy must not lose updates).
+    pub fn start(cfg: Config, shutdown: CancellationToken, events: Option<mpsc::Sender<Event>>) -> Subscription {
+        let view = View::default();
+        let stop = shutdown.child_token();
+        let verifier = Verifier::new(cfg.keys.clone(), cfg.limits, cfg.resources.iter().cloned());
+        let mut run = Runner { cfg, view: view.clone(), events, verifier, stop: stop.clone(), quarantined: Vec::new() };
+        let task = tokio::spawn(async move { run.run().await });
+        Subscription { view, task, stop }
+    }
+
+    /// The verified view.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Stops the subscription and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// How one session with an endpoint ended.
+enum End {
+    Shutdown,
+    /// The server ended the stream (e.g. it shut down): try elsewhere, no blame.
+    Closed {
+        delivered: bool,
+    },
+    /// Transport or protocol error.
+    Failed {
+        reason: String,
+        delivered: bool,
+    },
+    /// Sent something that failed verification, or withheld updates.
+    Bad {
+        reason: String,
+    },
+}
+
+struct Runner {
+    cfg: Config,
+    view: View,
+    events: Option<mpsc::Sender<Event>>,
+    verifier: Verifier,
+    stop: CancellationToken,
+    /// `(endpoint index, until)`.
+    quarantined: Vec<(usize, Instant)>,
+}
+
+/// Reduces a decoded payload to its kind so a header can be kept cheaply.
+fn strip_payload(u: &mut pb::Update) {
+    use pb::update::Payload;
+    u.payload = match u.payload.take() {
+        Some(Payload::Diff(_)) => Some(Payload::Diff(pb::Diff::default())),
+        Some(Payload::Snapshot(_)) => Some(Payload::Snapshot(pb::Snapshot::default())),
+        other => other,
+    };
+}
+
+impl Runner {
+    async fn emit(&self, e: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(e).await;
+        }
+    }
+
+    fn usable(&mut self, idx: usize) -> bool {
+        let now = Instant::now();
+        self.quarantined.retain(|(_, until)| *until > now);
+        !self.quarantined.iter().any(|(i, _)| *i == idx)
+    }
+
+    async fn run(&mut self) {
+        let n = self.cfg.endpoints.len();
+        if n == 0 {
+            warn!("subscription has no endpoints");
+            return;
+        }
+        let mut idx = 0;
+        let mut backoff = self.cfg.backoff_min;
+        let mut failures_in_round = 0;
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            if !self.usable(idx) {
+                idx = (idx + 1) % n;
+                failures_in_round += 1;
+                if failures_in_round >= n {
+                    failures_in_round = 0;
+                    if self.sleep_backoff(&mut backoff).await {
+                        return;
+                    }
+                }
+                continue;
+            }
+            let url = self.cfg.endpoints[idx].clone();
+            let end = self.session(&url).await;
+            let (reason, delivered) = match end {
+                End::Shutdown => return,
+                End::Closed { delivered } => ("stream closed by server".to_owned(), delivered),
+                End::Failed { reason, delivered } => (reason, delivered),
+                End::Bad { reason } => {
+                    self.quarantined.push((idx, Instant::now() + self.cfg.quarantine));
+                    (reason, false)
+                }
+            };
+            info!(endpoint = %url, %reason, "leaving endpoint");
+            self.emit(Event::Failover { endpoint: url, reason }).await;
+            if delivered {
+                backoff = self.cfg.backoff_min;
+                failures_in_round = 0;
+            } else {
+                failures_in_round += 1;
+            }
+            idx = (idx + 1) % n;
+            if failures_in_round >= n {
+                failures_in_round = 0;
+                if self.sleep_backoff(&mut backoff).await {
+                    return;
+                }
+            } else if self.sleep(jitter(self.cfg.backoff_min)).await {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps a jittered `backoff` and doubles it; true if stopped meanwhile.
+    async fn sleep_backoff(&self, backoff: &mut Duration) -> bool {
+        let d = jitter(*backoff);
+        *backoff = (*backoff * 2).min(self.cfg.backoff_max);
+        self.sleep(d).await
+    }
+
+    async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = self.stop.cancelled() => true,
+            _ = tokio::time::sleep(d) => false,
+        }
+    }
+
+    async fn session(&mut self, url: &str) -> End {
+        let mut client = match connect::connect(url, self.cfg.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => return End::Failed { reason: e.to_string(), delivered: false },
+        };
+        let resources = match connect::directory(&mut client, url, &self.cfg.keys).await {
+            Ok((signed, dir)) => {
+                let r = connect::resources_for(&dir, &self.cfg.resources);
+                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir }).await;
+                r
+            }
+            Err(ConnectError::Verify { error, .. }) => return End::Bad { reason: format!("directory: {error}") },
+            Err(e) if self.cfg.resources.is_empty() => return End::Failed { reason: e.to_string(), delivered: false },
+            Err(e) => {
+                debug!(endpoint = %url, error = %e, "no directory; using configured resources");
+                self.cfg.resources.clone()
+            }
+        };
+        for r in &resources {
+            self.verifier.request(r.clone());
+        }
+        let positions = resources
+            .iter()
+            .map(|r| {
+                let h = self.verifier.get(r.as_str());
+                pb::ResumePosition {
+                    resource_id: r.to_string(),
+                    have_seq: h.map_or(0, |h| h.seq),
+                    have_tag: h.map(|h| bytes::Bytes::copy_from_slice(&h.tag.0)).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let stream = client.subscribe(pb::SubscribeRequest { resources: positions }).await;
+        let mut stream = match stream {
+            Ok(s) => s.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return End::Failed { reason: status.to_string(), delivered: false };
+            }
+            Err(status) => {
+                debug!(endpoint = %url, %status, "subscribe refused; falling back to pull");
+                return self.pull(&mut client, url, &resources).await;
+            }
+        };
+        self.emit(Event::Connected { endpoint: url.into() }).await;
+        metrics::gauge!("altocast_client_connected").set(1.0);
+        let end = self.read_stream(&mut stream, url).await;
+        metrics::gauge!("altocast_client_connected").set(0.0);
+        end
+    }
+
+    /// How long to wait for the next frame before declaring a resource stale.
+    fn stale_wait(&self) -> (Duration, Option<(ResourceId, i64)>) {
+        let now = (self.cfg.clock)();
+        let earliest = self
+            .verifier
+            .resources()
+            .filter_map(|(id, h)| h.map(|h| (id.clone(), h.expires_at_ms)))
+            .min_by_key(|(_, t)| *t);
+        match earliest {
+            // Until expiry, plus the skew allowance the verifier grants.
+            Some((id, t)) => {
+                let ms = (t + self.cfg.limits.max_skew_ms - now).max(0) as u64;
+                (Duration::from_millis(ms), Some((id, t)))
+            }
+            // Nothing held: the first snapshot must come within a bounded time.
+            None => (Duration::from_secs(30), None),
+        }
+    }
+
+    async fn read_stream(&mut self, stream: &mut tonic::Streaming<pb::SubscribeResponse>, url: &str) -> End {
+        let mut delivered = false;
+        let mut expired_run = 0;
+        // A fresh connection gets a grace period to catch up before staleness counts.
+        let grace_until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (wait, earliest) = self.stale_wait();
+            let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
+            let frame = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return End::Shutdown,
+                r = tokio::time::timeout(wait, stream.message()) => r,
+            };
+            let frame = match frame {
+                Err(_) => {
+                    return match earliest {
+                        Some((resource_id, since_ms)) => {
+                            warn!(endpoint = %url, resource = %resource_id, "no update before expiry; upstream withholds or is stuck");
+                            self.emit(Event::Stale { resource_id: resource_id.clone(), since_ms }).await;
+                            End::Bad { reason: format!("{resource_id} went stale") }
+                        }
+                        None => End::Failed { reason: "no data within 30 s".into(), delivered },
+                    };
+                }
+                Ok(Ok(Some(f))) => f,
+                Ok(Ok(None)) => return End::Closed { delivered },
+                Ok(Err(status)) => return End::Failed { reason: status.to_string(), delivered },
+            };
+            let signed = match frame.item {
+                Some(pb::subscribe_response::Item::Update(u)) => u,
+                _ => return End::Bad { reason: "snapshot chunk without its update".into() },
+            };
+            let opened = match self.verifier.open(&signed) {
+                Ok(o) => o,
+                Err(error) => return self.rejected(url, error).await,
+            };
+            let mut chunks = Vec::new();
+            if let Some((count, _)) = opened.chunks_expected() {
+                for _ in 0..count {
+                    match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+                        Ok(Ok(Some(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }))) => {
+                            chunks.push(c)
+                        }
+                        _ => return End::Bad { reason: "snapshot chunks missing or interrupted".into() },
+                    }
+                }
+            }
+            match self.apply(url, opened, signed, chunks).await {
+                Ok(()) => {
+                    delivered = true;
+                    expired_run = 0;
+                }
+                // Catch-up older than the TTL: authentic, chained, held as pending
+                // until the heartbeat at the end of the catch-up makes it fresh.
+                Err(VerifyError::Expired { .. }) if expired_run < MAX_EXPIRED_RUN => expired_run += 1,
+                Err(error) => return self.rejected(url, error).await,
+            }
+        }
+    }
+
+    async fn rejected(&self, url: &str, error: VerifyError) -> End {
+        metrics::counter!("altocast_client_verification_failures_total", "check" => error.check().as_str())
+            .increment(1);
+        warn!(endpoint = %url, check = error.check().as_str(), %error, "update rejected; abandoning endpoint");
+        let reason = error.to_string();
+        self.emit(Event::Rejected { endpoint: url.into(), error }).await;
+        End::Bad { reason }
+    }
+
+    async fn apply(
+        &mut self,
+        url: &str,
+        opened: Opened,
+        signed: pb::SignedUpdate,
+        chunks: Vec<pb::SnapshotChunk>,
+    ) -> Result<(), VerifyError> {
+        let now = (self.cfg.clock)();
+        match self.verifier.apply(&opened, &chunks, now) {
+            Ok(applied) => {
+                self.publish(url, opened, applied, signed, chunks, now).await;
+                Ok(())
+            }
+            Err(e @ VerifyError::Expired { .. }) => {
+                // Relays (RProxies) still need the authentic bytes to keep their chain.
+                if let (Some(p), Some(_)) = (self.verifier.pending(opened.resource_id.as_str()), &self.events) {
+                    let applied = Applied {
+                        resource_id: opened.resource_id.clone(),
+                        kind: if opened.is_heartbeat() { UpdateKind::Heartbeat } else { UpdateKind::Diff },
+                        seq: p.seq,
+                        tag: p.tag,
+                        entries_changed: 0,
+                        bytes: opened.body_len,
+                        issued_at_ms: opened.update.issued_at_ms,
+                    };
+                    let mut header = opened.update;
+                    strip_payload(&mut header);
+                    self.emit(Event::Verified {
+                        endpoint: url.into(),
+                        applied,
+                        header: Box::new(header),
+                        signed,
+                        chunks,
+                    })
+                    .await;
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        url: &str,
+        opened: Opened,
+        applied: Applied,
+        signed: pb::SignedUpdate,
+        chunks: Vec<pb::SnapshotChunk>,
+        now: i64,
+    ) {
+        let kind = self.verifier.get(applied.resource_id.as_str()).map_or("", |h| h.state.kind().as_str());
+        metrics::counter!("altocast_client_updates_total", "kind" => applied.kind.as_str()).increment(1);
+        let change = Change {
+            resource_id: applied.resource_id.clone(),
+            kind: applied.kind,
+            seq: applied.seq,
+            tag: applied.tag,
+            entries_changed: applied.entries_changed,
+            bytes: applied.bytes,
+            issued_at_ms: applied.issued_at_ms,
+            applied_at_ms: now,
+            resource_kind: kind,
+        };
+        self.view.update_from(&self.verifier, change);
+        if self.events.is_some() {
+            let mut header = opened.update;
+            strip_payload(&mut header);
+            self.emit(Event::Verified { endpoint: url.into(), applied, header: Box::new(header), signed, chunks })
+                .await;
+        }
+    }
+
+    /// Pull fallback: poll `Fetch` for a few rounds, then go back to trying push.
+    async fn pull(&mut self, client: &mut DistributionClient, url: &str, resources: &[ResourceId]) -> End {
+        const ROUNDS: usize = 6;
+        let mut delivered = false;
+        for round in 0..ROUNDS {
+            for r in resources {
+                let now = (self.cfg.clock)();
+                let resp = client.fetch(pb::FetchRequest { resource_id: r.to_string() }).await;
+                let resp = match resp {
+                    Ok(r) => r.into_inner(),
+                    Err(status) => return End::Failed { reason: format!("fetch: {status}"), delivered },
+                };
+                for (i, signed) in resp.updates.into_iter().enumerate() {
+                    let opened = match self.verifier.open(&signed) {
+                        Ok(o) => o,
+                        Err(error) => return self.rejected(url, error).await,
+                    };
+                    let held = self.verifier.get(r.as_str()).map_or(0, |h| h.seq);
+                    if opened.seq() <= held {
+                        continue;
+                    }
+                    let chunks = if i == 0 { resp.chunks.clone() } else { Vec::new() };
+                    match self.verifier.apply(&opened, &chunks, now) {
+                        Ok(applied) => {
+                            delivered = true;
+                            self.publish(url, opened, applied, signed, chunks, now).await;
+                        }
+                        Err(error) => return self.rejected(url, error).await,
+                    }
+                }
+            }
+            if round + 1 < ROUNDS && self.sleep(self.cfg.pull_interval).await {
+                return End::Shutdown;
+            }
+        }
+        End::Closed { delivered }
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    // ±50%: reconnecting clients spread out instead of stampeding.
+    let f = rand::rng().random_range(0.5..1.5);
+    d.mul_f64(f)
+}

@@ -1,0 +1,131 @@
+//! RProxy configuration: flags, environment and an optional TOML file, with
+//! precedence flags > file > environment > defaults. Validated before binding.
+
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, time::Duration};
+
+use altocast_proto::{PublicKey, TrustedKeys};
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use crate::hub::HubConfig;
+
+/// An altocast redistribution proxy: verifies what its upstreams send and fans
+/// it out to many subscribers.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "altocast-rproxy", version, about, args_override_self = true)]
+pub struct Config {
+    /// TOML file with any of these options (keys as the long flag names).
+    #[arg(long, env = "ALTOCAST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Upstream gRPC URL (origin or another RProxy); repeat for fallbacks, tried in order.
+    #[arg(long = "upstream", env = "ALTOCAST_UPSTREAM", required = true, value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    /// Address to serve gRPC on.
+    #[arg(long, env = "ALTOCAST_LISTEN", default_value = "127.0.0.1:7200")]
+    pub listen: SocketAddr,
+    /// The origin's public key (SPKI PEM).
+    #[arg(long, env = "ALTOCAST_TRUST_KEY")]
+    pub trust_key: PathBuf,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, env = "ALTOCAST_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// Diffs kept per resource for resuming subscribers.
+    #[arg(long, env = "ALTOCAST_RING_SIZE", default_value_t = 64)]
+    pub ring_size: usize,
+    /// Frames queued per subscriber.
+    #[arg(long, env = "ALTOCAST_SUBSCRIBER_QUEUE", default_value_t = 16)]
+    pub subscriber_queue: usize,
+    /// Seconds a subscriber may stay stuck with a full queue before it is disconnected.
+    #[arg(long, env = "ALTOCAST_STUCK_DEADLINE", default_value_t = 30)]
+    pub stuck_deadline_secs: u64,
+    /// Most concurrent subscriptions.
+    #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
+    pub max_subscribers: usize,
+    /// Seconds an upstream that sent a bad or stale update is put aside.
+    #[arg(long, env = "ALTOCAST_QUARANTINE", default_value_t = 30)]
+    pub quarantine_secs: u64,
+    /// Seconds to let open streams finish after a shutdown signal.
+    #[arg(long, env = "ALTOCAST_GRACE", default_value_t = 5)]
+    pub grace_secs: u64,
+}
+
+impl Config {
+    /// The hub settings.
+    pub fn hub(&self) -> HubConfig {
+        HubConfig {
+            ring_size: self.ring_size,
+            queue: self.subscriber_queue,
+            stuck_deadline: Duration::from_secs(self.stuck_deadline_secs),
+            max_subscribers: self.max_subscribers,
+            ..HubConfig::default()
+        }
+    }
+
+    /// Loads and checks everything that can be checked before binding.
+    pub fn validate(&self) -> anyhow::Result<TrustedKeys> {
+        if self.ring_size == 0 || self.subscriber_queue == 0 || self.max_subscribers == 0 {
+            bail!("--ring-size, --subscriber-queue and --max-subscribers must be at least 1");
+        }
+        for u in &self.upstreams {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("--upstream {u:?} must be an http:// or https:// URL");
+            }
+        }
+        trust_key(&self.trust_key)
+    }
+}
+
+/// Reads a trusted public key file.
+pub fn trust_key(path: &std::path::Path) -> anyhow::Result<TrustedKeys> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading --trust-key {}", path.display()))?;
+    let key = PublicKey::from_spki_pem(&pem).with_context(|| format!("--trust-key {}", path.display()))?;
+    Ok(TrustedKeys::new([key]))
+}
+
+/// Expands `--config FILE` (or `ALTOCAST_CONFIG`): the file's keys become flags
+/// placed before the command line's, so flags given on the command line win.
+pub fn args_with_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let mut path = std::env::var_os("ALTOCAST_CONFIG").map(PathBuf::from);
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            path = it.next().map(PathBuf::from);
+        } else if let Some(p) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading config file {}", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("config file {}", path.display()))?;
+    let mut out = vec![args.first().cloned().unwrap_or_default()];
+    for (k, v) in table {
+        let values: Vec<String> = match v {
+            toml::Value::Array(a) => a.iter().map(toml_scalar).collect::<anyhow::Result<_>>()?,
+            toml::Value::Boolean(true) => {
+                out.push(format!("--{k}").into());
+                continue;
+            }
+            toml::Value::Boolean(false) => continue,
+            other => vec![toml_scalar(&other)?],
+        };
+        for v in values {
+            out.push(format!("--{k}").into());
+            out.push(v.into());
+        }
+    }
+    out.extend(args.into_iter().skip(1));
+    Ok(out)
+}
+
+fn toml_scalar(v: &toml::Value) -> anyhow::Result<String> {
+    Ok(match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        other => bail!("config value {other} is not a string, number or boolean"),
+    })
+}
+
+/// Exit status for a bad configuration (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: u8 = 64;

@@ -1,0 +1,155 @@
+//! The RProxy's upstream side: a verified client subscription (see
+//! `altocast_client::Subscription`) whose every verified update is published,
+//! as the exact signed bytes received, into the local hub. Also refreshes the
+//! hub's cached snapshots from upstream and pulls through unknown resources.
+
+use std::{sync::Arc, time::Duration};
+
+use altocast_client::{
+    Config as ClientConfig, Event, Subscription,
+    connect::{self, DistributionClient},
+};
+use altocast_proto::{Limits, ResourceId, TrustedKeys, Verifier, pb};
+use arc_swap::ArcSwapOption;
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::Status;
+use tracing::{debug, info, warn};
+
+use crate::{
+    hub::{Entry, Hub},
+    metrics as m,
+    service::PullThrough,
+};
+
+/// Feeds `hub` from `cfg.endpoints` until `shutdown`.
+pub fn spawn(
+    cfg: ClientConfig,
+    hub: Arc<Hub>,
+    directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
+    shutdown: CancellationToken,
+    tasks: &TaskTracker,
+) {
+    let (tx, mut rx) = mpsc::channel(256);
+    let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx));
+    let feed_hub = hub.clone();
+    tasks.spawn(async move {
+        while let Some(event) = rx.recv().await {
+            handle(&feed_hub, &directory, event);
+        }
+        sub.stop().await;
+    });
+    let refresher = Refresher { hub, endpoints: cfg.endpoints, keys: cfg.keys, limits: cfg.limits };
+    tasks.spawn(async move { refresher.run(shutdown).await });
+}
+
+fn handle(hub: &Hub, directory: &ArcSwapOption<pb::SignedDirectory>, event: Event) {
+    match event {
+        Event::Directory { signed, directory: dir, .. } => {
+            for r in &dir.resources {
+                if let Ok(id) = ResourceId::new(&r.resource_id) {
+                    hub.declare(&id);
+                }
+            }
+            directory.store(Some(Arc::new(signed)));
+        }
+        Event::Verified { header, signed, chunks, applied, .. } => {
+            let lag = (altocast_client::now_ms() - applied.issued_at_ms).max(0) as f64 / 1e3;
+            metrics::histogram!(m::UPSTREAM_LAG).record(lag);
+            let Some(entry) = Entry::new(&header, signed, chunks) else { return };
+            if let Err(e) = hub.publish(Arc::new(entry)) {
+                // Cannot happen for a verified chain; the hub keeps serving what it has.
+                warn!(error = %e, "verified update did not fit the cache");
+            }
+        }
+        Event::Rejected { endpoint, error } => {
+            metrics::counter!(m::VERIFY_FAILURES, "check" => error.check().as_str()).increment(1);
+            warn!(%endpoint, %error, "upstream sent an update that failed verification");
+        }
+        Event::Connected { endpoint } => {
+            metrics::gauge!(m::UPSTREAM_CONNECTED).set(1.0);
+            info!(%endpoint, "upstream connected");
+        }
+        Event::Failover { endpoint, reason } => {
+            metrics::gauge!(m::UPSTREAM_CONNECTED).set(0.0);
+            metrics::counter!(m::UPSTREAM_FAILOVERS).increment(1);
+            info!(%endpoint, %reason, "left upstream");
+        }
+        Event::Stale { resource_id, .. } => warn!(resource = %resource_id, "upstream data went stale"),
+    }
+}
+
+/// Pulls fresher snapshots when the hub's cached one falls a ring behind, and
+/// unknown resources on demand.
+#[derive(Clone, Debug)]
+pub struct Refresher {
+    hub: Arc<Hub>,
+    endpoints: Vec<String>,
+    keys: TrustedKeys,
+    limits: Limits,
+}
+
+impl Refresher {
+    /// A refresher feeding `hub` from `endpoints`.
+    pub fn new(hub: Arc<Hub>, endpoints: Vec<String>, keys: TrustedKeys) -> Self {
+        Refresher { hub, endpoints, keys, limits: Limits::default() }
+    }
+
+    async fn run(&self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.hub.snapshot_wanted() => {}
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            for id in self.hub.stale_snapshots() {
+                if let Err(e) = self.fetch(&id).await {
+                    debug!(resource = %id, error = %e, "snapshot refresh failed");
+                }
+            }
+        }
+    }
+
+    async fn client(&self) -> Result<(String, DistributionClient), Status> {
+        for url in &self.endpoints {
+            if let Ok(c) = connect::connect(url, Duration::from_secs(3)).await {
+                return Ok((url.clone(), c));
+            }
+        }
+        Err(Status::unavailable("no upstream reachable"))
+    }
+
+    /// Fetches `id` and publishes what fits into the hub. A snapshot replaces
+    /// the cached one only if its content hashes to its signed tag and the hub's
+    /// verified chain continues from that exact version.
+    async fn fetch(&self, id: &ResourceId) -> Result<(), Status> {
+        let (url, mut client) = self.client().await?;
+        let resp = client.fetch(pb::FetchRequest { resource_id: id.to_string() }).await?.into_inner();
+        let verifier = Verifier::accepting_all(self.keys.clone(), self.limits);
+        for (i, signed) in resp.updates.into_iter().enumerate() {
+            let opened = verifier.open(&signed).map_err(|e| Status::data_loss(format!("{url}: {e}")))?;
+            if opened.resource_id != *id {
+                return Err(Status::data_loss(format!("{url} answered for {}", opened.resource_id)));
+            }
+            let chunks = if i == 0 { resp.chunks.clone() } else { Vec::new() };
+            if opened.chunks_expected().is_some()
+                || matches!(opened.update.payload, Some(pb::update::Payload::Snapshot(_)))
+            {
+                Verifier::check_snapshot_content(&opened, &chunks)
+                    .map_err(|e| Status::data_loss(format!("{url}: {e}")))?;
+            }
+            if let Some(entry) = Entry::new(&opened.update, signed, chunks) {
+                // Entries the hub cannot chain are refused by it; that is fine here.
+                let _ = self.hub.publish(Arc::new(entry));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl PullThrough for Refresher {
+    async fn pull(&self, resource: &ResourceId) -> Result<(), Status> {
+        self.fetch(resource).await
+    }
+}

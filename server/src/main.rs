@@ -1,0 +1,63 @@
+//! `altocast-server`: see `altocast_server::run`.
+
+use std::process::ExitCode;
+
+use altocast_rproxy::config::{EXIT_CONFIG, args_with_config_file};
+use altocast_server::{
+    config::{Cli, Command},
+    keys,
+};
+use clap::Parser as _;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    altocast_rproxy::init_tracing();
+    let args = match args_with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => return fail(EXIT_CONFIG, format!("bad configuration: {e:#}")),
+    };
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Some(Command::Keygen { data_dir, force }) => match keys::generate(&data_dir, force) {
+            Ok(k) => {
+                println!("{}", k.public().to_spki_pem().trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, format!("{e:#}")),
+        },
+        Some(Command::Pubkey { data_dir }) => match keys::load(&data_dir) {
+            Ok(k) => {
+                println!("{}", k.public().to_spki_pem().trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, format!("{e:#}")),
+        },
+        None => {
+            let cfg = cli.serve;
+            if let Err(e) = cfg.validate() {
+                return fail(EXIT_CONFIG, format!("bad configuration: {e:#}"));
+            }
+            if let Some(addr) = cfg.metrics
+                && let Err(e) = altocast_rproxy::install_metrics(addr)
+            {
+                return fail(EXIT_CONFIG, format!("{e:#}"));
+            }
+            let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+                Ok(l) => l,
+                Err(e) => return fail(1, format!("cannot listen on {}: {e}", cfg.listen)),
+            };
+            let shutdown = CancellationToken::new();
+            altocast_rproxy::cancel_on_signal(shutdown.clone());
+            match altocast_server::run(cfg, listener, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, format!("{e:#}")),
+            }
+        }
+    }
+}
+
+fn fail(code: u8, msg: String) -> ExitCode {
+    eprintln!("altocast-server: {msg}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,434 @@
+//! The origin's core: ingest an RFC 7285 JSON body, validate it, diff it
+//! against the current version, assign the next seq, sign, persist (fsync),
+//! then hand the signed bytes to the hub. Bad input never changes state.
+//!
+//! When a network map changes, every cost map computed against it is re-bound
+//! to the new version (same costs, new `dependent-vtags`) and published right
+//! after it, so a subscriber never sees a cost map pointing at a network map
+//! version it cannot have.
+
+use std::{collections::BTreeMap, sync::Arc, sync::Mutex, time::Duration};
+
+use altocast_proto::{
+    Kind, MapState, ModelError, ResourceId, Signed, Tag, TrustedKeys, Verifier, json, pb,
+    update::{Dependency, Signer, Version, sign_directory},
+};
+use altocast_rproxy::hub::{Entry, Hub};
+use arc_swap::ArcSwapOption;
+use tracing::{info, warn};
+
+use crate::store::{Record, Store};
+
+/// Origin settings.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// How long each update keeps its resource fresh.
+    pub ttl: Duration,
+    /// Diffs retained per resource (in the store and the hub ring).
+    pub history_depth: u64,
+    /// Largest JSON body accepted.
+    pub max_body: usize,
+    /// RProxy URLs advertised in the directory.
+    pub rproxies: Vec<String>,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig { ttl: Duration::from_secs(60), history_depth: 64, max_body: 64 << 20, rproxies: Vec::new() }
+    }
+}
+
+/// Why an input was rejected. The published state is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body is larger than the limit.
+    #[error("body is {len} bytes; the limit is {limit}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The map is invalid; the message names the field.
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+    /// The body's kind differs from the resource's.
+    #[error("resource {id} is a {existing}, but the body is a {got}")]
+    KindMismatch {
+        /// The resource.
+        id: String,
+        /// Its kind.
+        existing: &'static str,
+        /// The body's kind.
+        got: &'static str,
+    },
+    /// A cost map's `dependent-vtags` names no network map published here.
+    #[error("meta.dependent-vtags names network map {0:?}, which this origin does not publish")]
+    UnknownNetworkMap(String),
+    /// A cost map arrived with no network map to bind it to.
+    #[error("a cost map needs a network map: publish the network map first, or name it in meta.dependent-vtags")]
+    NoNetworkMap,
+    /// The store failed; nothing was published.
+    #[error("store: {0:#}")]
+    Store(anyhow::Error),
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Same content as the current version: no new version.
+    Unchanged {
+        /// Current seq.
+        seq: u64,
+        /// Current tag.
+        tag: Tag,
+    },
+    /// A new version was made durable and published.
+    Published {
+        /// New seq.
+        seq: u64,
+        /// New tag.
+        tag: Tag,
+        /// Entries changed.
+        entries_changed: usize,
+        /// Bytes of the update on the wire.
+        bytes: usize,
+    },
+}
+
+struct Current {
+    version: Version,
+    source_tag: String,
+}
+
+/// The origin.
+pub struct Origin {
+    cfg: OriginConfig,
+    signer: Signer,
+    store: Store,
+    hub: Arc<Hub>,
+    directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
+    // One writer at a time: versions are assigned and persisted in order.
+    state: Mutex<BTreeMap<ResourceId, Current>>,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("key", self.signer.key().id()).finish()
+    }
+}
+
+/// Unix ms.
+pub fn now_ms() -> i64 {
+    altocast_client::now_ms()
+}
+
+fn kind_name(state: &MapState) -> &'static str {
+    state.kind().as_str()
+}
+
+impl Origin {
+    /// Opens the origin over `store`, restoring every resource and its
+    /// retained history into `hub`.
+    pub fn open(
+        cfg: OriginConfig,
+        signer: Signer,
+        store: Store,
+        hub: Arc<Hub>,
+        directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
+    ) -> anyhow::Result<Arc<Origin>> {
+        let verifier = Verifier::accepting_all(TrustedKeys::new([signer.key().public()]), Default::default());
+        let mut state = BTreeMap::new();
+        for (id, rec) in store.resources()? {
+            let snap = rec.snapshot.clone().unwrap_or_default();
+            let opened = verifier
+                .open(&snap)
+                .map_err(|e| anyhow::anyhow!("stored snapshot of {id} does not verify with this origin's key: {e}"))?;
+            let st = Verifier::check_snapshot_content(&opened, &rec.chunks)
+                .map_err(|e| anyhow::anyhow!("stored snapshot of {id} is corrupt: {e}"))?;
+            let deps = opened
+                .update
+                .dependencies
+                .iter()
+                .filter_map(|d| {
+                    Some(Dependency {
+                        resource_id: ResourceId::new(&d.resource_id).ok()?,
+                        seq: d.seq,
+                        tag: Tag::from_slice(&d.tag).ok()?,
+                    })
+                })
+                .collect();
+            let snapshot = Arc::new(
+                Entry::new(&opened.update, snap, rec.chunks.clone())
+                    .ok_or_else(|| anyhow::anyhow!("stored snapshot of {id} has no payload"))?,
+            );
+            let mut diffs = Vec::new();
+            for d in store.history(&id)? {
+                let o = verifier.open(&d).map_err(|e| anyhow::anyhow!("stored history of {id}: {e}"))?;
+                if let Some(e) = Entry::new(&o.update, d, Vec::new()) {
+                    diffs.push(Arc::new(e));
+                }
+            }
+            info!(resource = %id, seq = rec.seq, history = diffs.len(), "restored");
+            hub.restore(snapshot, diffs);
+            let rid = ResourceId::new(&id)?;
+            state.insert(
+                rid,
+                Current {
+                    version: Version { seq: rec.seq, state: st, dependencies: deps },
+                    source_tag: rec.source_tag,
+                },
+            );
+        }
+        let origin = Arc::new(Origin { cfg, signer, store, hub, directory, state: Mutex::new(state) });
+        origin.heartbeat_all(now_ms());
+        origin.sign_directory();
+        Ok(origin)
+    }
+
+    /// The signer's public key.
+    pub fn public_key(&self) -> altocast_proto::PublicKey {
+        self.signer.key().public()
+    }
+
+    /// The hub it publishes into.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Resources and their current seq and tag.
+    pub fn resources(&self) -> Vec<(ResourceId, Kind, u64, Tag)> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.iter().map(|(k, c)| (k.clone(), c.version.state.kind(), c.version.seq, c.version.state.tag())).collect()
+    }
+
+    /// The current version of `id`.
+    pub fn current(&self, id: &str) -> Option<Version> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.get(id).map(|c| c.version.clone())
+    }
+
+    /// Ingests an RFC 7285 JSON body as resource `id`. Blocking (CPU and fsync):
+    /// call from a blocking thread.
+    pub fn ingest(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
+        if body.len() > self.cfg.max_body {
+            return Err(IngestError::TooLarge { len: body.len(), limit: self.cfg.max_body });
+        }
+        let t0 = std::time::Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let existing_kind = st.get(id).map(|c| c.version.state.kind());
+        let is_cost = match existing_kind {
+            Some(k) => k == Kind::CostMap,
+            None => looks_like_cost_map(body),
+        };
+        let result =
+            if is_cost { self.ingest_cost_map(&mut st, id, body) } else { self.ingest_network_map(&mut st, id, body) };
+        match &result {
+            Ok(Outcome::Published { seq, entries_changed, .. }) => {
+                metrics::histogram!("altocast_origin_publish_seconds").record(t0.elapsed().as_secs_f64());
+                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, "published");
+            }
+            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, "unchanged; no new version"),
+            Err(e) => {
+                metrics::counter!("altocast_origin_rejected_total").increment(1);
+                warn!(resource = %id, error = %e, "input rejected; published state unchanged");
+            }
+        }
+        drop(st);
+        if matches!(result, Ok(Outcome::Published { .. })) {
+            self.sign_directory();
+        }
+        result
+    }
+
+    fn ingest_network_map(
+        &self,
+        st: &mut BTreeMap<ResourceId, Current>,
+        id: &ResourceId,
+        body: &[u8],
+    ) -> Result<Outcome, IngestError> {
+        let doc = json::parse_network_map(body)?;
+        if let Some(c) = st.get(id)
+            && c.version.state.kind() != Kind::NetworkMap
+        {
+            return Err(IngestError::KindMismatch {
+                id: id.to_string(),
+                existing: kind_name(&c.version.state),
+                got: "network-map",
+            });
+        }
+        let source_tag = doc.vtag.map(|v| v.1).unwrap_or_default();
+        let state = MapState::Network(doc.map);
+        let outcome = self.commit(st, id, state, Vec::new(), source_tag)?;
+        if let Outcome::Published { seq, tag, .. } = &outcome {
+            self.rebind_cost_maps(st, id, *seq, *tag);
+        }
+        Ok(outcome)
+    }
+
+    /// Re-publishes the cost maps computed against network map `nm_id` bound to
+    /// its new version, when all their PIDs still exist in it.
+    fn rebind_cost_maps(&self, st: &mut BTreeMap<ResourceId, Current>, nm_id: &ResourceId, seq: u64, tag: Tag) {
+        let Some(MapState::Network(nm)) = st.get(nm_id).map(|c| c.version.state.clone()) else { return };
+        let dependents: Vec<ResourceId> = st
+            .iter()
+            .filter(|(_, c)| c.version.state.depends_on().is_some_and(|d| d.resource_id == *nm_id && d.tag != tag))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for cm_id in dependents {
+            let Some(MapState::Cost(cm)) = st.get(&cm_id).map(|c| c.version.state.clone()) else { continue };
+            let rebound = cm.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag }));
+            if let Err(e) = rebound.check_against(nm_id, &nm) {
+                warn!(resource = %cm_id, error = %e, "cost map no longer fits its network map; keeping it on the previous version until a new cost map arrives");
+                continue;
+            }
+            let deps = vec![Dependency { resource_id: nm_id.clone(), seq, tag }];
+            if let Err(e) = self.commit(st, &cm_id, MapState::Cost(rebound), deps, String::new()) {
+                warn!(resource = %cm_id, error = %e, "re-binding cost map failed");
+            }
+        }
+    }
+
+    fn ingest_cost_map(
+        &self,
+        st: &mut BTreeMap<ResourceId, Current>,
+        id: &ResourceId,
+        body: &[u8],
+    ) -> Result<Outcome, IngestError> {
+        let doc = json::parse_cost_map(body)?;
+        if let Some(c) = st.get(id)
+            && c.version.state.kind() != Kind::CostMap
+        {
+            return Err(IngestError::KindMismatch {
+                id: id.to_string(),
+                existing: kind_name(&c.version.state),
+                got: "cost-map",
+            });
+        }
+        let nm_id = match doc.dependent_vtags.first() {
+            Some((nm, _)) => match ResourceId::new(nm) {
+                Ok(r) if st.get(&r).is_some_and(|c| c.version.state.kind() == Kind::NetworkMap) => r,
+                _ => return Err(IngestError::UnknownNetworkMap(nm.chars().take(80).collect())),
+            },
+            None => {
+                let nms: Vec<&ResourceId> =
+                    st.iter().filter(|(_, c)| c.version.state.kind() == Kind::NetworkMap).map(|(k, _)| k).collect();
+                match nms.as_slice() {
+                    [one] => (*one).clone(),
+                    _ => return Err(IngestError::NoNetworkMap),
+                }
+            }
+        };
+        let nm_cur = &st[&nm_id];
+        let MapState::Network(nm) = &nm_cur.version.state else { return Err(IngestError::NoNetworkMap) };
+        let accepted: Vec<&str> =
+            if nm_cur.source_tag.is_empty() { Vec::new() } else { vec![nm_cur.source_tag.as_str()] };
+        let cm = doc.bind(&nm_id, nm, &accepted)?;
+        let deps = vec![Dependency { resource_id: nm_id.clone(), seq: nm_cur.version.seq, tag: nm.tag() }];
+        self.commit(st, id, MapState::Cost(cm), deps, String::new())
+    }
+
+    /// Makes `state` the next version of `id`: sign, persist, then publish.
+    fn commit(
+        &self,
+        st: &mut BTreeMap<ResourceId, Current>,
+        id: &ResourceId,
+        state: MapState,
+        dependencies: Vec<Dependency>,
+        source_tag: String,
+    ) -> Result<Outcome, IngestError> {
+        let now = now_ms();
+        let old = st.get(id);
+        if let Some(c) = old
+            && c.version.state.tag() == state.tag()
+        {
+            return Ok(Outcome::Unchanged { seq: c.version.seq, tag: c.version.state.tag() });
+        }
+        let next = Version { seq: old.map_or(1, |c| c.version.seq + 1), state, dependencies };
+        let diff = old.and_then(|c| c.version.state.diff(&next.state).map(|d| (c, d)));
+        let entries_changed = diff.as_ref().map_or(next.state.entry_count(), |(_, d)| d.entries_changed());
+        let diff_edge: Option<Signed> = diff.map(|(c, d)| self.signer.diff(id, &c.version, &next, &d, now));
+        let snapshot = self.signer.snapshot(id, &next, now);
+        let rec = Record {
+            seq: next.seq,
+            snapshot: Some(snapshot.update.clone()),
+            chunks: snapshot.chunks.clone(),
+            source_tag: if source_tag.is_empty() {
+                old.map(|c| c.source_tag.clone()).unwrap_or_default()
+            } else {
+                source_tag
+            },
+        };
+        // Durable before anyone can see it.
+        self.store
+            .commit(id.as_str(), &rec, diff_edge.as_ref().map(|d| &d.update), self.cfg.history_depth)
+            .map_err(IngestError::Store)?;
+        let tag = next.state.tag();
+        let bytes = diff_edge.as_ref().map_or(snapshot.wire_len(), |d| d.wire_len());
+        let seq = next.seq;
+        st.insert(id.clone(), Current { version: next, source_tag: rec.source_tag });
+        let publish = |e: Signed| {
+            if let Err(err) = self.hub.publish(Arc::new(Entry::from_signed(e))) {
+                warn!(resource = %id, error = %err, "hub refused an update");
+            }
+        };
+        match diff_edge {
+            Some(d) => {
+                publish(d);
+                // The fresh snapshot replaces the hub's cached one without being broadcast.
+                publish(snapshot);
+            }
+            None => publish(snapshot),
+        }
+        metrics::counter!("altocast_origin_versions_total").increment(1);
+        Ok(Outcome::Published { seq, tag, entries_changed, bytes })
+    }
+
+    /// Re-signs every resource's current version as a heartbeat.
+    pub fn heartbeat_all(&self, now: i64) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, c) in st.iter() {
+            let hb = self.signer.heartbeat(id, &c.version, now);
+            if let Err(e) = self.hub.publish(Arc::new(Entry::from_signed(hb))) {
+                warn!(resource = %id, error = %e, "heartbeat refused by the hub");
+            }
+        }
+        metrics::counter!("altocast_origin_heartbeats_total").increment(st.len() as u64);
+    }
+
+    /// Signs and installs the directory for the current resources.
+    fn sign_directory(&self) {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resources: Vec<pb::DirectoryResource> = st
+            .iter()
+            .map(|(id, c)| pb::DirectoryResource {
+                resource_id: id.to_string(),
+                kind: match c.version.state.kind() {
+                    Kind::NetworkMap => pb::ResourceKind::NetworkMap,
+                    Kind::CostMap => pb::ResourceKind::CostMap,
+                } as i32,
+                cost_type: c.version.state.cost_type().map(Into::into),
+                uses: c.version.state.depends_on().map(|d| vec![d.resource_id.to_string()]).unwrap_or_default(),
+            })
+            .collect();
+        resources.sort_by_key(|r| (r.kind, r.resource_id.clone()));
+        let key = self.signer.key().public();
+        let dir = pb::Directory {
+            origin_id: key.id().to_string(),
+            issued_at_ms: now_ms(),
+            resources,
+            keys: vec![pb::PublicKey {
+                key_id: key.id().to_string(),
+                ed25519: bytes::Bytes::copy_from_slice(&key.raw()),
+            }],
+            rproxies: self.cfg.rproxies.clone(),
+        };
+        self.directory.store(Some(Arc::new(sign_directory(self.signer.key(), &dir))));
+    }
+}
+
+/// A cost map body has a top-level `cost-map` member.
+fn looks_like_cost_map(body: &[u8]) -> bool {
+    let needle = b"\"cost-map\"";
+    body.windows(needle.len()).any(|w| w == needle)
+}
