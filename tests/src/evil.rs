@@ -1,0 +1,171 @@
+//! A malicious RProxy test double: relays a real upstream but tampers with
+//! what it forwards, the ways an untrusted proxy could.
+
+use std::{pin::Pin, time::Duration};
+
+use altocast_proto::pb;
+use futures::Stream;
+use prost::Message as _;
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// How the proxy misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvilMode {
+    /// Changes one cost in every cost-map update it relays.
+    FlipCost,
+    /// Sends every diff twice (a replay).
+    Replay,
+    /// Drops the first live diff (a hole in the chain).
+    DropDiff,
+    /// Forwards the catch-up, then nothing: no diffs, no heartbeats.
+    Withhold,
+    /// Swaps the order of the first two live diffs.
+    Reorder,
+}
+
+/// The running double.
+pub struct EvilProxy {
+    /// Its URL.
+    pub url: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl EvilProxy {
+    /// Relays `upstream`, misbehaving as `mode`.
+    pub async fn start(upstream: &str, mode: EvilMode) -> EvilProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let svc = Evil { upstream: upstream.to_owned(), mode, shutdown: shutdown.clone() };
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(pb::distribution_server::DistributionServer::new(svc).max_encoding_message_size(64 << 20))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await;
+        });
+        EvilProxy { url, shutdown, task }
+    }
+
+    /// Stops it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+struct Evil {
+    upstream: String,
+    mode: EvilMode,
+    shutdown: CancellationToken,
+}
+
+async fn upstream(url: &str) -> Result<altocast_client::connect::DistributionClient, Status> {
+    altocast_client::connect::connect(url, Duration::from_secs(2)).await.map_err(|e| Status::unavailable(e.to_string()))
+}
+
+fn kind(f: &pb::SubscribeResponse) -> Option<(pb::Update, pb::SignedUpdate)> {
+    match &f.item {
+        Some(pb::subscribe_response::Item::Update(s)) => Some((pb::Update::decode(s.body.clone()).ok()?, s.clone())),
+        _ => None,
+    }
+}
+
+fn flip_cost(s: &pb::SignedUpdate) -> Option<pb::SignedUpdate> {
+    let mut u = pb::Update::decode(s.body.clone()).ok()?;
+    match u.payload.as_mut()? {
+        pb::update::Payload::Diff(pb::Diff { map: Some(pb::diff::Map::CostMap(d)) }) => {
+            *d.rows.first_mut()?.set_cost.first_mut()? += 1.0;
+        }
+        pb::update::Payload::Snapshot(pb::Snapshot { map: Some(pb::snapshot::Map::CostMap(m)) }) => {
+            *m.rows.first_mut()?.cost.first_mut()? += 1.0;
+        }
+        _ => return None,
+    }
+    Some(pb::SignedUpdate { body: u.encode_to_vec().into(), signatures: s.signatures.clone() })
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::distribution_server::Distribution for Evil {
+    type SubscribeStream = FrameStream;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
+        let mut up = upstream(&self.upstream).await?;
+        let mut inner = up.subscribe(req.into_inner()).await?.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let mode = self.mode;
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut live_diffs = 0usize;
+            let mut held_back: Option<pb::SubscribeResponse> = None;
+            let mut caught_up = false;
+            loop {
+                let f = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    f = inner.message() => f,
+                };
+                let Ok(Some(f)) = f else { return };
+                let info = kind(&f);
+                let is_diff = matches!(&info, Some((u, _)) if matches!(u.payload, Some(pb::update::Payload::Diff(_))));
+                let is_hb =
+                    matches!(&info, Some((u, _)) if matches!(u.payload, Some(pb::update::Payload::Heartbeat(_))));
+                if is_hb {
+                    caught_up = true;
+                }
+                let mut out = vec![f.clone()];
+                match mode {
+                    EvilMode::FlipCost => {
+                        if let Some(bad) = info.as_ref().and_then(|(_, s)| flip_cost(s)) {
+                            out = vec![pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(bad)) }];
+                        }
+                    }
+                    EvilMode::Replay if is_diff => out.push(f.clone()),
+                    EvilMode::DropDiff if is_diff && caught_up => {
+                        live_diffs += 1;
+                        if live_diffs == 1 {
+                            out.clear();
+                        }
+                    }
+                    EvilMode::Withhold if caught_up && (is_diff || is_hb) && live_diffs > 0 => out.clear(),
+                    EvilMode::Withhold if is_hb => live_diffs += 1,
+                    EvilMode::Reorder if is_diff && caught_up => {
+                        live_diffs += 1;
+                        if live_diffs == 1 {
+                            held_back = Some(f.clone());
+                            out.clear();
+                        } else if let Some(h) = held_back.take() {
+                            out.push(h);
+                        }
+                    }
+                    _ => {}
+                }
+                for o in out {
+                    if tx.send(Ok(o)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
+        upstream(&self.upstream).await?.fetch(req.into_inner()).await
+    }
+
+    async fn get_directory(
+        &self,
+        req: Request<pb::GetDirectoryRequest>,
+    ) -> Result<Response<pb::SignedDirectory>, Status> {
+        upstream(&self.upstream).await?.get_directory(req.into_inner()).await
+    }
+}
