@@ -466,8 +466,14 @@ impl Verifier {
     }
 
     /// The state of `id` at `tag`: the held version or a recently superseded one.
+    /// A pending (authentic, expired) version counts: during a catch-up older
+    /// than the TTL, a cost map diff depends on a network map version that is
+    /// itself still pending.
     pub fn version(&self, id: &str, tag: Tag) -> Option<(u64, &MapState)> {
         if let Some(h) = self.get(id).filter(|h| h.tag == tag) {
+            return Some((h.seq, &h.state));
+        }
+        if let Some(h) = self.pending.get(id).filter(|h| h.tag == tag) {
             return Some((h.seq, &h.state));
         }
         self.recent.get(id)?.iter().rev().find(|(_, t, _)| *t == tag).map(|(s, _, st)| (*s, st))

@@ -107,7 +107,9 @@ impl pb::distribution_server::Distribution for Evil {
         tokio::spawn(async move {
             let mut live_diffs = 0usize;
             let mut held_back: Option<pb::SubscribeResponse> = None;
-            let mut caught_up = false;
+            // The catch-up of a fresh subscriber is one snapshot per resource;
+            // everything after the snapshots of both maps is live.
+            let mut snapshots = 0usize;
             loop {
                 let f = tokio::select! {
                     _ = stop.cancelled() => return,
@@ -118,9 +120,12 @@ impl pb::distribution_server::Distribution for Evil {
                 let is_diff = matches!(&info, Some((u, _)) if matches!(u.payload, Some(pb::update::Payload::Diff(_))));
                 let is_hb =
                     matches!(&info, Some((u, _)) if matches!(u.payload, Some(pb::update::Payload::Heartbeat(_))));
-                if is_hb {
-                    caught_up = true;
-                }
+                let is_snapshot = matches!(&info, Some((u, _)) if matches!(
+                    u.payload,
+                    Some(pb::update::Payload::Snapshot(_) | pb::update::Payload::Chunked(_))
+                ));
+                let caught_up = snapshots >= 2;
+                snapshots += usize::from(is_snapshot);
                 let mut out = vec![f.clone()];
                 match mode {
                     EvilMode::FlipCost => {
@@ -135,8 +140,7 @@ impl pb::distribution_server::Distribution for Evil {
                             out.clear();
                         }
                     }
-                    EvilMode::Withhold if caught_up && (is_diff || is_hb) && live_diffs > 0 => out.clear(),
-                    EvilMode::Withhold if is_hb => live_diffs += 1,
+                    EvilMode::Withhold if caught_up && (is_diff || is_hb) => out.clear(),
                     EvilMode::Reorder if is_diff && caught_up => {
                         live_diffs += 1;
                         if live_diffs == 1 {

@@ -200,10 +200,12 @@ pub mod clap_parse {
     pub use clap::Parser;
 }
 
-/// A verifying subscriber.
+/// A verifying subscriber that records what went wrong along the way.
 pub struct TestClient {
     sub: Subscription,
     shutdown: CancellationToken,
+    /// `(endpoint, what)` for every rejection, staleness and failover.
+    pub incidents: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl TestClient {
@@ -219,8 +221,34 @@ impl TestClient {
     /// With a full config.
     pub fn start_cfg(cfg: Config) -> TestClient {
         let shutdown = CancellationToken::new();
-        let sub = Subscription::start(cfg, shutdown.clone(), None);
-        TestClient { sub, shutdown }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let sub = Subscription::start(cfg, shutdown.clone(), Some(tx));
+        let incidents = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = incidents.clone();
+        tokio::spawn(async move {
+            let mut last_endpoint = String::new();
+            while let Some(e) = rx.recv().await {
+                let entry = match e {
+                    altocast_client::Event::Connected { endpoint } => {
+                        last_endpoint = endpoint;
+                        continue;
+                    }
+                    altocast_client::Event::Rejected { endpoint, error } => (endpoint, format!("rejected: {error}")),
+                    altocast_client::Event::Stale { resource_id, .. } => {
+                        (last_endpoint.clone(), format!("stale: {resource_id}"))
+                    }
+                    altocast_client::Event::Failover { endpoint, reason } => (endpoint, format!("failover: {reason}")),
+                    _ => continue,
+                };
+                log.lock().expect("lock").push(entry);
+            }
+        });
+        TestClient { sub, shutdown, incidents }
+    }
+
+    /// Incidents recorded for `endpoint`.
+    pub fn incidents_at(&self, endpoint: &str) -> Vec<String> {
+        self.incidents.lock().expect("lock").iter().filter(|(e, _)| e == endpoint).map(|(_, w)| w.clone()).collect()
     }
 
     /// The view.
@@ -246,7 +274,8 @@ impl TestClient {
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                panic!("{resource} did not reach seq {seq} in {timeout:?}; at {cur:?}");
+                let log = self.incidents.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("{resource} did not reach seq {seq} in {timeout:?}; at {cur:?}; incidents {log:?}");
             }
             let _ = tokio::time::timeout(left.min(Duration::from_millis(100)), changes.recv()).await;
         }
