@@ -80,12 +80,10 @@ pub fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-/// Logging for the binaries: `tracing` with `RUST_LOG`-style filtering.
-pub fn init_tracing() {
+/// Logging for the binaries: `tracing` filtered by `RUST_LOG`, else `default`.
+pub fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,h2=warn,tower=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into()))
         .with_writer(std::io::stderr)
         .try_init();
 }

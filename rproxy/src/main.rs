@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    altocast_rproxy::init_tracing();
+    altocast_rproxy::init_tracing("info,h2=warn,tower=warn");
     let args = match config::args_with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => return bad_config(e),

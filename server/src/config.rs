@@ -39,6 +39,10 @@ pub enum Command {
         #[arg(long, env = "ALTOCAST_DATA_DIR", default_value = "./altocast-data")]
         data_dir: PathBuf,
     },
+    /// Run a whole deployment on loopback (origin, RProxy tree, subscribers) replaying changes.
+    Demo(crate::demo::DemoArgs),
+    /// Generate RFC 7285 maps and change events from a topology.
+    Gen(crate::generate::GenArgs),
 }
 
 /// How to run the origin.

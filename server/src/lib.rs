@@ -9,7 +9,9 @@
 //! [`config::ServeConfig`].
 
 pub mod config;
+pub mod demo;
 pub mod example;
+pub mod generate;
 pub mod keys;
 pub mod maps_dir;
 pub mod origin;

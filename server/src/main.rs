@@ -12,12 +12,17 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    altocast_rproxy::init_tracing();
     let args = match args_with_config_file(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => return fail(EXIT_CONFIG, format!("bad configuration: {e:#}")),
     };
     let cli = Cli::parse_from(args);
+    // The demo prints its own progress; keep logs to warnings unless RUST_LOG says otherwise.
+    altocast_rproxy::init_tracing(if matches!(cli.command, Some(Command::Demo(_))) {
+        "warn"
+    } else {
+        "info,h2=warn,tower=warn"
+    });
     match cli.command {
         Some(Command::Keygen { data_dir, force }) => match keys::generate(&data_dir, force) {
             Ok(k) => {
@@ -32,6 +37,14 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => fail(1, format!("{e:#}")),
+        },
+        Some(Command::Demo(args)) => match altocast_server::demo::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, format!("demo: {e:#}")),
+        },
+        Some(Command::Gen(args)) => match altocast_server::generate::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, format!("gen: {e:#}")),
         },
         None => {
             let cfg = cli.serve;

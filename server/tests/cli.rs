@@ -158,3 +158,46 @@ fn origin_rproxy_and_cli_work_as_documented() {
     ]));
     assert_eq!(badcfg.status.code(), Some(64), "{}", stderr(&badcfg));
 }
+
+#[test]
+fn gen_writes_publishable_maps_deterministically() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gen_into = |out: &Path| {
+        run(Command::new(bin("altocast-server"))
+            .args(["gen", "--nodes", "30", "--events", "3", "--seed", "5", "--out"])
+            .arg(out))
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    assert!(gen_into(&a).status.success());
+    assert!(gen_into(&b).status.success());
+    for f in ["default-network-map.json", "default-cost-map.json", "events.jsonl", "steps/0003/default-cost-map.json"] {
+        let (x, y) = (std::fs::read(a.join(f)).expect("a"), std::fs::read(b.join(f)).expect("b"));
+        assert_eq!(x, y, "{f} differs between runs with the same seed");
+    }
+    let nm = altocast_proto::json::parse_network_map(&std::fs::read(a.join("default-network-map.json")).expect("nm"))
+        .expect("valid network map");
+    assert_eq!(nm.map.len(), 30);
+    let events = std::fs::read_to_string(a.join("events.jsonl")).expect("events");
+    assert_eq!(events.lines().count(), 3);
+    // A missing topology is a clear error.
+    let bad =
+        run(Command::new(bin("altocast-server")).args(["gen", "--topology", "/nonexistent.json", "--out"]).arg(&a));
+    assert!(!bad.status.success() && stderr(&bad).contains("/nonexistent.json"), "{}", stderr(&bad));
+}
+
+#[test]
+fn demo_runs_to_completion_and_converges() {
+    let out = run(Command::new(bin("altocast-server")).args([
+        "demo",
+        "--nodes",
+        "20",
+        "--subscribers",
+        "20",
+        "--events",
+        "4",
+        "--interval-ms",
+        "10",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(all on one tag: true)"), "{}", stdout(&out));
+}
