@@ -9,9 +9,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{
-    CostMap, CostMapBuilder, CostMode, CostType, ModelError, NetworkMap, Pid, PidPrefixes, ResourceId, Tag, VersionTag,
-};
+use crate::{CostMap, CostMode, CostType, ModelError, NetworkMap, Pid, PidPrefixes, ResourceId, Tag, VersionTag};
 
 /// Media type of a network map body.
 pub const NETWORK_MAP_MEDIA_TYPE: &str = "application/alto-networkmap+json";
@@ -62,11 +60,81 @@ struct CmMeta {
     cost_type: Option<JsonCostType>,
 }
 
-#[derive(Deserialize)]
-struct CmBody {
+/// A cost map body, parsed in one pass: PID names are borrowed from the input
+/// (no allocation per entry) and each row keeps its entries in input order.
+struct CmBody<'a> {
     meta: Option<CmMeta>,
-    #[serde(rename = "cost-map")]
-    cost_map: Option<BTreeMap<String, BTreeMap<String, f64>>>,
+    rows: Option<Vec<(&'a str, Vec<(&'a str, f64)>)>>,
+}
+
+impl<'de> Deserialize<'de> for CmBody<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Body;
+        impl<'de> serde::de::Visitor<'de> for Body {
+            type Value = CmBody<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an RFC 7285 cost map object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut body = CmBody { meta: None, rows: None };
+                while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match k.as_ref() {
+                        "meta" => body.meta = Some(m.next_value()?),
+                        "cost-map" => body.rows = Some(m.next_value::<Rows<'de>>()?.0),
+                        _ => {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(body)
+            }
+        }
+        d.deserialize_map(Body)
+    }
+}
+
+struct Rows<'a>(Vec<(&'a str, Vec<(&'a str, f64)>)>);
+
+impl<'de> Deserialize<'de> for Rows<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Rows<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of source PIDs")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(src) = m.next_key::<&'de str>()? {
+                    rows.push((src, m.next_value::<Row<'de>>()?.0));
+                }
+                Ok(Rows(rows))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+struct Row<'a>(Vec<(&'a str, f64)>);
+
+impl<'de> Deserialize<'de> for Row<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Row<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of destination PIDs and costs")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut row = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some(dst) = m.next_key::<&'de str>()? {
+                    row.push((dst, m.next_value::<f64>()?));
+                }
+                Ok(Row(row))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A parsed network map body.
@@ -107,35 +175,54 @@ pub fn parse_network_map(body: &[u8]) -> Result<NetworkMapDoc, ModelError> {
     Ok(NetworkMapDoc { vtag: b.meta.vtag.map(|v| (v.resource_id, v.tag)), map: NetworkMap::new(pids)? })
 }
 
-/// Parses and validates an RFC 7285 cost map body.
+/// Parses and validates an RFC 7285 cost map body. PID names must not contain
+/// JSON escapes (RFC 7285 PID names are plain ASCII).
 pub fn parse_cost_map(body: &[u8]) -> Result<CostMapDoc, ModelError> {
-    let b: CmBody = serde_json::from_slice(body).map_err(json_err)?;
+    let b: CmBody<'_> = serde_json::from_slice(body).map_err(json_err)?;
     let meta = b.meta.ok_or(ModelError::MissingField("meta"))?;
     let ct = meta.cost_type.ok_or(ModelError::MissingField("meta.cost-type"))?;
     let cost_type = CostType::new(&ct.cost_metric, CostMode::parse(&ct.cost_mode)?)?;
-    let rows = b.cost_map.ok_or(ModelError::MissingField("cost-map"))?;
-    // Intern names: a 700-PID map names each PID ~700 times.
-    let mut interned: HashMap<String, Pid> = HashMap::new();
-    let mut intern = |s: String, at: &dyn Fn() -> String| -> Result<Pid, ModelError> {
-        if let Some(p) = interned.get(&s) {
-            return Ok(p.clone());
-        }
-        let p = pid_at(&s, at)?;
-        interned.insert(s, p.clone());
-        Ok(p)
-    };
-    let mut builder = CostMapBuilder::new(cost_type, None);
-    for (src, row) in rows {
-        let src_pid = intern(src.clone(), &|| "cost-map".into())?;
-        let mut costs = Vec::with_capacity(row.len());
-        for (dst, v) in row {
-            costs.push((intern(dst, &|| format!("cost-map[{src:?}]"))?, v));
-        }
-        builder.row(src_pid, costs);
+    let rows = b.rows.ok_or(ModelError::MissingField("cost-map"))?;
+    // Intern every name in one hash pass (first-seen ids), then sort only the
+    // unique names: the PID universe, each validated once.
+    fn intern<'a>(seen: &mut HashMap<&'a str, u32>, n: &'a str) -> u32 {
+        let next = seen.len() as u32;
+        *seen.entry(n).or_insert(next)
     }
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    let mut interned: Vec<(u32, Vec<(u32, f64)>)> = Vec::with_capacity(rows.len());
+    for (src, row) in &rows {
+        let s = intern(&mut seen, src);
+        interned.push((s, row.iter().map(|(d, v)| (intern(&mut seen, d), *v)).collect()));
+    }
+    let mut names: Vec<(&str, u32)> = seen.into_iter().collect();
+    names.sort_unstable();
+    let mut remap = vec![0u32; names.len()];
+    let mut pids = Vec::with_capacity(names.len());
+    for (i, (n, first)) in names.iter().enumerate() {
+        remap[*first as usize] = i as u32;
+        pids.push(pid_at(n, || "cost-map".into())?);
+    }
+    let mut indexed: Vec<(u32, Vec<u32>, Vec<f64>)> = Vec::with_capacity(interned.len());
+    for (src, row) in interned {
+        let mut entries: Vec<(u32, f64)> = row.into_iter().map(|(d, v)| (remap[d as usize], v)).collect();
+        entries.sort_by_key(|e| e.0);
+        // JSON objects with a repeated key: the last value wins, as in most parsers.
+        entries.dedup_by(|later, earlier| {
+            let dup = later.0 == earlier.0;
+            if dup {
+                earlier.1 = later.1;
+            }
+            dup
+        });
+        let (dst, cost) = entries.into_iter().unzip();
+        indexed.push((remap[src as usize], dst, cost));
+    }
+    indexed.sort_by_key(|r| r.0);
+    indexed.dedup_by_key(|r| r.0);
     Ok(CostMapDoc {
         dependent_vtags: meta.dependent_vtags.into_iter().map(|v| (v.resource_id, v.tag)).collect(),
-        map: builder.build()?,
+        map: crate::CostMap::from_indexed(cost_type, None, pids, indexed)?,
     })
 }
 
