@@ -16,6 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payload fields are `bytes::Bytes` so relaying and fan-out clone a handle,
         // never the bytes.
         .bytes(".")
+        // Hand-written so a frame can carry its own encoding (see src/frame.rs).
+        .extern_path(".altocast.v1.SubscribeResponse", "crate::frame::SubscribeResponse")
+        // Small per-stream encode buffers (see src/codec.rs).
+        .codec_path("crate::codec::AltocastCodec")
         .compile_fds(fds)?;
     Ok(())
 }

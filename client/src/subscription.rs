@@ -402,9 +402,10 @@ impl Runner {
             if let Some((count, _)) = opened.chunks_expected() {
                 for _ in 0..count {
                     match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
-                        Ok(Ok(Some(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }))) => {
-                            chunks.push(c)
-                        }
+                        Ok(Ok(Some(pb::SubscribeResponse {
+                            item: Some(pb::subscribe_response::Item::Chunk(c)),
+                            ..
+                        }))) => chunks.push(c),
                         _ => return End::Bad { reason: "snapshot chunks missing or interrupted".into() },
                     }
                 }

@@ -9,8 +9,10 @@
 //! It is not a server or a client: those live in `altocast-rproxy`,
 //! `altocast-server` and `altocast-client`, which build on this crate.
 
+pub mod codec;
 pub mod cost_map;
 mod error;
+pub mod frame;
 pub mod json;
 pub mod keys;
 pub mod network_map;
@@ -25,6 +27,13 @@ pub mod workload;
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod pb {
     tonic::include_proto!("altocast.v1");
+
+    pub use crate::frame::SubscribeResponse;
+
+    /// Nested types of [`SubscribeResponse`].
+    pub mod subscribe_response {
+        pub use crate::frame::Item;
+    }
 
     /// Encoded descriptor set, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("altocast_descriptor");

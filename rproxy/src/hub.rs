@@ -95,8 +95,20 @@ pub struct Entry {
     pub tag: Tag,
     /// Unix ms.
     pub expires_at_ms: i64,
-    /// The signed update followed by its chunks, ready to send.
+    /// The signed update as received.
+    pub signed: pb::SignedUpdate,
+    /// Its snapshot chunks.
+    pub chunks: Vec<pb::SnapshotChunk>,
+    /// The update and its chunks as frames, encoded once and shared by every
+    /// subscriber's stream.
     pub frames: Vec<pb::SubscribeResponse>,
+}
+
+fn frames(signed: &pb::SignedUpdate, chunks: &[pb::SnapshotChunk]) -> Vec<pb::SubscribeResponse> {
+    use pb::subscribe_response::Item;
+    std::iter::once(pb::SubscribeResponse::pre_encoded(&Item::Update(signed.clone())))
+        .chain(chunks.iter().map(|c| pb::SubscribeResponse::pre_encoded(&Item::Chunk(c.clone()))))
+        .collect()
 }
 
 impl Entry {
@@ -114,11 +126,6 @@ impl Entry {
             pb::ResourceKind::Unspecified => return None,
         };
         let tag = |b: &[u8]| if b.is_empty() { Some(Tag::ZERO) } else { Tag::from_slice(b).ok() };
-        let mut frames = Vec::with_capacity(1 + chunks.len());
-        frames.push(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(signed)) });
-        frames.extend(
-            chunks.into_iter().map(|c| pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }),
-        );
         Some(Entry {
             resource_id: ResourceId::new(&update.resource_id).ok()?,
             resource_kind,
@@ -128,18 +135,15 @@ impl Entry {
             base_tag: tag(&update.base_tag)?,
             tag: tag(&update.tag)?,
             expires_at_ms: update.expires_at_ms,
-            frames,
+            frames: frames(&signed, &chunks),
+            signed,
+            chunks,
         })
     }
 
     /// An entry for an update this node signed itself (the origin).
     pub fn from_signed(s: altocast_proto::Signed) -> Entry {
         let h = &s.header;
-        let mut frames = Vec::with_capacity(1 + s.chunks.len());
-        frames.push(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(s.update)) });
-        frames.extend(
-            s.chunks.into_iter().map(|c| pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Chunk(c)) }),
-        );
         Entry {
             resource_id: h.resource_id.clone(),
             resource_kind: h.kind,
@@ -149,24 +153,10 @@ impl Entry {
             base_tag: h.base_tag,
             tag: h.tag,
             expires_at_ms: h.expires_at_ms,
-            frames,
+            frames: frames(&s.update, &s.chunks),
+            signed: s.update,
+            chunks: s.chunks,
         }
-    }
-
-    /// The signed update.
-    pub fn signed(&self) -> Option<&pb::SignedUpdate> {
-        match &self.frames.first()?.item {
-            Some(pb::subscribe_response::Item::Update(u)) => Some(u),
-            _ => None,
-        }
-    }
-
-    /// The snapshot chunks following the update.
-    pub fn chunks(&self) -> impl Iterator<Item = &pb::SnapshotChunk> {
-        self.frames.iter().filter_map(|f| match &f.item {
-            Some(pb::subscribe_response::Item::Chunk(c)) => Some(c),
-            _ => None,
-        })
     }
 
     /// Bytes this entry puts on the wire.
@@ -663,6 +653,11 @@ impl Subscriber<'_> {
 
     async fn send(&mut self, entry: &Entry, p: &mut Position) -> Result<(), &'static str> {
         for frame in &entry.frames {
+            // Fast path: room in the queue, no timer needed.
+            if let Ok(permit) = self.tx.try_reserve() {
+                permit.send(frame.clone());
+                continue;
+            }
             let permit = tokio::select! {
                 biased;
                 _ = self.hub.shutdown.cancelled() => return Err("shutdown"),
@@ -757,6 +752,8 @@ mod tests {
     fn drain(rx: &mut mpsc::Receiver<pb::SubscribeResponse>) -> Vec<(UpdateKind, u64)> {
         let mut out = Vec::new();
         while let Ok(f) = rx.try_recv() {
+            // Frames are pre-encoded: read them as a subscriber would.
+            let f = pb::SubscribeResponse::decode(f.encode_to_vec().as_slice()).expect("frame decodes");
             if let Some(pb::subscribe_response::Item::Update(s)) = f.item {
                 let u = pb::Update::decode(s.body).expect("decode");
                 let e = Entry::new(&u, pb::SignedUpdate::default(), vec![]).expect("entry");

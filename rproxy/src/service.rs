@@ -111,8 +111,8 @@ impl pb::distribution_server::Distribution for DistributionService {
             }
             (None, None) => return Err(Status::not_found(format!("unknown resource {id:?}"))),
         };
-        let chunks = entries.first().map(|e| e.chunks().cloned().collect()).unwrap_or_default();
-        let updates = entries.iter().filter_map(|e| e.signed().cloned()).collect();
+        let chunks = entries.first().map(|e| e.chunks.clone()).unwrap_or_default();
+        let updates = entries.iter().map(|e| e.signed.clone()).collect();
         Ok(Response::new(pb::FetchResponse { updates, chunks }))
     }
 
@@ -160,7 +160,14 @@ pub async fn router(service: DistributionService, limits: &ServerLimits) -> anyh
 /// Serves `router` on `listener` until `shutdown` is cancelled; open streams
 /// end because the hub watches the same token.
 pub async fn serve(router: Router, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // With our own listener, tonic's `tcp_nodelay` does not reach accepted
+    // sockets; without it small updates wait ~40 ms for delayed ACKs.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await?;
     Ok(())
 }

@@ -130,7 +130,7 @@ impl pb::distribution_server::Distribution for Evil {
                 match mode {
                     EvilMode::FlipCost => {
                         if let Some(bad) = info.as_ref().and_then(|(_, s)| flip_cost(s)) {
-                            out = vec![pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(bad)) }];
+                            out = vec![pb::SubscribeResponse::new(pb::subscribe_response::Item::Update(bad))];
                         }
                     }
                     EvilMode::Replay if is_diff => out.push(f.clone()),
