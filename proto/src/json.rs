@@ -64,8 +64,11 @@ struct CmMeta {
 /// (no allocation per entry) and each row keeps its entries in input order.
 struct CmBody<'a> {
     meta: Option<CmMeta>,
-    rows: Option<Vec<(&'a str, Vec<(&'a str, f64)>)>>,
+    rows: Option<BorrowedRows<'a>>,
 }
+
+/// `(source, [(destination, cost)])` with names borrowed from the input.
+type BorrowedRows<'a> = Vec<(&'a str, Vec<(&'a str, f64)>)>;
 
 impl<'de> Deserialize<'de> for CmBody<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -93,7 +96,7 @@ impl<'de> Deserialize<'de> for CmBody<'de> {
     }
 }
 
-struct Rows<'a>(Vec<(&'a str, Vec<(&'a str, f64)>)>);
+struct Rows<'a>(BorrowedRows<'a>);
 
 impl<'de> Deserialize<'de> for Rows<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
