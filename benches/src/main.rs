@@ -70,6 +70,10 @@ enum Cmd {
         /// Subscribers verify every update (signature, chain, tag) as a client would.
         #[arg(long)]
         verify: bool,
+        /// Also run the same workload through Redis pub/sub (`redis-server` on a
+        /// private loopback port, started and stopped by the benchmark).
+        #[arg(long)]
+        redis: bool,
     },
     /// Client ranking and memory.
     Client {
@@ -87,6 +91,15 @@ enum Cmd {
         max_seq: u64,
         #[arg(long)]
         key: Option<String>,
+    },
+    /// (helper) K Redis subscribers reporting arrivals.
+    RedisClients {
+        #[arg(long)]
+        port: u16,
+        #[arg(long)]
+        subscribers: usize,
+        #[arg(long)]
+        max_seq: u64,
     },
     /// (helper) a client holding all resources; prints its RSS.
     Hold {
@@ -152,9 +165,25 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
-            Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify } => {
-                fanout(&subscribers, updates, throughput_subscribers, throughput_updates, verify).await
+            Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {
+                let ours = fanout(&subscribers, updates, throughput_subscribers, throughput_updates, verify).await?;
+                if redis {
+                    let theirs =
+                        redis_fanout(&subscribers, updates, throughput_subscribers, throughput_updates).await?;
+                    println!("altocast vs Redis pub/sub, same run:");
+                    for ((k, a), (_, b)) in ours.p99.iter().zip(&theirs.p99) {
+                        println!("  K={k:>6}: p99 altocast {a:.1} ms, Redis {b:.1} ms → altocast/Redis = {:.2}", a / b);
+                    }
+                    println!(
+                        "  throughput: altocast {:.0} msg/s, Redis {:.0} msg/s → altocast/Redis = {:.2}",
+                        ours.throughput,
+                        theirs.throughput,
+                        ours.throughput / theirs.throughput
+                    );
+                }
+                Ok(())
             }
+            Cmd::RedisClients { port, subscribers, max_seq } => redis_clients(port, subscribers, max_seq).await,
             Cmd::Client { topology } => client(topology.as_deref()).await,
             Cmd::Clients { endpoint, subscribers, max_seq, key } => clients(&endpoint, subscribers, max_seq, key).await,
             Cmd::Hold { endpoint, key } => hold(&endpoint, &key).await,
@@ -265,7 +294,8 @@ async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Result<()> {
 
 /// A 40-PID cost map with every cost 10, as version `seq`.
 fn base_version(seq: u64) -> Version {
-    let pids: Vec<Pid> = (0..40).map(|i| Pid::new(&format!("p{i:02}")).expect("pid")).collect();
+    let n: usize = std::env::var("ALTOCAST_BENCH_PIDS").ok().and_then(|v| v.parse().ok()).unwrap_or(40);
+    let pids: Vec<Pid> = (0..n).map(|i| Pid::new(&format!("p{i:02}")).expect("pid")).collect();
     let mut b = CostMapBuilder::new(CostType::routingcost(), None);
     for s in &pids {
         b.row(s.clone(), pids.iter().map(|d| (d.clone(), 10.0)).collect());
@@ -364,7 +394,13 @@ fn field(line: &str, name: &str) -> Option<u64> {
     None
 }
 
-async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool) -> anyhow::Result<()> {
+/// Figures of one fan-out run: p99 per K, and delivered messages/s.
+struct FanoutResult {
+    p99: Vec<(usize, f64)>,
+    throughput: f64,
+}
+
+async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool) -> anyhow::Result<FanoutResult> {
     let shutdown = CancellationToken::new();
     let cfg = HubConfig { ring_size: 64, live_buffer: 1024, queue: 64, ..Default::default() };
     let hub = Hub::new(cfg, shutdown.clone());
@@ -392,6 +428,7 @@ async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool
     println!("small diff: {} bytes signed body", small[0].signed.body.len());
     let mut next = 0;
     let mut results = Vec::new();
+    let mut p99s = Vec::new();
     for &k in ks {
         let rss0 = rss_kib(me);
         let max_seq = (next + updates + 1) as u64 + 1;
@@ -418,6 +455,7 @@ async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool
             pct(&mut lat, 1.0),
             per_sub / 1024.0
         );
+        p99s.push((k, pct(&mut lat.clone(), 0.99)));
         results.push(serde_json::json!({"k": k, "p50_ms": pct(&mut lat.clone(), 0.5), "p99_ms": pct(&mut lat.clone(), 0.99), "rss_per_sub_kib": per_sub / 1024.0}));
         drop(proc_);
         // Skip the diffs the next run's subscribers would otherwise replay as catch-up.
@@ -466,7 +504,224 @@ async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool
     println!("json {}", serde_json::json!({"propagation": results, "throughput_msgs_per_s": msgs / secs}));
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), srv).await;
+    Ok(FanoutResult { p99: p99s, throughput: msgs / secs })
+}
+
+// ---------------------------------------------------------------- Redis
+
+struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The payload: 8-byte little-endian seq, padded to `len`.
+fn payload(seq: u64, len: usize) -> Vec<u8> {
+    let mut p = seq.to_le_bytes().to_vec();
+    p.resize(len.max(8), b'x');
+    p
+}
+
+async fn redis_fanout(ks: &[usize], updates: usize, tk: usize, tu: usize) -> anyhow::Result<FanoutResult> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let _server = RedisServer(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--maxclients", "15000", "--client-output-buffer-limit", "pubsub 0 0 0", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (Debian package redis-server)")?,
+    );
+    let mut publisher = loop {
+        if let Ok(c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    publisher.set_nodelay(true)?;
+    let mut reply = vec![0u8; 1 << 16];
+    println!("Redis pub/sub: redis-server on 127.0.0.1:{port}; subscribers in a separate process, one connection each");
+    let mut seq = 0u64;
+    let mut p99s = Vec::new();
+    for &k in ks {
+        let max_seq = seq + updates as u64 + 2;
+        let proc_ = RedisClientsProc::start(port, k, max_seq)?;
+        proc_.0.wait_for("ready", Duration::from_secs(120))?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut lat = Vec::new();
+        for _ in 0..updates {
+            seq += 1;
+            let t0 = now_us();
+            publisher.write_all(&resp(&[b"PUBLISH", b"bench", &payload(seq, 203)])).await?;
+            let _ = publisher.read(&mut reply).await?;
+            let line = proc_.0.wait_for(&format!("seq {seq} "), Duration::from_secs(60))?;
+            lat.push(field(&line, "last_us").unwrap_or(t0).saturating_sub(t0) as f64 / 1e3);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "  K={k:>6}: publish → last subscriber p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            pct(&mut lat.clone(), 0.5),
+            pct(&mut lat.clone(), 0.99),
+            pct(&mut lat, 1.0)
+        );
+        p99s.push((k, pct(&mut lat.clone(), 0.99)));
+        seq = max_seq;
+    }
+    let first = seq + 1;
+    let last = seq + tu as u64;
+    let proc_ = RedisClientsProc::start(port, tk, last + 1)?;
+    proc_.0.wait_for("ready", Duration::from_secs(120))?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = now_us();
+    // Pipelined: the publisher never waits for a reply before the next PUBLISH.
+    let mut batch = Vec::new();
+    for s in first..=last {
+        batch.extend(resp(&[b"PUBLISH", b"bench", &payload(s, 913)]));
+    }
+    let (mut rd, mut wr) = publisher.into_split();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut lines = 0usize;
+        while lines < tu {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => lines += buf[..n].iter().filter(|b| **b == b'\n').count(),
+            }
+        }
+    });
+    wr.write_all(&batch).await?;
+    let line = proc_.0.wait_for(&format!("seq {last} "), Duration::from_secs(120))?;
+    let _ = drain.await;
+    let secs = field(&line, "last_us").unwrap_or(t0).saturating_sub(t0) as f64 / 1e6;
+    let msgs = (tk * tu) as f64;
+    println!(
+        "  throughput: {tu} messages of 913 bytes to {tk} subscribers: {:.0} delivered messages/s ({secs:.2} s)",
+        msgs / secs
+    );
+    Ok(FanoutResult { p99: p99s, throughput: msgs / secs })
+}
+
+struct RedisClientsProc(ClientsProc);
+
+impl RedisClientsProc {
+    fn start(port: u16, k: usize, max_seq: u64) -> anyhow::Result<RedisClientsProc> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["redis-clients", "--port", &port.to_string(), "--subscribers", &k.to_string()])
+            .args(["--max-seq", &max_seq.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let out = child.stdout.take().context("child stdout")?;
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(RedisClientsProc(ClientsProc { child, lines }))
+    }
+}
+
+/// Helper: K Redis subscribers, one connection each, reporting like `clients`.
+async fn redis_clients(port: u16, k: usize, max_seq: u64) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let counts: Arc<Vec<(AtomicU32, AtomicU64)>> =
+        Arc::new((0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect());
+    let ready = Arc::new(AtomicU32::new(0));
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    for _ in 0..k {
+        let (counts, ready, out) = (counts.clone(), ready.clone(), out.clone());
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        c.set_nodelay(true)?;
+        c.write_all(&resp(&[b"SUBSCRIBE", b"bench"])).await?;
+        tokio::spawn(async move {
+            let mut buf: Vec<u8> = Vec::with_capacity(4096);
+            let mut tmp = vec![0u8; 64 * 1024];
+            let mut subscribed = false;
+            loop {
+                let n = match c.read(&mut tmp).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&tmp[..n]);
+                // Parse complete RESP arrays: *3 $7 message $5 bench $N payload.
+                loop {
+                    let Some((kind, payload, used)) = parse_push(&buf) else { break };
+                    buf.drain(..used);
+                    if kind == b"subscribe" && !subscribed {
+                        subscribed = true;
+                        if ready.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
+                            let _ = writeln!(out.lock().expect("stdout"), "ready");
+                        }
+                    } else if kind == b"message" && payload.len() >= 8 {
+                        let t = now_us();
+                        let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
+                        if let Some((n, last)) = counts.get(seq as usize) {
+                            last.fetch_max(t, Ordering::AcqRel);
+                            if n.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
+                                let _ = writeln!(
+                                    out.lock().expect("stdout"),
+                                    "seq {seq} last_us {}",
+                                    last.load(Ordering::Acquire)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(3600)).await;
     Ok(())
+}
+
+/// Parses one RESP push `*3\r\n$a\r\n<kind>\r\n$b\r\n<chan>\r\n<third>`; the
+/// third element is a bulk string (message) or an integer (subscribe count).
+fn parse_push(b: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
+    fn line(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = b[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&b[at..end], end + 2))
+    }
+    fn bulk(b: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
+        let (hdr, at) = line(b, at)?;
+        match hdr.first()? {
+            b'$' => {
+                let n: usize = std::str::from_utf8(&hdr[1..]).ok()?.parse().ok()?;
+                let data = b.get(at..at + n)?.to_vec();
+                b.get(at + n..at + n + 2)?;
+                Some((data, at + n + 2))
+            }
+            b':' => Some((hdr[1..].to_vec(), at)),
+            _ => None,
+        }
+    }
+    let (hdr, at) = line(b, 0)?;
+    if hdr != b"*3" {
+        return None;
+    }
+    let (kind, at) = bulk(b, at)?;
+    let (_chan, at) = bulk(b, at)?;
+    let (third, at) = bulk(b, at)?;
+    Some((kind, third, at))
 }
 
 /// Helper: K subscriber streams (100 per connection) reporting, for each seq,

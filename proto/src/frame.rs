@@ -28,22 +28,23 @@ pub enum Item {
 pub struct SubscribeResponse {
     /// The frame's content.
     pub item: Option<Item>,
-    /// The encoding of `item`, when made once for fan-out.
-    encoded: Option<Bytes>,
+    /// gRPC length-prefixed encoding of `item` (5-byte header + message),
+    /// when made once for fan-out.
+    framed: Option<Bytes>,
 }
 
 impl std::fmt::Debug for SubscribeResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SubscribeResponse")
             .field("item", &self.item)
-            .field("pre_encoded", &self.encoded.is_some())
+            .field("pre_encoded", &self.framed.is_some())
             .finish()
     }
 }
 
 impl PartialEq for SubscribeResponse {
     fn eq(&self, other: &Self) -> bool {
-        match (&self.encoded, &other.encoded) {
+        match (&self.framed, &other.framed) {
             (None, None) => self.item == other.item,
             _ => self.encode_to_vec() == other.encode_to_vec(),
         }
@@ -53,22 +54,42 @@ impl PartialEq for SubscribeResponse {
 impl SubscribeResponse {
     /// A frame to encode as usual.
     pub fn new(item: Item) -> Self {
-        SubscribeResponse { item: Some(item), encoded: None }
+        SubscribeResponse { item: Some(item), framed: None }
     }
 
-    /// A frame encoded now, once. It keeps only the bytes, so a clone is a
-    /// reference-count increment; `item` is `None` on such a frame.
+    /// A frame encoded now, once, with its gRPC length prefix. It keeps only
+    /// the bytes, so a clone is a reference-count increment; `item` is `None`
+    /// on such a frame.
     pub fn pre_encoded(item: &Item) -> Self {
-        let mut buf = Vec::with_capacity(item.encoded_len());
+        let len = item.encoded_len();
+        let mut buf = Vec::with_capacity(5 + len);
+        buf.push(0); // not compressed
+        buf.extend_from_slice(&(len as u32).to_be_bytes());
         item.encode(&mut buf);
-        SubscribeResponse { item: None, encoded: Some(buf.into()) }
+        SubscribeResponse { item: None, framed: Some(buf.into()) }
+    }
+
+    /// The frame as a gRPC length-prefixed message, ready for the HTTP/2 body.
+    /// Shared bytes for a pre-encoded frame; encoded now otherwise.
+    pub fn grpc_framed(&self) -> Bytes {
+        match &self.framed {
+            Some(b) => b.clone(),
+            None => {
+                let len = self.encoded_len();
+                let mut buf = Vec::with_capacity(5 + len);
+                buf.push(0);
+                buf.extend_from_slice(&(len as u32).to_be_bytes());
+                self.encode_raw(&mut buf);
+                buf.into()
+            }
+        }
     }
 }
 
 impl Message for SubscribeResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        match (&self.encoded, &self.item) {
-            (Some(b), _) => buf.put_slice(b),
+        match (&self.framed, &self.item) {
+            (Some(b), _) => buf.put_slice(&b[5..]),
             (None, Some(i)) => i.encode(buf),
             (None, None) => {}
         }
@@ -81,7 +102,7 @@ impl Message for SubscribeResponse {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
-        self.encoded = None;
+        self.framed = None;
         match tag {
             1 | 2 => Item::merge(&mut self.item, tag, wire_type, buf, ctx),
             _ => skip_field(wire_type, tag, buf, ctx),
@@ -89,8 +110,8 @@ impl Message for SubscribeResponse {
     }
 
     fn encoded_len(&self) -> usize {
-        match (&self.encoded, &self.item) {
-            (Some(b), _) => b.len(),
+        match (&self.framed, &self.item) {
+            (Some(b), _) => b.len() - 5,
             (None, Some(i)) => i.encoded_len(),
             (None, None) => 0,
         }
@@ -98,7 +119,7 @@ impl Message for SubscribeResponse {
 
     fn clear(&mut self) {
         self.item = None;
-        self.encoded = None;
+        self.framed = None;
     }
 }
 
@@ -116,6 +137,10 @@ mod tests {
         let b = SubscribeResponse::pre_encoded(&item).encode_to_vec();
         assert_eq!(a, b);
         let back = SubscribeResponse::decode(b.as_slice()).expect("decode");
-        assert_eq!(back.item, Some(item));
+        assert_eq!(back.item, Some(item.clone()));
+        let framed = SubscribeResponse::pre_encoded(&item).grpc_framed();
+        assert_eq!(&framed[5..], &a[..]);
+        assert_eq!(u32::from_be_bytes([framed[1], framed[2], framed[3], framed[4]]) as usize, a.len());
+        assert_eq!(SubscribeResponse::new(item).grpc_framed(), framed);
     }
 }

@@ -62,22 +62,20 @@ impl DistributionService {
         DistributionService { hub, directory, pull }
     }
 
-    /// The service as a tonic server, with message size limits set.
-    pub fn into_server(self) -> pb::distribution_server::DistributionServer<Self> {
-        pb::distribution_server::DistributionServer::new(self)
+    /// The service as a tonic server, with message size limits set and the
+    /// zero-copy `Subscribe` path in front.
+    pub fn into_server(self) -> FanoutServer {
+        let inner = pb::distribution_server::DistributionServer::new(self.clone())
             .max_decoding_message_size(1 << 20)
-            .max_encoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        FanoutServer { svc: self, inner }
     }
-}
 
-type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl pb::distribution_server::Distribution for DistributionService {
-    type SubscribeStream = FrameStream;
-
-    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
-        let req = req.into_inner();
+    /// Validates a subscription request and registers it with the hub.
+    pub async fn open(
+        &self,
+        req: pb::SubscribeRequest,
+    ) -> Result<tokio::sync::mpsc::Receiver<pb::SubscribeResponse>, Status> {
         let max = self.hub.config().max_resources_per_subscription;
         if req.resources.len() > max {
             return Err(status(SubscribeError::TooManyResources(req.resources.len(), max)));
@@ -97,7 +95,153 @@ impl pb::distribution_server::Distribution for DistributionService {
             }
             positions.push((id, r.have_seq, tag));
         }
-        let rx = self.hub.subscribe(positions).map_err(status)?;
+        self.hub.subscribe(positions).map_err(status)
+    }
+}
+
+/// Largest `SubscribeRequest` accepted (64 resources with tags fit easily).
+const MAX_SUBSCRIBE_REQUEST: usize = 64 << 10;
+const SUBSCRIBE_PATH: &str = "/altocast.v1.Distribution/Subscribe";
+
+/// The `Distribution` server with `Subscribe` served zero-copy: each frame is
+/// the hub's shared, already gRPC-framed `Bytes`, handed to HTTP/2 as is. Going
+/// through tonic's encoder instead would copy every frame into a per-stream
+/// buffer that then keeps the capacity of the largest frame it ever carried (a
+/// 1 MiB snapshot chunk per idle subscriber). Other methods go to the generated
+/// server.
+#[derive(Clone)]
+pub struct FanoutServer {
+    svc: DistributionService,
+    inner: pb::distribution_server::DistributionServer<DistributionService>,
+}
+
+impl std::fmt::Debug for FanoutServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutServer").finish()
+    }
+}
+
+impl tonic::server::NamedService for FanoutServer {
+    const NAME: &'static str = "altocast.v1.Distribution";
+}
+
+type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for FanoutServer {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != SUBSCRIBE_PATH {
+            let mut inner = self.inner.clone();
+            return Box::pin(async move { inner.call(req).await });
+        }
+        let svc = self.svc.clone();
+        Box::pin(async move {
+            Ok(match subscribe_zero_copy(svc, req).await {
+                Ok(resp) => resp,
+                Err(status) => status.into_http(),
+            })
+        })
+    }
+}
+
+async fn subscribe_zero_copy(
+    svc: DistributionService,
+    req: http::Request<tonic::body::Body>,
+) -> Result<http::Response<tonic::body::Body>, Status> {
+    use http_body_util::BodyExt as _;
+    use prost::Message as _;
+    let body = http_body_util::Limited::new(req.into_body(), MAX_SUBSCRIBE_REQUEST)
+        .collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("subscribe request: {e}")))?
+        .to_bytes();
+    // gRPC framing: 1 byte compressed flag, 4 bytes big-endian length, message.
+    if body.len() < 5 || body[0] != 0 {
+        return Err(Status::invalid_argument("subscribe request must be one uncompressed gRPC message"));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    let msg = body.get(5..5 + len).ok_or_else(|| Status::invalid_argument("truncated subscribe request"))?;
+    let req =
+        pb::SubscribeRequest::decode(msg).map_err(|e| Status::invalid_argument(format!("subscribe request: {e}")))?;
+    let rx = svc.open(req).await?;
+    let mut resp = http::Response::new(tonic::body::Body::new(FrameBody { rx, done: false }));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    Ok(resp)
+}
+
+/// Bytes batched into one HTTP/2 DATA frame when frames are queued (tonic's
+/// own yield threshold).
+const BATCH_BYTES: usize = 32 << 10;
+
+/// Yields the hub's frames as HTTP/2 data, then `grpc-status: 0` when the hub
+/// ends the subscription (shutdown, stuck). Dropping it (client gone) closes
+/// the queue, which ends the hub's subscriber task.
+struct FrameBody {
+    rx: tokio::sync::mpsc::Receiver<pb::SubscribeResponse>,
+    done: bool,
+}
+
+impl http_body::Body for FrameBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => {
+                let first = frame.grpc_framed();
+                // Frames already queued go out in the same HTTP/2 DATA frame: far
+                // fewer frames and syscalls under load. The batch is a transient
+                // copy, dropped once written; a lone frame is sent as is.
+                let mut batch: Option<bytes::BytesMut> = None;
+                while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
+                    let Ok(next) = self.rx.try_recv() else { break };
+                    let b = batch.get_or_insert_with(|| {
+                        let mut b = bytes::BytesMut::with_capacity(BATCH_BYTES);
+                        b.extend_from_slice(&first);
+                        b
+                    });
+                    b.extend_from_slice(&next.grpc_framed());
+                }
+                let data = batch.map_or(first, |b| b.freeze());
+                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::distribution_server::Distribution for DistributionService {
+    type SubscribeStream = FrameStream;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
+        let rx = self.open(req.into_inner()).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok))))
     }
 
@@ -143,7 +287,7 @@ impl Default for ServerLimits {
 /// A tonic router with `Distribution`, gRPC health and server reflection.
 pub async fn router(service: DistributionService, limits: &ServerLimits) -> anyhow::Result<Router> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<pb::distribution_server::DistributionServer<DistributionService>>().await;
+    reporter.set_serving::<FanoutServer>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
