@@ -664,8 +664,7 @@ async fn redis_clients(port: u16, k: usize, max_seq: u64) -> anyhow::Result<()> 
                 };
                 buf.extend_from_slice(&tmp[..n]);
                 // Parse complete RESP arrays: *3 $7 message $5 bench $N payload.
-                loop {
-                    let Some((kind, payload, used)) = parse_push(&buf) else { break };
+                while let Some((kind, payload, used)) = parse_push(&buf) {
                     buf.drain(..used);
                     if kind == b"subscribe" && !subscribed {
                         subscribed = true;
