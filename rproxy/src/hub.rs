@@ -38,7 +38,10 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{StreamExt as _, wrappers::BroadcastStream};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
+
+/// Numbers subscriptions for log spans (a counter, never an address).
+static NEXT_SUBSCRIBER: AtomicU64 = AtomicU64::new(1);
 
 use crate::metrics as m;
 
@@ -531,13 +534,22 @@ impl Hub {
         let guard = SubscriberGuard::register(&self.subscribers, self.cfg.max_subscribers)?;
         let (tx, rx) = mpsc::channel(self.cfg.queue.max(1));
         let hub = self.clone();
-        self.tasks.spawn(async move {
-            let _guard = guard;
-            let mut sub = Subscriber { hub: &hub, tx, warned_at: None };
-            if let Err(reason) = sub.run(channels, live).await {
-                metrics::counter!(m::DISCONNECTED, "reason" => reason).increment(1);
+        let span = tracing::debug_span!(
+            "subscriber",
+            id = NEXT_SUBSCRIBER.fetch_add(1, Ordering::Relaxed),
+            resources = channels.len()
+        );
+        self.tasks.spawn(
+            async move {
+                let _guard = guard;
+                let mut sub = Subscriber { hub: &hub, tx, warned_at: None };
+                if let Err(reason) = sub.run(channels, live).await {
+                    debug!(reason, "subscription ended");
+                    metrics::counter!(m::DISCONNECTED, "reason" => reason).increment(1);
+                }
             }
-        });
+            .instrument(span),
+        );
         Ok(rx)
     }
 

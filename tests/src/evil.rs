@@ -24,6 +24,9 @@ pub enum EvilMode {
     Withhold,
     /// Swaps the order of the first two live diffs.
     Reorder,
+    /// Withholds live network map diffs but relays the cost maps computed
+    /// against them: a cost map with a network map the client does not have.
+    DropNetworkMap,
 }
 
 /// The running double.
@@ -141,6 +144,13 @@ impl pb::distribution_server::Distribution for Evil {
                         }
                     }
                     EvilMode::Withhold if caught_up && (is_diff || is_hb) => out.clear(),
+                    EvilMode::DropNetworkMap
+                        if is_diff
+                            && caught_up
+                            && matches!(&info, Some((u, _)) if u.kind == pb::ResourceKind::NetworkMap as i32) =>
+                    {
+                        out.clear()
+                    }
                     EvilMode::Reorder if is_diff && caught_up => {
                         live_diffs += 1;
                         if live_diffs == 1 {

@@ -90,3 +90,32 @@ async fn withheld_heartbeats_are_detected_as_staleness() {
     let i = scenario(EvilMode::Withhold, OriginOptions { ttl_secs: 2, heartbeat_secs: 1, ..Default::default() }).await;
     assert!(i.iter().any(|i| i.starts_with("stale")), "expected staleness at the withholding proxy; got {i:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_map_without_its_network_map_is_rejected() {
+    let origin = TestOrigin::start().await;
+    let mut maps = Maps::synthetic(16);
+    let mut signed = HashSet::new();
+    publish(&origin, &maps, &mut signed).await;
+    let honest = TestRproxy::start(&[&origin.url], &origin.pub_key_path).await;
+    let evil = EvilProxy::start(&origin.url, EvilMode::DropNetworkMap).await;
+    let client = TestClient::start(&[&evil.url, &honest.url], origin.trusted());
+    client.wait_seq(CM, 1, T).await;
+    // A prefix move changes the network map; the cost map is re-bound to it.
+    loop {
+        if maps.step().kind == altocast_proto::workload::EventKind::PrefixMove {
+            break;
+        }
+    }
+    let seq = publish(&origin, &maps, &mut signed).await;
+    client.wait_seq(CM, seq, T).await;
+    let st = client.view().load();
+    let cm = st.cost_maps.get(CM).expect("cost map");
+    assert_eq!(cm.map.depends_on().map(|d| d.tag), Some(cm.network_map.tag));
+    let incidents = client.incidents_at(&evil.url);
+    assert_rejected(&incidents, "depends on");
+    client.stop().await;
+    evil.stop().await;
+    honest.stop().await;
+    origin.stop().await;
+}

@@ -138,3 +138,57 @@ async fn restart_on(dir: std::sync::Arc<tempfile::TempDir>, port: u16) -> TestOr
     }
     TestOrigin::start_on_port(Default::default(), dir, port).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_rproxy_clients_fail_over_and_skip_no_version() {
+    let origin = TestOrigin::start().await;
+    let mut maps = Maps::synthetic(20);
+    let mut seq = publish_both(&origin, &maps).await;
+    let rp1 = TestRproxy::start(&[&origin.url], &origin.pub_key_path).await;
+    let rp2 = TestRproxy::start(&[&origin.url], &origin.pub_key_path).await;
+    let clients: Vec<TestClient> = (0..5).map(|_| TestClient::start(&[&rp1.url, &rp2.url], origin.trusted())).collect();
+    let mut changes: Vec<_> = clients.iter().map(|c| c.view().changes()).collect();
+    for c in &clients {
+        c.wait_seq(CM, seq, T).await;
+    }
+    seq = publish_next_change(&origin, &mut maps, seq).await;
+    let killed = rp1.url.clone();
+    rp1.stop().await;
+    for _ in 0..3 {
+        seq = publish_next_change(&origin, &mut maps, seq).await;
+    }
+    let mut tags = std::collections::HashSet::new();
+    for c in &clients {
+        tags.insert(c.wait_seq(CM, seq, T).await);
+    }
+    assert_eq!(tags.len(), 1, "clients disagree after failover");
+    for c in &clients {
+        assert!(
+            c.incidents_at(&killed).iter().any(|i| i.starts_with("failover")),
+            "a client never left the killed RProxy"
+        );
+    }
+    // Every cost-map version a client moved to follows the previous one, or is
+    // a snapshot that covers the gap.
+    for rx in &mut changes {
+        let mut last = 0;
+        while let Ok(c) = rx.try_recv() {
+            if c.resource_id.as_str() != CM || c.kind == UpdateKind::Heartbeat {
+                continue;
+            }
+            assert!(
+                c.kind == UpdateKind::Snapshot || c.seq == last + 1,
+                "skipped from seq {last} to {} by {:?}",
+                c.seq,
+                c.kind
+            );
+            last = c.seq;
+        }
+        assert_eq!(last, seq);
+    }
+    for c in clients {
+        c.stop().await;
+    }
+    rp2.stop().await;
+    origin.stop().await;
+}
