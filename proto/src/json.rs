@@ -15,6 +15,8 @@ use crate::{CostMap, CostMode, CostType, ModelError, NetworkMap, Pid, PidPrefixe
 pub const NETWORK_MAP_MEDIA_TYPE: &str = "application/alto-networkmap+json";
 /// Media type of a cost map body.
 pub const COST_MAP_MEDIA_TYPE: &str = "application/alto-costmap+json";
+/// Media type of an RFC 7396 merge patch.
+pub const MERGE_PATCH_MEDIA_TYPE: &str = "application/merge-patch+json";
 
 #[derive(Deserialize)]
 struct JsonVtag {
@@ -257,6 +259,173 @@ impl CostMapDoc {
     }
 }
 
+#[derive(Deserialize)]
+struct PatchMeta {
+    #[serde(rename = "dependent-vtags")]
+    dependent_vtags: Option<Vec<JsonVtag>>,
+    #[serde(rename = "cost-type")]
+    cost_type: Option<JsonCostType>,
+}
+
+/// `null` (remove) or a value, for merge-patch members.
+type Nullable<T> = Option<T>;
+
+#[derive(Deserialize)]
+struct PatchBody<'a> {
+    meta: Option<PatchMeta>,
+    #[serde(rename = "cost-map", borrow)]
+    cost_map: Option<BTreeMap<&'a str, Nullable<BTreeMap<&'a str, Nullable<f64>>>>>,
+}
+
+/// An RFC 7396 merge patch of a cost map body, turned into a diff.
+#[derive(Debug, Clone)]
+pub struct CostMapPatch {
+    /// The change, in the indices of the patched map (apply it to the map the
+    /// patch was read against).
+    pub diff: crate::CostMapDiff,
+    /// `meta.dependent-vtags` when the patch replaces it.
+    pub dependent_vtags: Option<Vec<(String, String)>>,
+}
+
+/// Reads an RFC 7396 merge patch of `current`'s RFC 7285 body (the update form
+/// of RFC 8895): under `cost-map`, `"src": {"dst": cost}` sets a cost,
+/// `"dst": null` removes it, `"src": null` removes the source row. A PID no
+/// longer named as a source or destination leaves the map. Costs are validated
+/// when the diff is applied.
+pub fn parse_cost_map_patch(current: &CostMap, patch: &[u8]) -> Result<CostMapPatch, ModelError> {
+    let p: PatchBody<'_> = serde_json::from_slice(patch).map_err(json_err)?;
+    if let Some(ct) = p.meta.as_ref().and_then(|m| m.cost_type.as_ref()) {
+        let ct = CostType::new(&ct.cost_metric, CostMode::parse(&ct.cost_mode)?)?;
+        if &ct != current.cost_type() {
+            return Err(ModelError::DiffMismatch(
+                "a merge patch cannot change meta.cost-type; publish the full map".into(),
+            ));
+        }
+    }
+    let rows = p.cost_map.unwrap_or_default();
+    let old = current.pids();
+    // Value of (src, dst) after the patch, by old index where both are old PIDs.
+    let patched = |s: &str, d: &str| -> Option<f64> {
+        match rows.get(s) {
+            Some(None) => None,
+            Some(Some(r)) if r.contains_key(d) => r[d],
+            _ => current.cost(s, d),
+        }
+    };
+    // The universe after the patch: every PID still named as a source (old ones
+    // not removed, new ones in the patch) or as a destination with a cost.
+    let mut names: Vec<&str> = old.iter().map(|p| p.as_str()).collect();
+    for (s, r) in &rows {
+        if r.is_some() {
+            names.push(s);
+        }
+        for (d, v) in r.iter().flatten() {
+            if v.is_some() {
+                names.push(d);
+            }
+        }
+    }
+    names.sort_unstable();
+    names.dedup();
+    let removed_srcs: Vec<&str> = rows.iter().filter(|(_, r)| r.is_none()).map(|(s, _)| *s).collect();
+    let sources: Vec<&str> = names.iter().copied().filter(|s| !removed_srcs.contains(s)).collect();
+    names.retain(|n| !removed_srcs.contains(n) || sources.iter().any(|s| patched(s, n).is_some()));
+    let mut universe = Vec::with_capacity(names.len());
+    for n in &names {
+        universe.push(pid_at(n, || "merge patch cost-map".into())?);
+    }
+    let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
+    let mut diff = crate::CostMapDiff {
+        added_pids: universe.iter().filter(|p| current.index_of(p.as_str()).is_none()).cloned().collect(),
+        removed_pids: old.iter().filter(|p| !index.contains_key(p.as_str())).cloned().collect(),
+        ..Default::default()
+    };
+    for (src, r) in &rows {
+        let Some(&si) = index.get(src) else { continue };
+        let mut rd = crate::CostRowDiff { src: si, ..Default::default() };
+        let had = |d: &str| current.cost(src, d).is_some();
+        match r {
+            None => {
+                // The source row goes; the PID stays as a destination.
+                rd.removed_dst = names.iter().filter(|d| had(d)).map(|d| index[d]).collect();
+            }
+            Some(r) => {
+                for (d, v) in r {
+                    match (v, index.get(d)) {
+                        (Some(v), Some(&di)) => {
+                            rd.set_dst.push(di);
+                            rd.set_cost.push(*v);
+                        }
+                        (None, Some(&di)) if had(d) => rd.removed_dst.push(di),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut set: Vec<(u32, f64)> = rd.set_dst.iter().copied().zip(rd.set_cost.iter().copied()).collect();
+        set.sort_by_key(|e| e.0);
+        (rd.set_dst, rd.set_cost) = set.into_iter().unzip();
+        rd.removed_dst.sort_unstable();
+        if !rd.set_dst.is_empty() || !rd.removed_dst.is_empty() {
+            diff.rows.push(rd);
+        }
+    }
+    diff.rows.sort_by_key(|r| r.src);
+    Ok(CostMapPatch {
+        diff,
+        dependent_vtags: p
+            .meta
+            .and_then(|m| m.dependent_vtags)
+            .map(|v| v.into_iter().map(|v| (v.resource_id, v.tag)).collect()),
+    })
+}
+
+/// The RFC 7396 merge patch turning `old`'s body into `new`'s (what a
+/// producer sends with [`MERGE_PATCH_MEDIA_TYPE`]).
+pub fn cost_map_merge_patch(old: &CostMap, new: &CostMap) -> String {
+    let mut out = String::from("{\"cost-map\":{");
+    let mut first_row = true;
+    let mut dsts: Vec<&Pid> = old.pids().iter().chain(new.pids()).collect();
+    dsts.sort_unstable();
+    dsts.dedup();
+    for src in new.pids() {
+        let mut row = String::new();
+        for dst in &dsts {
+            let (a, b) = (old.cost(src.as_str(), dst.as_str()), new.cost(src.as_str(), dst.as_str()));
+            if a.map(f64::to_bits) == b.map(f64::to_bits) {
+                continue;
+            }
+            if !row.is_empty() {
+                row.push(',');
+            }
+            push_json_str(&mut row, dst.as_str());
+            row.push(':');
+            match b {
+                Some(v) => push_cost(&mut row, v),
+                None => row.push_str("null"),
+            }
+        }
+        if !row.is_empty() {
+            if !first_row {
+                out.push(',');
+            }
+            first_row = false;
+            push_json_str(&mut out, src.as_str());
+            let _ = write!(out, ":{{{row}}}");
+        }
+    }
+    for src in old.pids().iter().filter(|p| new.index_of(p.as_str()).is_none()) {
+        if !first_row {
+            out.push(',');
+        }
+        first_row = false;
+        push_json_str(&mut out, src.as_str());
+        out.push_str(":null");
+    }
+    out.push_str("}}");
+    out
+}
+
 fn push_json_str(out: &mut String, s: &str) {
     // PID names, resource ids, prefixes and hex tags never need escaping, but a
     // cost metric could; serde_json escapes correctly.
@@ -469,6 +638,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("\"A\"") && err.to_string().contains("\"B\""), "{err}");
+    }
+
+    #[test]
+    fn merge_patch_equals_publishing_the_full_map() {
+        let a = parse_cost_map(RFC_COST_MAP.as_bytes()).expect("a").map;
+        let b = parse_cost_map(
+            br#"{"meta":{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"}},
+                "cost-map":{"PID1":{"PID1":1,"PID2":6,"PID4":3},"PID2":{"PID1":5,"PID2":1},"PID4":{"PID4":0}}}"#,
+        )
+        .expect("b")
+        .map;
+        let patch = cost_map_merge_patch(&a, &b);
+        let p = parse_cost_map_patch(&a, patch.as_bytes()).expect("patch");
+        assert_eq!(a.apply(&p.diff).expect("apply"), b, "patch {patch}");
+        // Removing PID3 entirely (as source and destination) removes it from the map.
+        assert!(patch.contains("\"PID3\":null"), "{patch}");
+        let bad =
+            parse_cost_map_patch(&a, br#"{"meta":{"cost-type":{"cost-mode":"ordinal","cost-metric":"routingcost"}}}"#);
+        assert!(matches!(bad, Err(ModelError::DiffMismatch(_))));
     }
 
     #[test]

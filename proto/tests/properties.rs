@@ -68,6 +68,14 @@ proptest! {
     }
 
     #[test]
+    fn merge_patch_of_two_maps_applies_to_the_target(a in cost_map(), b in cost_map()) {
+        let patch = json::cost_map_merge_patch(&a, &b);
+        let p = json::parse_cost_map_patch(&a, patch.as_bytes()).expect("patch parses");
+        let got = a.apply(&p.diff).expect("patch applies");
+        prop_assert_eq!(got.tag(), b.tag(), "patch {}", patch);
+    }
+
+    #[test]
     fn json_round_trip_keeps_the_tag(b in cost_map()) {
         let doc = json::parse_cost_map(json::cost_map_json(&b).as_bytes()).expect("parse");
         prop_assert_eq!(doc.map.tag(), b.tag());

@@ -54,9 +54,18 @@ async fn listener() -> anyhow::Result<(TcpListener, String)> {
 }
 
 async fn publish(url: &str, id: &str, body: String) -> anyhow::Result<pb::PublishResponse> {
+    publish_as(url, id, body, "").await
+}
+
+/// Publishes `body` with `media_type` (empty: a full RFC 7285 body).
+async fn publish_as(url: &str, id: &str, body: String, media_type: &str) -> anyhow::Result<pb::PublishResponse> {
     let ch = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect().await?;
     let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(256 << 20);
-    let mut req = tonic::Request::new(pb::PublishRequest { resource_id: id.into(), json: body.into_bytes().into() });
+    let mut req = tonic::Request::new(pb::PublishRequest {
+        resource_id: id.into(),
+        json: body.into_bytes().into(),
+        media_type: media_type.into(),
+    });
     req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse()?);
     Ok(c.publish(req).await.with_context(|| format!("publishing {id}"))?.into_inner())
 }
@@ -74,6 +83,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bail!("--subscribers and --fanout must be at least 1");
     }
     let mut w = workload(args.topology.as_deref(), args.nodes, args.seed)?;
+    let mut prev_cm = w.cost_map(&w.network_map());
     let data = std::env::temp_dir().join(format!("altocast-demo-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(data.clone());
     let shutdown = CancellationToken::new();
@@ -174,10 +184,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut seq = first.seq;
     for _ in 0..args.events {
         let ev = w.step();
-        let (nm, cm) = bodies(&w);
+        // Like an incremental ALTO server: the network map in full (small), the
+        // cost map as an RFC 7396 merge patch of the previous one (RFC 8895).
+        let nm_map = w.network_map();
+        let cm_map = w.cost_map(&nm_map);
+        let nm = altocast_proto::json::network_map_json(&w.network_map_id, &nm_map);
+        let patch = altocast_proto::json::cost_map_merge_patch(&prev_cm, &cm_map);
+        prev_cm = cm_map;
         let t0 = Instant::now();
         publish(&origin_url, NM, nm).await?;
-        let r = publish(&origin_url, CM, cm).await?;
+        let r = publish_as(&origin_url, CM, patch, altocast_proto::json::MERGE_PATCH_MEDIA_TYPE).await?;
         if r.seq == seq {
             println!("{:>4} {:<14} {:>8} {:>9} {:>12} {:>10}", "-", ev.kind.as_str(), 0, "-", "no change", "-");
             continue;

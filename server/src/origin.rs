@@ -241,6 +241,70 @@ impl Origin {
         result
     }
 
+    /// Ingests an RFC 7396 merge patch of cost map `id`'s current body (RFC
+    /// 8895's update form). Blocking, like [`Origin::ingest`].
+    pub fn ingest_patch(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
+        if body.len() > self.cfg.max_body {
+            return Err(IngestError::TooLarge { len: body.len(), limit: self.cfg.max_body });
+        }
+        let t0 = std::time::Instant::now();
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.apply_patch(&mut st, id, body);
+        match &result {
+            Ok(Outcome::Published { seq, entries_changed, .. }) => {
+                metrics::histogram!("altocast_origin_publish_seconds").record(t0.elapsed().as_secs_f64());
+                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, "published patch");
+            }
+            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, "patch changes nothing; no new version"),
+            Err(e) => {
+                metrics::counter!("altocast_origin_rejected_total").increment(1);
+                warn!(resource = %id, error = %e, "patch rejected; published state unchanged");
+            }
+        }
+        result
+    }
+
+    fn apply_patch(
+        &self,
+        st: &mut BTreeMap<ResourceId, Current>,
+        id: &ResourceId,
+        body: &[u8],
+    ) -> Result<Outcome, IngestError> {
+        let Some(MapState::Cost(cur)) = st.get(id).map(|c| &c.version.state) else {
+            return Err(IngestError::Invalid(ModelError::DiffMismatch(format!(
+                "{id} is not a published cost map; publish its full body first"
+            ))));
+        };
+        let patch = json::parse_cost_map_patch(cur, body)?;
+        let next = cur.apply(&patch.diff)?;
+        let dep = cur.depends_on().cloned().ok_or(IngestError::NoNetworkMap)?;
+        let nm_id = match patch.dependent_vtags.as_ref().and_then(|v| v.first()) {
+            Some((nm, _)) => {
+                ResourceId::new(nm).map_err(|_| IngestError::UnknownNetworkMap(nm.chars().take(80).collect()))?
+            }
+            None => dep.resource_id.clone(),
+        };
+        let nm_cur = st.get(&nm_id).ok_or_else(|| IngestError::UnknownNetworkMap(nm_id.to_string()))?;
+        let MapState::Network(nm) = &nm_cur.version.state else {
+            return Err(IngestError::UnknownNetworkMap(nm_id.to_string()));
+        };
+        if let Some((_, tag)) = patch.dependent_vtags.as_ref().and_then(|v| v.first())
+            && !tag.eq_ignore_ascii_case(&nm.tag().to_hex())
+            && *tag != nm_cur.source_tag
+        {
+            return Err(IngestError::Invalid(ModelError::DependentVtagMismatch {
+                expected_id: nm_id.to_string(),
+                expected: nm.tag().to_hex(),
+                got_id: nm_id.to_string(),
+                got: tag.clone(),
+            }));
+        }
+        let next = next.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag: nm.tag() }));
+        next.check_against(&nm_id, nm)?;
+        let deps = vec![Dependency { resource_id: nm_id, seq: nm_cur.version.seq, tag: nm.tag() }];
+        self.commit(st, id, MapState::Cost(next), deps, String::new())
+    }
+
     fn ingest_network_map(
         &self,
         st: &mut BTreeMap<ResourceId, Current>,

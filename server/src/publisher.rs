@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use altocast_proto::{ResourceId, pb};
+use altocast_proto::{ResourceId, json, pb};
 use tonic::{Request, Response, Status};
 
 use crate::origin::{IngestError, Origin, Outcome};
@@ -53,11 +53,25 @@ impl pb::publisher_server::Publisher for PublisherService {
         let req = req.into_inner();
         let id =
             ResourceId::new(&req.resource_id).map_err(|e| Status::invalid_argument(format!("resource_id: {e}")))?;
+        let patch = match req.media_type.as_str() {
+            "" | json::NETWORK_MAP_MEDIA_TYPE | json::COST_MAP_MEDIA_TYPE => false,
+            json::MERGE_PATCH_MEDIA_TYPE => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "media_type {other:?}: expected empty, {}, {} or {}",
+                    json::NETWORK_MAP_MEDIA_TYPE,
+                    json::COST_MAP_MEDIA_TYPE,
+                    json::MERGE_PATCH_MEDIA_TYPE
+                )));
+            }
+        };
         let origin = self.origin.clone();
-        let outcome = tokio::task::spawn_blocking(move || origin.ingest(&id, &req.json))
-            .await
-            .map_err(|e| Status::internal(format!("ingest task: {e}")))?
-            .map_err(status)?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            if patch { origin.ingest_patch(&id, &req.json) } else { origin.ingest(&id, &req.json) }
+        })
+        .await
+        .map_err(|e| Status::internal(format!("ingest task: {e}")))?
+        .map_err(status)?;
         Ok(Response::new(match outcome {
             Outcome::Unchanged { seq, tag } => pb::PublishResponse { seq, tag: tag.to_hex(), changed: false },
             Outcome::Published { seq, tag, .. } => pb::PublishResponse { seq, tag: tag.to_hex(), changed: true },

@@ -136,10 +136,23 @@ impl TestOrigin {
         body: Vec<u8>,
         token: Option<&str>,
     ) -> Result<pb::PublishResponse, tonic::Status> {
+        self.publish_request(
+            pb::PublishRequest { resource_id: id.into(), json: body.into(), media_type: String::new() },
+            token,
+        )
+        .await
+    }
+
+    /// Sends a full `PublishRequest`.
+    pub async fn publish_request(
+        &self,
+        req: pb::PublishRequest,
+        token: Option<&str>,
+    ) -> Result<pb::PublishResponse, tonic::Status> {
         let ch =
             tonic::transport::Endpoint::from_shared(self.url.clone()).expect("url").connect().await.expect("connect");
         let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(128 << 20);
-        let mut req = tonic::Request::new(pb::PublishRequest { resource_id: id.into(), json: body.into() });
+        let mut req = tonic::Request::new(req);
         if let Some(t) = token {
             req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
         }

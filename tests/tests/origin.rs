@@ -158,3 +158,47 @@ async fn garbage_on_the_grpc_port_and_bogus_resume_positions_do_no_harm() {
     client.stop().await;
     o.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_patch_publishes_the_same_version_as_the_full_map() {
+    let o = TestOrigin::start().await;
+    let mut maps = Maps::synthetic(30);
+    o.publish(NM, &maps.network_map_json()).await.expect("nm");
+    o.publish(CM, &maps.cost_map_json()).await.expect("cm");
+    let client = TestClient::start(&[&o.url], o.trusted());
+    client.wait_seq(CM, 1, T).await;
+    let mut seq = 1;
+    for _ in 0..10 {
+        let before = maps.workload.cost_map(&maps.workload.network_map());
+        maps.step();
+        let nm = maps.workload.network_map();
+        o.publish(NM, &altocast_proto::json::network_map_json(&maps.workload.network_map_id, &nm)).await.expect("nm");
+        let after = maps.workload.cost_map(&nm);
+        let patch = altocast_proto::json::cost_map_merge_patch(&before, &after);
+        let req = altocast_proto::pb::PublishRequest {
+            resource_id: CM.into(),
+            json: patch.into_bytes().into(),
+            media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+        };
+        let r = o.publish_request(req, Some(TOKEN)).await.expect("patch");
+        // Publishing the full new body afterwards is a no-op: same content, same tag.
+        let full = o.publish(CM, &maps.cost_map_json()).await.expect("full");
+        assert!(!full.changed, "the patch did not produce the full map's content");
+        assert_eq!((full.seq, full.tag), (r.seq, r.tag));
+        seq = r.seq;
+    }
+    client.wait_seq(CM, seq, T).await;
+    // A patch for a resource that is not a published cost map, and a malformed one, change nothing.
+    for (id, body) in [(NM, "{}"), (CM, "{\"cost-map\": 3}"), (CM, "{\"cost-map\":{\"p1\":{\"bad pid\":1}}}")] {
+        let req = altocast_proto::pb::PublishRequest {
+            resource_id: id.into(),
+            json: body.as_bytes().to_vec().into(),
+            media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+        };
+        let err = o.publish_request(req, Some(TOKEN)).await.expect_err("rejected");
+        assert_eq!(err.code(), Code::InvalidArgument, "{body}: {err}");
+    }
+    assert_eq!(seq_of(&o, CM).await, Some(seq));
+    client.stop().await;
+    o.stop().await;
+}
