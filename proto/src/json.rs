@@ -274,8 +274,11 @@ type Nullable<T> = Option<T>;
 struct PatchBody<'a> {
     meta: Option<PatchMeta>,
     #[serde(rename = "cost-map", borrow)]
-    cost_map: Option<BTreeMap<&'a str, Nullable<BTreeMap<&'a str, Nullable<f64>>>>>,
+    cost_map: Option<PatchRows<'a>>,
 }
+
+/// Patch rows: source → `null` (remove the row) or destination → cost or `null`.
+type PatchRows<'a> = BTreeMap<&'a str, Nullable<BTreeMap<&'a str, Nullable<f64>>>>;
 
 /// An RFC 7396 merge patch of a cost map body, turned into a diff.
 #[derive(Debug, Clone)]
@@ -405,7 +408,8 @@ pub fn cost_map_merge_patch(old: &CostMap, new: &CostMap) -> String {
                 None => row.push_str("null"),
             }
         }
-        if !row.is_empty() {
+        // A new source is named even with an empty row: it is in the new body.
+        if !row.is_empty() || old.index_of(src.as_str()).is_none() {
             if !first_row {
                 out.push(',');
             }
