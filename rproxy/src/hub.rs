@@ -430,18 +430,25 @@ impl Hub {
     }
 
     /// Replaces a resource's cache wholesale (the origin restoring its store
-    /// after a restart): `snapshot` of the current version and the retained
-    /// `diffs` that lead to it, oldest first.
+    /// after a restart): a `snapshot` checkpoint and the retained `diffs`,
+    /// oldest first, one chain through the checkpoint up to the current version.
     pub fn restore(&self, snapshot: Arc<Entry>, diffs: Vec<Arc<Entry>>) {
         let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
         let ch = self.channel(&snapshot.resource_id);
         *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.resource_kind);
         let mut c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let chained = diffs.windows(2).all(|w| w[1].base_seq == w[0].seq && w[1].base_tag == w[0].tag)
-            && diffs.last().is_none_or(|d| d.seq == snapshot.seq && d.tag == snapshot.tag);
-        c.seq = snapshot.seq;
-        c.tag = snapshot.tag;
-        c.diffs = if chained { diffs.into() } else { VecDeque::new() };
+        // The snapshot may be an older checkpoint: the diffs must be one chain
+        // that passes through it.
+        let contiguous = diffs.windows(2).all(|w| w[1].base_seq == w[0].seq && w[1].base_tag == w[0].tag);
+        let through =
+            diffs.iter().any(|d| (d.base_seq == snapshot.seq && d.base_tag == snapshot.tag) || d.seq == snapshot.seq);
+        let (seq, tag, diffs) = match diffs.last() {
+            Some(last) if contiguous && through && last.seq >= snapshot.seq => (last.seq, last.tag, diffs.into()),
+            _ => (snapshot.seq, snapshot.tag, VecDeque::new()),
+        };
+        c.seq = seq;
+        c.tag = tag;
+        c.diffs = diffs;
         c.snapshot = Some(snapshot);
         c.heartbeat = None;
     }

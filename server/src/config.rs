@@ -138,6 +138,7 @@ impl ServeConfig {
             history_depth: self.history,
             max_body: self.max_map_bytes,
             rproxies: self.rproxies.clone(),
+            checkpoints: true,
         }
     }
 }

@@ -30,11 +30,20 @@ pub struct OriginConfig {
     pub max_body: usize,
     /// RProxy URLs advertised in the directory.
     pub rproxies: Vec<String>,
+    /// Write snapshot checkpoints in the background (off only in tests, to
+    /// exercise recovery from the diffs).
+    pub checkpoints: bool,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        OriginConfig { ttl: Duration::from_secs(60), history_depth: 64, max_body: 64 << 20, rproxies: Vec::new() }
+        OriginConfig {
+            ttl: Duration::from_secs(60),
+            history_depth: 64,
+            max_body: 64 << 20,
+            rproxies: Vec::new(),
+            checkpoints: true,
+        }
     }
 }
 
@@ -110,6 +119,8 @@ pub struct Origin {
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     // One writer at a time: versions are assigned and persisted in order.
     state: Mutex<BTreeMap<ResourceId, Current>>,
+    /// Resources whose snapshot checkpoint is behind (see [`checkpoint_worker`]).
+    checkpoints: std::sync::mpsc::Sender<ResourceId>,
 }
 
 impl std::fmt::Debug for Origin {
@@ -146,44 +157,70 @@ impl Origin {
                 .map_err(|e| anyhow::anyhow!("stored snapshot of {id} does not verify with this origin's key: {e}"))?;
             let st = Verifier::check_snapshot_content(&opened, &rec.chunks)
                 .map_err(|e| anyhow::anyhow!("stored snapshot of {id} is corrupt: {e}"))?;
-            let deps = opened
-                .update
-                .dependencies
-                .iter()
-                .filter_map(|d| {
-                    Some(Dependency {
-                        resource_id: ResourceId::new(&d.resource_id).ok()?,
-                        seq: d.seq,
-                        tag: Tag::from_slice(&d.tag).ok()?,
-                    })
-                })
-                .collect();
             let snapshot = Arc::new(
                 Entry::new(&opened.update, snap, rec.chunks.clone())
                     .ok_or_else(|| anyhow::anyhow!("stored snapshot of {id} has no payload"))?,
             );
+            // The current state is the checkpoint plus the diffs after it, each
+            // re-verified against our own key and its signed tag.
+            let mut cur = Version { seq: opened.update.seq, state: st, dependencies: dependencies(&opened.update) };
             let mut diffs = Vec::new();
             for d in store.history(&id)? {
                 let o = verifier.open(&d).map_err(|e| anyhow::anyhow!("stored history of {id}: {e}"))?;
+                if o.update.seq > cur.seq {
+                    cur = replay(&cur, &o.update)
+                        .map_err(|e| anyhow::anyhow!("stored diff into {id} seq {}: {e}", o.update.seq))?;
+                }
                 if let Some(e) = Entry::new(&o.update, d, Vec::new()) {
                     diffs.push(Arc::new(e));
                 }
             }
-            info!(resource = %id, seq = rec.seq, history = diffs.len(), "restored");
+            if cur.seq != rec.seq {
+                anyhow::bail!("store of {id} is at seq {} but its history reaches seq {}", rec.seq, cur.seq);
+            }
+            info!(resource = %id, seq = rec.seq, checkpoint = rec.snapshot_seq, history = diffs.len(), "restored");
             hub.restore(snapshot, diffs);
             let rid = ResourceId::new(&id)?;
-            state.insert(
-                rid,
-                Current {
-                    version: Version { seq: rec.seq, state: st, dependencies: deps },
-                    source_tag: rec.source_tag,
-                },
-            );
+            state.insert(rid, Current { version: cur, source_tag: rec.source_tag });
         }
-        let origin = Arc::new(Origin { cfg, signer, store, hub, directory, state: Mutex::new(state) });
+        let behind: Vec<ResourceId> = store
+            .resources()?
+            .into_iter()
+            .filter(|(_, r)| r.snapshot_seq < r.seq)
+            .filter_map(|(id, _)| ResourceId::new(&id).ok())
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let origin = Arc::new_cyclic(|weak: &std::sync::Weak<Origin>| {
+            let weak = weak.clone();
+            if let Err(e) = std::thread::Builder::new()
+                .name("altocast-checkpoint".into())
+                .spawn(move || checkpoint_worker(weak, rx))
+            {
+                warn!(error = %e, "no checkpoint thread; snapshots are checkpointed on restart only");
+            }
+            Origin { cfg, signer, store, hub, directory, state: Mutex::new(state), checkpoints: tx }
+        });
+        for id in behind.into_iter().filter(|_| origin.cfg.checkpoints) {
+            let _ = origin.checkpoints.send(id);
+        }
         origin.heartbeat_all(now_ms());
         origin.sign_directory();
         Ok(origin)
+    }
+
+    /// Signs a snapshot of `id`'s current version, stores it as the checkpoint
+    /// and refreshes the hub's cached snapshot.
+    fn checkpoint(&self, id: &ResourceId) {
+        let Some(v) = self.current(id.as_str()) else { return };
+        let snap = self.signer.snapshot(id, &v, now_ms());
+        if let Err(e) =
+            self.store.checkpoint(id.as_str(), v.seq, snap.update.clone(), snap.chunks.clone(), self.cfg.history_depth)
+        {
+            warn!(resource = %id, error = %e, "checkpoint failed; the diffs since the last one stay in the store");
+            return;
+        }
+        // The hub takes it if its chain continues from this version.
+        let _ = self.hub.publish(Arc::new(Entry::from_signed(snap)));
     }
 
     /// The signer's public key.
@@ -411,38 +448,42 @@ impl Origin {
         let next = Version { seq: old.map_or(1, |c| c.version.seq + 1), state, dependencies };
         let diff = old.and_then(|c| c.version.state.diff(&next.state).map(|d| (c, d)));
         let entries_changed = diff.as_ref().map_or(next.state.entry_count(), |(_, d)| d.entries_changed());
-        let diff_edge: Option<Signed> = diff.map(|(c, d)| self.signer.diff(id, &c.version, &next, &d, now));
-        let snapshot = self.signer.snapshot(id, &next, now);
-        let rec = Record {
-            seq: next.seq,
-            snapshot: Some(snapshot.update.clone()),
-            chunks: snapshot.chunks.clone(),
-            source_tag: if source_tag.is_empty() {
-                old.map(|c| c.source_tag.clone()).unwrap_or_default()
-            } else {
-                source_tag
-            },
+        let source_tag =
+            if source_tag.is_empty() { old.map(|c| c.source_tag.clone()).unwrap_or_default() } else { source_tag };
+        // Durable before anyone can see it: the signed diff (small), or the
+        // snapshot for a version no diff can express.
+        let edge: Signed = match diff {
+            Some((c, d)) => {
+                let edge = self.signer.diff(id, &c.version, &next, &d, now);
+                self.store
+                    .commit_diff(id.as_str(), next.seq, &edge.update, &source_tag, self.cfg.history_depth)
+                    .map_err(IngestError::Store)?;
+                edge
+            }
+            None => {
+                let snap = self.signer.snapshot(id, &next, now);
+                let rec = Record {
+                    seq: next.seq,
+                    snapshot: Some(snap.update.clone()),
+                    chunks: snap.chunks.clone(),
+                    source_tag: source_tag.clone(),
+                    snapshot_seq: next.seq,
+                };
+                self.store.commit(id.as_str(), &rec, self.cfg.history_depth).map_err(IngestError::Store)?;
+                snap
+            }
         };
-        // Durable before anyone can see it.
-        self.store
-            .commit(id.as_str(), &rec, diff_edge.as_ref().map(|d| &d.update), self.cfg.history_depth)
-            .map_err(IngestError::Store)?;
         let tag = next.state.tag();
-        let bytes = diff_edge.as_ref().map_or(snapshot.wire_len(), |d| d.wire_len());
+        let bytes = edge.wire_len();
         let seq = next.seq;
-        st.insert(id.clone(), Current { version: next, source_tag: rec.source_tag });
-        let publish = |e: Signed| {
-            if let Err(err) = self.hub.publish(Arc::new(Entry::from_signed(e))) {
-                warn!(resource = %id, error = %err, "hub refused an update");
-            }
-        };
-        match diff_edge {
-            Some(d) => {
-                publish(d);
-                // The fresh snapshot replaces the hub's cached one without being broadcast.
-                publish(snapshot);
-            }
-            None => publish(snapshot),
+        let is_diff = edge.kind == altocast_proto::UpdateKind::Diff;
+        st.insert(id.clone(), Current { version: next, source_tag });
+        if let Err(err) = self.hub.publish(Arc::new(Entry::from_signed(edge))) {
+            warn!(resource = %id, error = %err, "hub refused an update");
+        }
+        if is_diff && self.cfg.checkpoints {
+            // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
+            let _ = self.checkpoints.send(id.clone());
         }
         metrics::counter!("altocast_origin_versions_total").increment(1);
         Ok(Outcome::Published { seq, tag, entries_changed, bytes })
@@ -491,8 +532,105 @@ impl Origin {
     }
 }
 
+/// Takes queued checkpoint requests, coalescing bursts, until the origin is gone.
+fn checkpoint_worker(origin: std::sync::Weak<Origin>, rx: std::sync::mpsc::Receiver<ResourceId>) {
+    while let Ok(first) = rx.recv() {
+        let mut ids = vec![first];
+        ids.extend(rx.try_iter());
+        ids.sort();
+        ids.dedup();
+        let Some(o) = origin.upgrade() else { return };
+        for id in ids {
+            o.checkpoint(&id);
+        }
+    }
+}
+
+fn dependencies(u: &pb::Update) -> Vec<Dependency> {
+    u.dependencies
+        .iter()
+        .filter_map(|d| {
+            Some(Dependency {
+                resource_id: ResourceId::new(&d.resource_id).ok()?,
+                seq: d.seq,
+                tag: Tag::from_slice(&d.tag).ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Applies a stored signed diff to `cur`, checking base and resulting tag.
+fn replay(cur: &Version, u: &pb::Update) -> anyhow::Result<Version> {
+    if u.base_seq != cur.seq || u.base_tag[..] != cur.state.tag().0[..] {
+        anyhow::bail!("does not follow seq {}", cur.seq);
+    }
+    let Some(pb::update::Payload::Diff(d)) = u.payload.clone() else { anyhow::bail!("not a diff") };
+    let state = cur.state.apply(&altocast_proto::MapDiff::from_pb(d)?)?;
+    if state.tag().0[..] != u.tag[..] {
+        anyhow::bail!("tag after apply differs from the signed tag");
+    }
+    Ok(Version { seq: u.seq, state, dependencies: dependencies(u) })
+}
+
 /// A cost map body has a top-level `cost-map` member.
 fn looks_like_cost_map(body: &[u8]) -> bool {
     let needle = b"\"cost-map\"";
     body.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use altocast_proto::{
+        OriginKey,
+        workload::{Topology, Workload},
+    };
+
+    fn open(dir: &std::path::Path, checkpoints: bool) -> Arc<Origin> {
+        let hub = Hub::new(Default::default(), tokio_util::sync::CancellationToken::new());
+        let store = Store::open(&dir.join("altocast.redb")).expect("store");
+        let cfg = OriginConfig { history_depth: 3, checkpoints, ..Default::default() };
+        Origin::open(
+            cfg,
+            Signer::new(OriginKey::from_seed([4; 32]), 60_000),
+            store,
+            hub,
+            Arc::new(ArcSwapOption::empty()),
+        )
+        .expect("open")
+    }
+
+    #[test]
+    fn restart_rebuilds_state_from_the_checkpoint_and_signed_diffs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (nm, cm) = (ResourceId::new("nm").expect("id"), ResourceId::new("cm").expect("id"));
+        let mut w = Workload::new(Topology::synthetic(20, 3), 3);
+        w.network_map_id = nm.clone();
+        let o = open(dir.path(), false);
+        o.ingest(&nm, json::network_map_json(&nm, &w.network_map()).as_bytes()).expect("nm");
+        let mut last = Outcome::Unchanged { seq: 0, tag: Tag::ZERO };
+        // More versions than the history depth: pruning must keep every diff
+        // after the (never refreshed) checkpoint.
+        for _ in 0..8 {
+            let body = json::cost_map_json(&w.cost_map(&w.network_map()));
+            if let out @ Outcome::Published { .. } = o.ingest(&cm, body.as_bytes()).expect("cm") {
+                last = out;
+            }
+            w.step();
+        }
+        let Outcome::Published { seq, tag, .. } = last else { panic!("nothing published") };
+        assert!(seq > 4, "need several diffs, got seq {seq}");
+        drop(o);
+        let o = open(dir.path(), true);
+        let v = o.current("cm").expect("restored");
+        assert_eq!((v.seq, v.state.tag()), (seq, tag));
+        let hub = o.hub().status().into_iter().find(|s| s.resource_id == cm).expect("in hub");
+        assert_eq!((hub.seq, hub.tag), (seq, tag));
+        // The next version continues the seq.
+        w.step();
+        let body = json::cost_map_json(&w.cost_map(&w.network_map()));
+        if let Outcome::Published { seq: next, .. } = o.ingest(&cm, body.as_bytes()).expect("cm") {
+            assert_eq!(next, seq + 1);
+        }
+    }
 }

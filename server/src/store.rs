@@ -1,7 +1,10 @@
-//! The origin's durable store (redb): the current state of every resource, its
-//! seq counter, and the retained history of signed diffs. A write transaction
-//! is committed with fsync before anything it holds is published, so a seq is
-//! never reused, across restarts and crashes.
+//! The origin's durable store (redb): per resource its seq counter, a signed
+//! snapshot checkpoint, and the retained history of signed diffs. A version is
+//! durable once its diff (or, for a first version, its snapshot) is committed
+//! with fsync, before anything publishes it, so a seq is never reused across
+//! restarts and crashes. The current state is the checkpoint plus the diffs
+//! after it; checkpoints are written in the background, and history is never
+//! pruned past the checkpoint.
 
 use std::path::Path;
 
@@ -32,6 +35,9 @@ pub struct Record {
     /// maps' `dependent-vtags`).
     #[prost(string, tag = "4")]
     pub source_tag: String,
+    /// Seq of `snapshot`; the diffs after it up to `seq` are in the history.
+    #[prost(uint64, tag = "5")]
+    pub snapshot_seq: u64,
 }
 
 /// The origin's redb database.
@@ -77,18 +83,80 @@ impl Store {
         Ok(out)
     }
 
-    /// Durably records a new version: the record, the diff edge into it (if
-    /// any), and prunes history beyond `depth`. Returns after fsync.
-    pub fn commit(&self, id: &str, rec: &Record, diff: Option<&pb::SignedUpdate>, depth: u64) -> anyhow::Result<()> {
+    /// Durably records a version whose content is `rec.snapshot` (a first
+    /// version, or one that no diff can express). Returns after fsync.
+    pub fn commit(&self, id: &str, rec: &Record, depth: u64) -> anyhow::Result<()> {
+        self.write(id, depth, |_| Ok(Some(rec.clone())), None)
+    }
+
+    /// Durably records version `seq` as the diff edge into it. Returns after fsync.
+    pub fn commit_diff(
+        &self,
+        id: &str,
+        seq: u64,
+        diff: &pb::SignedUpdate,
+        source_tag: &str,
+        depth: u64,
+    ) -> anyhow::Result<()> {
+        self.write(
+            id,
+            depth,
+            |old| {
+                let mut rec = old.ok_or_else(|| anyhow::anyhow!("{id}: a diff without a stored base version"))?;
+                rec.seq = seq;
+                rec.source_tag = source_tag.to_owned();
+                Ok(Some(rec))
+            },
+            Some((seq, diff)),
+        )
+    }
+
+    /// Replaces the snapshot checkpoint with a newer one.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        snapshot_seq: u64,
+        snapshot: pb::SignedUpdate,
+        chunks: Vec<pb::SnapshotChunk>,
+        depth: u64,
+    ) -> anyhow::Result<()> {
+        self.write(
+            id,
+            depth,
+            |old| {
+                let Some(mut rec) = old else { return Ok(None) };
+                if snapshot_seq <= rec.snapshot_seq || snapshot_seq > rec.seq {
+                    return Ok(None);
+                }
+                rec.snapshot = Some(snapshot);
+                rec.chunks = chunks;
+                rec.snapshot_seq = snapshot_seq;
+                Ok(Some(rec))
+            },
+            None,
+        )
+    }
+
+    fn write(
+        &self,
+        id: &str,
+        depth: u64,
+        update: impl FnOnce(Option<Record>) -> anyhow::Result<Option<Record>>,
+        diff: Option<(u64, &pb::SignedUpdate)>,
+    ) -> anyhow::Result<()> {
         let w = self.db.begin_write()?;
         {
             let mut t = w.open_table(RESOURCES)?;
+            let old = t.get(id)?.map(|v| Record::decode(v.value())).transpose()?;
+            let Some(rec) = update(old)? else { return Ok(()) };
             t.insert(id, rec.encode_to_vec().as_slice())?;
             let mut h = w.open_table(HISTORY)?;
-            if let Some(d) = diff {
-                h.insert((id, rec.seq), d.encode_to_vec().as_slice())?;
+            if let Some((seq, d)) = diff {
+                h.insert((id, seq), d.encode_to_vec().as_slice())?;
             }
-            let keep_from = rec.seq.saturating_sub(depth) + 1;
+            // Keep `depth` diffs for resuming subscribers, and always those after
+            // the checkpoint: they are part of the current state.
+            let keep_from = (rec.seq.saturating_sub(depth) + 1).min(rec.snapshot_seq + 1);
             let old: Vec<u64> =
                 h.range((id, 0)..(id, keep_from))?.filter_map(|r| r.ok().map(|(k, _)| k.value().1)).collect();
             for s in old {
