@@ -278,6 +278,7 @@ async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Result<()> {
         pct(&mut parse, 0.5),
         pct(&mut post, 0.5)
     );
+    o.close();
     drop(o);
     shutdown.cancel();
     // RSS of the real binary restoring these maps and 64 retained diffs.

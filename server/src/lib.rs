@@ -107,5 +107,9 @@ pub async fn run(cfg: ServeConfig, listener: TcpListener, shutdown: Cancellation
         tasks.wait().await;
     })
     .await;
+    // Finish queued checkpoints; the store closes when the origin drops here.
+    let o = origin.clone();
+    tokio::task::spawn_blocking(move || o.close()).await?;
+    drop(origin);
     Ok(())
 }

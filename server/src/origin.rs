@@ -119,8 +119,10 @@ pub struct Origin {
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     // One writer at a time: versions are assigned and persisted in order.
     state: Mutex<BTreeMap<ResourceId, Current>>,
-    /// Resources whose snapshot checkpoint is behind (see [`checkpoint_worker`]).
-    checkpoints: std::sync::mpsc::Sender<ResourceId>,
+    /// Resources whose snapshot checkpoint is behind (see [`checkpoint_worker`]);
+    /// `None` once closed.
+    checkpoints: Mutex<Option<std::sync::mpsc::Sender<ResourceId>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Origin {
@@ -192,20 +194,45 @@ impl Origin {
         let (tx, rx) = std::sync::mpsc::channel();
         let origin = Arc::new_cyclic(|weak: &std::sync::Weak<Origin>| {
             let weak = weak.clone();
-            if let Err(e) = std::thread::Builder::new()
+            let worker = std::thread::Builder::new()
                 .name("altocast-checkpoint".into())
                 .spawn(move || checkpoint_worker(weak, rx))
-            {
-                warn!(error = %e, "no checkpoint thread; snapshots are checkpointed on restart only");
+                .map_err(|e| warn!(error = %e, "no checkpoint thread; snapshots are checkpointed on restart only"))
+                .ok();
+            Origin {
+                cfg,
+                signer,
+                store,
+                hub,
+                directory,
+                state: Mutex::new(state),
+                checkpoints: Mutex::new(Some(tx)),
+                worker: Mutex::new(worker),
             }
-            Origin { cfg, signer, store, hub, directory, state: Mutex::new(state), checkpoints: tx }
         });
-        for id in behind.into_iter().filter(|_| origin.cfg.checkpoints) {
-            let _ = origin.checkpoints.send(id);
+        for id in behind {
+            origin.request_checkpoint(id);
         }
         origin.heartbeat_all(now_ms());
         origin.sign_directory();
         Ok(origin)
+    }
+
+    fn request_checkpoint(&self, id: ResourceId) {
+        if self.cfg.checkpoints
+            && let Some(tx) = self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            let _ = tx.send(id);
+        }
+    }
+
+    /// Stops the checkpoint worker after the work queued so far and waits for
+    /// it, so that dropping the origin then releases the store. Blocking.
+    pub fn close(&self) {
+        self.checkpoints.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = w.join();
+        }
     }
 
     /// Signs a snapshot of `id`'s current version, stores it as the checkpoint
@@ -481,9 +508,9 @@ impl Origin {
         if let Err(err) = self.hub.publish(Arc::new(Entry::from_signed(edge))) {
             warn!(resource = %id, error = %err, "hub refused an update");
         }
-        if is_diff && self.cfg.checkpoints {
+        if is_diff {
             // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
-            let _ = self.checkpoints.send(id.clone());
+            self.request_checkpoint(id.clone());
         }
         metrics::counter!("altocast_origin_versions_total").increment(1);
         Ok(Outcome::Published { seq, tag, entries_changed, bytes })

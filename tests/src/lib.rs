@@ -97,13 +97,17 @@ impl TestOrigin {
         let task = tokio::spawn(altocast_server::run(cfg, listener, shutdown.clone()));
         let pub_key_path = altocast_server::keys::pubkey_path(data_dir.path());
         // The key file appears during start-up; wait for the server to answer.
-        let origin = TestOrigin { url, data_dir, pub_key_path, shutdown, task };
+        let mut origin = TestOrigin { url, data_dir, pub_key_path, shutdown, task };
         origin.wait_ready().await;
         origin
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         for _ in 0..200 {
+            if self.task.is_finished() {
+                let r = (&mut self.task).await;
+                panic!("origin at {} exited during start-up: {r:?}", self.url);
+            }
             if let Ok(mut c) = altocast_client::connect::connect(&self.url, Duration::from_secs(1)).await
                 && c.get_directory(pb::GetDirectoryRequest {}).await.is_ok()
             {
