@@ -375,6 +375,12 @@ impl ClientsProc {
         if let Some(k) = key {
             cmd.arg("--key").arg(k);
         }
+        Self::spawn(cmd)
+    }
+
+    /// Runs a helper whose stdout lines ("ready", "seq N last_us T") are read
+    /// on a thread.
+    fn spawn(mut cmd: Command) -> anyhow::Result<ClientsProc> {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
         let out = child.stdout.take().context("child stdout")?;
         let (tx, lines) = std::sync::mpsc::channel();
@@ -646,22 +652,10 @@ struct RedisClientsProc(ClientsProc);
 
 impl RedisClientsProc {
     fn start(port: u16, k: usize, max_seq: u64) -> anyhow::Result<RedisClientsProc> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["redis-clients", "--port", &port.to_string(), "--subscribers", &k.to_string()])
-            .args(["--max-seq", &max_seq.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let out = child.stdout.take().context("child stdout")?;
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(RedisClientsProc(ClientsProc { child, lines }))
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["redis-clients", "--port", &port.to_string(), "--subscribers", &k.to_string()])
+            .args(["--max-seq", &max_seq.to_string()]);
+        Ok(RedisClientsProc(ClientsProc::spawn(cmd)?))
     }
 }
 

@@ -302,10 +302,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     c = changes.recv() => {
                         let Ok(c) = c else { continue };
                         got_any = true;
+                        let u = &c.update;
                         println!(
                             "{} seq={} tag={} kind={} {} bytes={} entries={} age={}ms",
-                            c.resource_id, c.seq, c.tag.short(), c.kind.as_str(), c.resource_kind,
-                            c.bytes, c.entries_changed, (c.applied_at_ms - c.issued_at_ms).max(0)
+                            u.resource_id, u.seq, u.tag.short(), u.kind.as_str(), c.resource_kind,
+                            u.bytes, u.entries_changed, (c.applied_at_ms - u.issued_at_ms).max(0)
                         );
                         seen += 1;
                         if count.is_some_and(|n| seen >= n) {

@@ -485,17 +485,7 @@ impl Runner {
     ) {
         let kind = self.verifier.get(applied.resource_id.as_str()).map_or("", |h| h.state.kind().as_str());
         metrics::counter!("altocast_client_updates_total", "kind" => applied.kind.as_str()).increment(1);
-        let change = Change {
-            resource_id: applied.resource_id.clone(),
-            kind: applied.kind,
-            seq: applied.seq,
-            tag: applied.tag,
-            entries_changed: applied.entries_changed,
-            bytes: applied.bytes,
-            issued_at_ms: applied.issued_at_ms,
-            applied_at_ms: now,
-            resource_kind: kind,
-        };
+        let change = Change { update: applied.clone(), applied_at_ms: now, resource_kind: kind };
         self.view.update_from(&self.verifier, change);
         if self.events.is_some() {
             let mut header = opened.update;

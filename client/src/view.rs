@@ -8,7 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use altocast_proto::{CostMap, MapState, NetworkMap, ResourceId, Tag, UpdateKind, Verifier};
+use altocast_proto::{Applied, CostMap, MapState, NetworkMap, ResourceId, Tag, Verifier};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 
@@ -87,20 +87,8 @@ impl ViewState {
 /// A verified change, as seen by subscribers of [`View::changes`].
 #[derive(Debug, Clone)]
 pub struct Change {
-    /// The resource.
-    pub resource_id: ResourceId,
-    /// Snapshot, diff or heartbeat.
-    pub kind: UpdateKind,
-    /// New seq.
-    pub seq: u64,
-    /// New tag.
-    pub tag: Tag,
-    /// Entries changed.
-    pub entries_changed: usize,
-    /// Bytes received for it.
-    pub bytes: usize,
-    /// When the origin issued it (Unix ms).
-    pub issued_at_ms: i64,
+    /// What the verifier applied: resource, kind, seq, tag, entries, bytes, issue time.
+    pub update: Applied,
     /// When it was applied here (Unix ms).
     pub applied_at_ms: i64,
     /// Network map or cost map.
@@ -159,10 +147,10 @@ impl View {
 
     /// Publishes the verifier's state for `id` after a verified update.
     pub(crate) fn update_from(&self, verifier: &Verifier, change: Change) {
-        let Some(held) = verifier.get(change.resource_id.as_str()) else { return };
+        let Some(held) = verifier.get(change.update.resource_id.as_str()) else { return };
         let cur = self.load();
         let mut next = ViewState { network_maps: cur.network_maps.clone(), cost_maps: cur.cost_maps.clone() };
-        let id = change.resource_id.clone();
+        let id = change.update.resource_id.clone();
         match &held.state {
             MapState::Network(m) => {
                 let same = next.network_maps.get(&id).is_some_and(|v| v.tag == held.tag);

@@ -203,9 +203,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let (mut entries, mut bytes) = (0, 0);
         while let Ok(c) = probe.try_recv() {
-            if c.resource_id.as_str() == CM && c.seq == seq {
-                entries = c.entries_changed;
-                bytes = c.bytes;
+            if c.update.resource_id.as_str() == CM && c.update.seq == seq {
+                entries = c.update.entries_changed;
+                bytes = c.update.bytes;
             }
         }
         props.push(ms);

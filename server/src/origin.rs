@@ -136,8 +136,14 @@ pub fn now_ms() -> i64 {
     altocast_client::now_ms()
 }
 
-fn kind_name(state: &MapState) -> &'static str {
-    state.kind().as_str()
+/// A resource keeps its kind: a body of the other kind is refused.
+fn check_kind(st: &BTreeMap<ResourceId, Current>, id: &ResourceId, want: Kind) -> Result<(), IngestError> {
+    match st.get(id).map(|c| c.version.state.kind()) {
+        Some(k) if k != want => {
+            Err(IngestError::KindMismatch { id: id.to_string(), existing: k.as_str(), got: want.as_str() })
+        }
+        _ => Ok(()),
+    }
 }
 
 impl Origin {
@@ -376,15 +382,7 @@ impl Origin {
         body: &[u8],
     ) -> Result<Outcome, IngestError> {
         let doc = json::parse_network_map(body)?;
-        if let Some(c) = st.get(id)
-            && c.version.state.kind() != Kind::NetworkMap
-        {
-            return Err(IngestError::KindMismatch {
-                id: id.to_string(),
-                existing: kind_name(&c.version.state),
-                got: "network-map",
-            });
-        }
+        check_kind(st, id, Kind::NetworkMap)?;
         let source_tag = doc.vtag.map(|v| v.1).unwrap_or_default();
         let state = MapState::Network(doc.map);
         let outcome = self.commit(st, id, state, Vec::new(), source_tag)?;
@@ -424,15 +422,7 @@ impl Origin {
         body: &[u8],
     ) -> Result<Outcome, IngestError> {
         let doc = json::parse_cost_map(body)?;
-        if let Some(c) = st.get(id)
-            && c.version.state.kind() != Kind::CostMap
-        {
-            return Err(IngestError::KindMismatch {
-                id: id.to_string(),
-                existing: kind_name(&c.version.state),
-                got: "cost-map",
-            });
-        }
+        check_kind(st, id, Kind::CostMap)?;
         let nm_id = match doc.dependent_vtags.first() {
             Some((nm, _)) => match ResourceId::new(nm) {
                 Ok(r) if st.get(&r).is_some_and(|c| c.version.state.kind() == Kind::NetworkMap) => r,

@@ -38,8 +38,8 @@ async fn scenario(mode: EvilMode, opts: OriginOptions) -> Vec<String> {
     assert!(signed.contains(&tag), "{mode:?}: converged to a tag the origin never signed");
     // Every cost-map state the client ever exposed was one the origin signed.
     while let Ok(c) = changes.try_recv() {
-        if c.resource_id.as_str() == CM {
-            assert!(signed.contains(&c.tag), "{mode:?}: exposed unsigned state {}", c.tag);
+        if c.update.resource_id.as_str() == CM {
+            assert!(signed.contains(&c.update.tag), "{mode:?}: exposed unsigned state {}", c.update.tag);
         }
     }
     let st = client.view().load();

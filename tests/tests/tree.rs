@@ -121,7 +121,11 @@ async fn origin_restart_continues_seq_and_subscribers_resume_with_diffs() {
     client.wait_seq(CM, next, T).await;
     // Everything the client applied after the restart was a diff or heartbeat: no snapshot.
     while let Ok(c) = changes.try_recv() {
-        assert_ne!(c.kind, UpdateKind::Snapshot, "resumed with a snapshot: {c:?} (restart at {seq}, next {next})");
+        assert_ne!(
+            c.update.kind,
+            UpdateKind::Snapshot,
+            "resumed with a snapshot: {c:?} (restart at {seq}, next {next})"
+        );
     }
     client.stop().await;
     rp.stop().await;
@@ -173,16 +177,16 @@ async fn killed_rproxy_clients_fail_over_and_skip_no_version() {
     for rx in &mut changes {
         let mut last = 0;
         while let Ok(c) = rx.try_recv() {
-            if c.resource_id.as_str() != CM || c.kind == UpdateKind::Heartbeat {
+            if c.update.resource_id.as_str() != CM || c.update.kind == UpdateKind::Heartbeat {
                 continue;
             }
             assert!(
-                c.kind == UpdateKind::Snapshot || c.seq == last + 1,
+                c.update.kind == UpdateKind::Snapshot || c.update.seq == last + 1,
                 "skipped from seq {last} to {} by {:?}",
-                c.seq,
-                c.kind
+                c.update.seq,
+                c.update.kind
             );
-            last = c.seq;
+            last = c.update.seq;
         }
         assert_eq!(last, seq);
     }
