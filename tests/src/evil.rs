@@ -24,6 +24,8 @@ pub enum EvilMode {
     Withhold,
     /// Swaps the order of the first two live diffs.
     Reorder,
+    /// Honest, but cannot stream: `Subscribe` is unimplemented (clients must pull).
+    NoPush,
     /// Withholds live network map diffs but relays the cost maps computed
     /// against them: a cost map with a network map the client does not have.
     DropNetworkMap,
@@ -102,6 +104,9 @@ impl pb::distribution_server::Distribution for Evil {
     type SubscribeStream = FrameStream;
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
+        if self.mode == EvilMode::NoPush {
+            return Err(Status::unimplemented("this endpoint only answers Fetch"));
+        }
         let mut up = upstream(&self.upstream).await?;
         let mut inner = up.subscribe(req.into_inner()).await?.into_inner();
         let (tx, rx) = mpsc::channel(64);

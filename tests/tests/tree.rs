@@ -196,3 +196,22 @@ async fn killed_rproxy_clients_fail_over_and_skip_no_version() {
     rp2.stop().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_falls_back_to_pull_when_no_push_stream_is_available() {
+    let origin = TestOrigin::start().await;
+    let mut maps = Maps::synthetic(12);
+    let mut seq = publish_both(&origin, &maps).await;
+    let pull_only = altocast_tests::EvilProxy::start(&origin.url, altocast_tests::EvilMode::NoPush).await;
+    let mut cfg = altocast_client::Config::new(vec![pull_only.url.clone()], origin.trusted());
+    cfg.pull_interval = Duration::from_millis(100);
+    let client = TestClient::start_cfg(cfg);
+    client.wait_seq(CM, seq, T).await;
+    for _ in 0..2 {
+        seq = publish_next_change(&origin, &mut maps, seq).await;
+        client.wait_seq(CM, seq, T).await;
+    }
+    client.stop().await;
+    pull_only.stop().await;
+    origin.stop().await;
+}
