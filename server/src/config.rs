@@ -66,7 +66,7 @@ pub struct ServeConfig {
     /// Seconds each update keeps a resource fresh.
     #[arg(long, env = "ALTOCAST_TTL", default_value_t = 60)]
     pub ttl_secs: u64,
-    /// Seconds between heartbeats (must be well under the TTL).
+    /// Seconds between heartbeats (at most half of --ttl-secs).
     #[arg(long, env = "ALTOCAST_HEARTBEAT", default_value_t = 20)]
     pub heartbeat_secs: u64,
     /// Diffs retained per resource for resuming subscribers.
