@@ -40,10 +40,28 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// Figures recorded for `--json`, in the order measured.
+static REPORT: std::sync::Mutex<Vec<(String, serde_json::Value)>> = std::sync::Mutex::new(Vec::new());
+
+fn record(key: &str, value: serde_json::Value) {
+    REPORT.lock().unwrap_or_else(|e| e.into_inner()).push((key.to_owned(), value));
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole suite: fan-out (with Redis when `redis-server` is installed),
+    /// origin, client and bytes per topology.
+    All {
+        /// Topology for the origin and client runs (default: kdl from ../shared if
+        /// present, else a synthetic 754-PoP backbone).
+        #[arg(long)]
+        topology: Option<String>,
+    },
     /// Origin publish latency and memory.
     Origin {
         /// Topology JSON (default: synthetic backbone of 754 PoPs).
@@ -171,8 +189,30 @@ fn sibling(name: &str) -> anyhow::Result<std::path::PathBuf> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let json = cli.json.clone();
     rt.block_on(async move {
         match cli.cmd {
+            Cmd::All { topology } => {
+                let kdl = "../shared/data/topologies/kdl.json";
+                let topo = topology.or_else(|| {
+                    let alt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(kdl);
+                    (std::path::Path::new(kdl).exists() || alt.exists()).then(|| kdl.to_owned())
+                });
+                let ours = fanout(&[100, 1000, 10_000], 20, 1000, 500, false).await?;
+                let has_redis = Command::new("redis-server").arg("--version").output().is_ok();
+                if has_redis {
+                    let theirs = redis_fanout(&[100, 1000, 10_000], 20, 1000, 500).await?;
+                    compare(&ours, &theirs);
+                } else {
+                    println!("redis-server not found: skipping the Redis comparison (Debian package redis-server)");
+                }
+                origin(topo.as_deref(), 32).await?;
+                client(topo.as_deref()).await?;
+                if let Err(e) = bytes_per_topology("../shared/data/topologies", 20) {
+                    println!("bytes per topology skipped: {e:#}");
+                }
+                Ok(())
+            }
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
             Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {
                 let ours = fanout(&subscribers, updates, throughput_subscribers, throughput_updates, verify).await?;
@@ -198,7 +238,31 @@ fn main() -> anyhow::Result<()> {
             Cmd::Clients { endpoint, subscribers, max_seq, key } => clients(&endpoint, subscribers, max_seq, key).await,
             Cmd::Hold { endpoint, key } => hold(&endpoint, &key).await,
         }
-    })
+    })?;
+    if let Some(path) = json {
+        let report: serde_json::Map<String, serde_json::Value> =
+            REPORT.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Prints and records altocast/Redis ratios from the same run.
+fn compare(ours: &FanoutResult, theirs: &FanoutResult) {
+    println!("altocast vs Redis pub/sub, same run:");
+    let mut ratios = Vec::new();
+    for ((k, a), (_, b)) in ours.p99.iter().zip(&theirs.p99) {
+        println!("  K={k:>6}: p99 altocast {a:.1} ms, Redis {b:.1} ms → altocast/Redis = {:.2}", a / b);
+        ratios.push(serde_json::json!({"k": k, "p99_altocast_ms": a, "p99_redis_ms": b, "ratio": a / b}));
+    }
+    let t = ours.throughput / theirs.throughput;
+    println!(
+        "  throughput: altocast {:.0} msg/s, Redis {:.0} msg/s → altocast/Redis = {t:.2}",
+        ours.throughput, theirs.throughput
+    );
+    record("vs_redis", serde_json::json!({"p99": ratios, "throughput_ratio": t}));
 }
 
 // ---------------------------------------------------------------- origin
@@ -272,6 +336,13 @@ async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Result<()> {
         published / 2,
         mean(&entries)
     );
+    record(
+        "origin_publish_ms",
+        serde_json::json!({
+            "merge_patch": {"p50": pct(&mut patched.clone(), 0.5), "p90": pct(&mut patched.clone(), 0.9)},
+            "full_body": {"p50": pct(&mut total.clone(), 0.5), "p90": pct(&mut total.clone(), 0.9), "json_parse_p50": pct(&mut parse.clone(), 0.5)},
+        }),
+    );
     println!(
         "  as an RFC 7396 merge patch (mean {:.0} bytes): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
         mean(&patch_bytes),
@@ -314,11 +385,12 @@ async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = rss_kib(child.id()) as f64 / 1024.0;
     println!(
-        "origin RSS (altocast-server restored with these maps and {} retained diffs): {:.1} MiB",
-        published.min(64),
-        rss_kib(child.id()) as f64 / 1024.0
+        "origin RSS (altocast-server restored with these maps and {} retained diffs): {rss:.1} MiB",
+        published.min(64)
     );
+    record("origin_rss_mib", serde_json::json!(rss));
     let _ = child.kill();
     let _ = child.wait();
     Ok(())
@@ -541,7 +613,7 @@ async fn fanout(ks: &[usize], updates: usize, tk: usize, tu: usize, verify: bool
         peak as f64 / 1024.0
     );
     drop(proc_);
-    println!("json {}", serde_json::json!({"propagation": results, "throughput_msgs_per_s": msgs / secs}));
+    record("fanout", serde_json::json!({"propagation": results, "throughput_msgs_per_s": msgs / secs}));
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), srv).await;
     Ok(FanoutResult { p99: p99s, throughput: msgs / secs })
@@ -893,6 +965,10 @@ fn bytes_per_topology(dir: &str, samples: usize) -> anyhow::Result<()> {
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let (d, p) = (mean(&diffs), mean(&patches));
+        record(
+            &format!("bytes_{}", w.topology().name),
+            serde_json::json!({"snapshot": snap, "diff": d, "merge_patch": p, "json": json_len}),
+        );
         println!(
             "{:<18} {:>6} {:>10} {:>12} {:>12.0} {:>12.0} {:>12} {:>8.1} {:>8.1}",
             w.topology().name,
@@ -949,6 +1025,10 @@ async fn client(topology: Option<&str>) -> anyhow::Result<()> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(r);
     }
+    record(
+        "rank_1000_ms",
+        serde_json::json!({"p50": pct(&mut times.clone(), 0.5), "p99": pct(&mut times.clone(), 0.99)}),
+    );
     println!(
         "rank 1,000 candidates against {} PIDs: p50 {:.3} ms, p99 {:.3} ms",
         cm.pids().len(),
@@ -990,6 +1070,11 @@ async fn client(topology: Option<&str>) -> anyhow::Result<()> {
     let line = String::from_utf8_lossy(&out.stdout);
     let rss = field(&line, "rss_kib").context("hold printed no RSS")?;
     let baseline = field(&line, "baseline_kib").unwrap_or(0);
+    record(
+        "client_rss",
+        serde_json::json!({"rss_mib": rss as f64 / 1024.0, "x_protobuf": rss as f64 * 1024.0 / snapshot_len as f64,
+            "x_json": rss as f64 * 1024.0 / (nm_json.len() + cm_json.len()) as f64}),
+    );
     println!(
         "client RSS holding the maps: {:.1} MiB (process before subscribing: {:.1} MiB); maps encoded: {:.1} MiB protobuf, {:.1} MiB RFC 7285 JSON → {:.2}× protobuf, {:.2}× JSON",
         rss as f64 / 1024.0,
