@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+pub use altocast_proto::Freshness;
 use altocast_proto::{Applied, CostMap, MapState, NetworkMap, ResourceId, Tag, Verifier};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
@@ -93,23 +94,6 @@ pub struct Change {
     pub applied_at_ms: i64,
     /// Network map or cost map.
     pub resource_kind: &'static str,
-}
-
-/// Freshness of one resource in the view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
-    /// Nothing verified yet.
-    Missing,
-    /// Valid until (Unix ms).
-    Fresh {
-        /// Unix ms.
-        until_ms: i64,
-    },
-    /// Expired since (Unix ms): not to be used as fresh data.
-    Stale {
-        /// Unix ms.
-        since_ms: i64,
-    },
 }
 
 /// The shared, lock-free view.

@@ -281,54 +281,46 @@ impl Origin {
     /// Ingests an RFC 7285 JSON body as resource `id`. Blocking (CPU and fsync):
     /// call from a blocking thread.
     pub fn ingest(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
-        if body.len() > self.cfg.max_body {
-            return Err(IngestError::TooLarge { len: body.len(), limit: self.cfg.max_body });
-        }
-        let t0 = std::time::Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let existing_kind = st.get(id).map(|c| c.version.state.kind());
-        let is_cost = match existing_kind {
-            Some(k) => k == Kind::CostMap,
-            None => looks_like_cost_map(body),
-        };
-        let result =
-            if is_cost { self.ingest_cost_map(&mut st, id, body) } else { self.ingest_network_map(&mut st, id, body) };
-        match &result {
-            Ok(Outcome::Published { seq, entries_changed, .. }) => {
-                metrics::histogram!("altocast_origin_publish_seconds").record(t0.elapsed().as_secs_f64());
-                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, "published");
-            }
-            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, "unchanged; no new version"),
-            Err(e) => {
-                metrics::counter!("altocast_origin_rejected_total").increment(1);
-                warn!(resource = %id, error = %e, "input rejected; published state unchanged");
-            }
-        }
-        drop(st);
-        if matches!(result, Ok(Outcome::Published { .. })) {
-            self.sign_directory();
-        }
-        result
+        self.ingest_with(id, body, "body", |o, st| {
+            let is_cost = match st.get(id).map(|c| c.version.state.kind()) {
+                Some(k) => k == Kind::CostMap,
+                None => looks_like_cost_map(body),
+            };
+            if is_cost { o.ingest_cost_map(st, id, body) } else { o.ingest_network_map(st, id, body) }
+        })
     }
 
     /// Ingests an RFC 7396 merge patch of cost map `id`'s current body (RFC
     /// 8895's update form). Blocking, like [`Origin::ingest`].
     pub fn ingest_patch(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
+        self.ingest_with(id, body, "patch", |o, st| o.apply_patch(st, id, body))
+    }
+
+    /// The size limit, the writer lock, and the logs and metrics of one ingest.
+    fn ingest_with(
+        &self,
+        id: &ResourceId,
+        body: &[u8],
+        what: &'static str,
+        ingest: impl FnOnce(&Self, &mut BTreeMap<ResourceId, Current>) -> Result<Outcome, IngestError>,
+    ) -> Result<Outcome, IngestError> {
         if body.len() > self.cfg.max_body {
             return Err(IngestError::TooLarge { len: body.len(), limit: self.cfg.max_body });
         }
         let t0 = std::time::Instant::now();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.apply_patch(&mut st, id, body);
+        let result = ingest(self, &mut st);
+        drop(st);
         match &result {
             Ok(Outcome::Published { seq, entries_changed, .. }) => {
                 metrics::histogram!("altocast_origin_publish_seconds").record(t0.elapsed().as_secs_f64());
-                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, "published patch");
+                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, what, "published");
+                self.sign_directory();
             }
-            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, "patch changes nothing; no new version"),
+            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, what, "unchanged; no new version"),
             Err(e) => {
                 metrics::counter!("altocast_origin_rejected_total").increment(1);
-                warn!(resource = %id, error = %e, "patch rejected; published state unchanged");
+                warn!(resource = %id, error = %e, what, "input rejected; published state unchanged");
             }
         }
         result
