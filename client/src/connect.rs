@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use altocast_proto::{ResourceId, TrustedKeys, Verifier, VerifyError, pb, update::open_directory};
+use altocast_proto::{
+    Applied, ResourceId, TrustedKeys, Verifier, VerifyError, pb, update::open_directory, verify::Opened,
+};
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest message accepted from an endpoint (a whole cost map in one `Fetch`).
@@ -119,30 +121,47 @@ pub fn resources_for(dir: &pb::Directory, wanted: &[ResourceId]) -> Vec<Resource
     out
 }
 
+/// One update pulled with `Fetch`, verified and applied.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The decoded update.
+    pub opened: Opened,
+    /// What applying it did.
+    pub applied: Applied,
+    /// The signed envelope as received.
+    pub signed: pb::SignedUpdate,
+    /// Its snapshot chunks.
+    pub chunks: Vec<pb::SnapshotChunk>,
+}
+
 /// Pulls `resource` with `Fetch` and verifies each update into `verifier`;
-/// updates the verifier already has are skipped. Returns how many applied.
+/// updates the verifier already has are skipped (a heartbeat of the held
+/// version is applied: it extends the expiry).
 pub async fn fetch_into(
     client: &mut DistributionClient,
     url: &str,
     resource: &ResourceId,
     verifier: &mut Verifier,
     now_ms: i64,
-) -> Result<Vec<altocast_proto::Applied>, ConnectError> {
+) -> Result<Vec<Fetched>, ConnectError> {
     let resp = client
         .fetch(pb::FetchRequest { resource_id: resource.to_string() })
         .await
         .map_err(|status| ConnectError::Status { url: url.into(), status })?
         .into_inner();
-    let mut applied = Vec::new();
-    for (i, u) in resp.updates.iter().enumerate() {
-        let opened = verifier.open(u).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+    let mut fetched = Vec::new();
+    let mut chunks = resp.chunks;
+    for (i, signed) in resp.updates.into_iter().enumerate() {
+        let opened = verifier.open(&signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
         if opened.seq() <= verifier.get(resource.as_str()).map_or(0, |h| h.seq) && !opened.is_heartbeat() {
             continue;
         }
-        let chunks = if i == 0 { &resp.chunks[..] } else { &[] };
-        applied.push(
-            verifier.apply(&opened, chunks, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?,
-        );
+        // The chunks belong to the first update (the snapshot).
+        let chunks = if i == 0 { std::mem::take(&mut chunks) } else { Vec::new() };
+        let applied = verifier
+            .apply(&opened, &chunks, now_ms)
+            .map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+        fetched.push(Fetched { opened, applied, signed, chunks });
     }
-    Ok(applied)
+    Ok(fetched)
 }

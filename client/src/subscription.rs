@@ -502,28 +502,15 @@ impl Runner {
         for round in 0..ROUNDS {
             for r in resources {
                 let now = (self.cfg.clock)();
-                let resp = client.fetch(pb::FetchRequest { resource_id: r.to_string() }).await;
-                let resp = match resp {
-                    Ok(r) => r.into_inner(),
-                    Err(status) => return End::Failed { reason: format!("fetch: {status}"), delivered },
-                };
-                for (i, signed) in resp.updates.into_iter().enumerate() {
-                    let opened = match self.verifier.open(&signed) {
-                        Ok(o) => o,
-                        Err(error) => return self.rejected(url, error).await,
-                    };
-                    let held = self.verifier.get(r.as_str()).map_or(0, |h| h.seq);
-                    if opened.seq() <= held {
-                        continue;
-                    }
-                    let chunks = if i == 0 { resp.chunks.clone() } else { Vec::new() };
-                    match self.verifier.apply(&opened, &chunks, now) {
-                        Ok(applied) => {
+                match connect::fetch_into(client, url, r, &mut self.verifier, now).await {
+                    Ok(fetched) => {
+                        for f in fetched {
                             delivered = true;
-                            self.publish(url, opened, applied, signed, chunks, now).await;
+                            self.publish(url, f.opened, f.applied, f.signed, f.chunks, now).await;
                         }
-                        Err(error) => return self.rejected(url, error).await,
                     }
+                    Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
+                    Err(e) => return End::Failed { reason: e.to_string(), delivered },
                 }
             }
             if round + 1 < ROUNDS && self.sleep(self.cfg.pull_interval).await {
