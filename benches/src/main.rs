@@ -9,7 +9,10 @@
 //!   updates, RSS per idle subscriber;
 //! - `client`: `rank` of 1,000 candidates and the RSS of a client holding the maps.
 //!
-//! `clients` and `hold` are helper modes the benchmark runs in a child process.
+//! `clients`, `redis-clients` and `hold` are helper modes the benchmark runs in
+//! a child process. `ALTOCAST_BENCH_PIDS=N` sizes the fan-out cost map (default
+//! 40 PIDs; 300 makes the catch-up snapshot ~0.9 MB, which is how per-stream
+//! buffer retention was measured).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
