@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use altocast_proto::{ResourceId, pb};
 use anyhow::{Context as _, bail};
 
 pub(crate) fn sibling(name: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -23,16 +24,25 @@ pub(crate) struct ClientsProc {
 }
 
 impl ClientsProc {
+    /// Starts the `clients` helper: `k` subscribers spread over `urls`,
+    /// verifying with `key` when given, watching `resource` (or any).
     pub(crate) fn start(
-        url: &str,
+        urls: &[String],
         k: usize,
         max_seq: u64,
         key: Option<&std::path::Path>,
+        resource: Option<&str>,
     ) -> anyhow::Result<ClientsProc> {
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["clients", "--endpoint", url, "--subscribers", &k.to_string(), "--max-seq", &max_seq.to_string()]);
+        cmd.args(["clients", "--subscribers", &k.to_string(), "--max-seq", &max_seq.to_string()]);
+        for u in urls {
+            cmd.args(["--endpoint", u]);
+        }
         if let Some(k) = key {
             cmd.arg("--key").arg(k);
+        }
+        if let Some(r) = resource {
+            cmd.args(["--resource", r]);
         }
         Self::spawn(cmd)
     }
@@ -71,4 +81,36 @@ impl Drop for ClientsProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Server processes (origin, RProxies), killed on drop.
+pub(crate) struct Children(pub(crate) Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits until `url` answers `Fetch` of `id` (the RProxy holds verified data).
+pub(crate) async fn wait_serving(url: &str, id: &ResourceId) -> anyhow::Result<()> {
+    let t = Instant::now();
+    loop {
+        if let Ok(mut c) = altocast_client::connect::connect(url, Duration::from_secs(1)).await
+            && c.fetch(pb::FetchRequest { resource_id: id.to_string() }).await.is_ok()
+        {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("{url} did not serve {id} within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

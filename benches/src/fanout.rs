@@ -125,7 +125,7 @@ pub(crate) async fn fanout(
     for &k in ks {
         let rss0 = rss_kib(me);
         let max_seq = (next + updates + 1) as u64 + 1;
-        let proc_ = ClientsProc::start(&url, k, max_seq + 1, verify_key)?;
+        let proc_ = ClientsProc::start(std::slice::from_ref(&url), k, max_seq + 1, verify_key, None)?;
         proc_.wait_for("ready", Duration::from_secs(120))?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let rss1 = rss_kib(me);
@@ -161,7 +161,7 @@ pub(crate) async fn fanout(
     let entries = chain(&signer, &id, &base, tu, 60, 2);
     let last_seq = entries.last().map_or(base.seq, |e| e.seq);
     let body = entries[0].signed.body.len();
-    let proc_ = ClientsProc::start(&url, tk, last_seq + 1, verify_key)?;
+    let proc_ = ClientsProc::start(std::slice::from_ref(&url), tk, last_seq + 1, verify_key, None)?;
     proc_.wait_for("ready", Duration::from_secs(120))?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (cpu_hub0, cpu_cli0) = (cpu_secs(me), cpu_secs(proc_.child.id()));
@@ -200,9 +200,18 @@ pub(crate) async fn fanout(
     Ok(FanoutResult { p99: p99s, throughput: msgs / secs })
 }
 
-/// Helper: K subscriber streams (100 per connection) reporting, for each seq,
-/// the time the last of them received it.
-pub(crate) async fn clients(endpoint: &str, k: usize, max_seq: u64, key: Option<String>) -> anyhow::Result<()> {
+/// Helper: K subscriber streams (100 per HTTP/2 connection, connections spread
+/// over `endpoints`) reporting, for each seq of the watched resource (`resource`,
+/// or any), the time the last of them received it: a line `seq N last_us T`.
+/// With `key`, each stream verifies every update (signature, chain, tag) as a
+/// client does; without, it only decodes the update's header.
+pub(crate) async fn clients(
+    endpoints: &[String],
+    k: usize,
+    max_seq: u64,
+    key: Option<String>,
+    resource: Option<String>,
+) -> anyhow::Result<()> {
     let counts: Arc<Vec<(AtomicU32, AtomicU64)>> =
         Arc::new((0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect());
     let ready = Arc::new(AtomicU32::new(0));
@@ -212,13 +221,16 @@ pub(crate) async fn clients(endpoint: &str, k: usize, max_seq: u64, key: Option<
     };
     let per_conn = 100;
     let mut chans = Vec::new();
-    for _ in 0..k.div_ceil(per_conn) {
-        chans.push(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await?);
+    for i in 0..k.div_ceil(per_conn) {
+        let url = &endpoints[i % endpoints.len()];
+        chans.push(tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?);
     }
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let resource = Arc::new(resource);
     for i in 0..k {
         let ch = chans[i / per_conn].clone();
-        let (counts, ready, out, keys) = (counts.clone(), ready.clone(), out.clone(), keys.clone());
+        let (counts, ready, out, keys, resource) =
+            (counts.clone(), ready.clone(), out.clone(), keys.clone(), resource.clone());
         tokio::spawn(async move {
             let mut c = pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(64 << 20);
             let Ok(resp) = c.subscribe(pb::SubscribeRequest { resources: vec![] }).await else { return };
@@ -228,16 +240,22 @@ pub(crate) async fn clients(endpoint: &str, k: usize, max_seq: u64, key: Option<
             while let Ok(Some(f)) = s.message().await {
                 let Some(pb::subscribe_response::Item::Update(su)) = f.item else { continue };
                 let t = now_us();
-                let seq = match &mut verifier {
+                let (res, seq, heartbeat) = match &mut verifier {
                     Some(v) => match v.verify(&su, &[], altocast_client::now_ms()) {
-                        Ok(a) => a.seq,
+                        Ok(a) => (a.resource_id.to_string(), a.seq, a.kind == altocast_proto::UpdateKind::Heartbeat),
                         Err(e) => {
                             eprintln!("verification failed: {e}");
                             return;
                         }
                     },
-                    None => seq_of(&su.body).unwrap_or(0),
+                    None => match Header::parse(&su.body) {
+                        Some(h) => (String::from_utf8_lossy(h.resource).into_owned(), h.seq, h.seq == h.base_seq),
+                        None => continue,
+                    },
                 };
+                if heartbeat || resource.as_ref().as_ref().is_some_and(|r| *r != res) {
+                    continue;
+                }
                 if first {
                     first = false;
                     if ready.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
@@ -260,40 +278,54 @@ pub(crate) async fn clients(endpoint: &str, k: usize, max_seq: u64, key: Option<
     Ok(())
 }
 
-/// Reads `Update.seq` (field 5, varint) without decoding the rest of the body.
-pub(crate) fn seq_of(mut b: &[u8]) -> Option<u64> {
-    fn varint(b: &mut &[u8]) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = b.split_first()?;
-            *b = rest;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    while !b.is_empty() {
-        let key = varint(&mut b)?;
-        let (field, wire) = (key >> 3, key & 7);
-        match wire {
-            0 => {
-                let v = varint(&mut b)?;
-                if field == 5 {
+/// The fields of an `Update` body a non-verifying subscriber needs, read
+/// without decoding the payload.
+struct Header<'a> {
+    resource: &'a [u8],
+    seq: u64,
+    base_seq: u64,
+}
+
+impl<'a> Header<'a> {
+    fn parse(mut b: &'a [u8]) -> Option<Header<'a>> {
+        fn varint(b: &mut &[u8]) -> Option<u64> {
+            let mut v = 0u64;
+            for shift in (0..64).step_by(7) {
+                let (&byte, rest) = b.split_first()?;
+                *b = rest;
+                v |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
                     return Some(v);
                 }
             }
-            1 => b = b.get(8..)?,
-            2 => {
-                let n = varint(&mut b)? as usize;
-                b = b.get(n..)?;
-            }
-            5 => b = b.get(4..)?,
-            _ => return None,
+            None
         }
+        let mut h = Header { resource: &[], seq: 0, base_seq: 0 };
+        while !b.is_empty() {
+            let key = varint(&mut b)?;
+            match (key >> 3, key & 7) {
+                (f, 0) => {
+                    let v = varint(&mut b)?;
+                    match f {
+                        5 => h.seq = v,
+                        6 => h.base_seq = v,
+                        _ => {}
+                    }
+                }
+                (_, 1) => b = b.get(8..)?,
+                (f, 2) => {
+                    let n = varint(&mut b)? as usize;
+                    if f == 2 {
+                        h.resource = b.get(..n)?;
+                    }
+                    b = b.get(n..)?;
+                }
+                (_, 5) => b = b.get(4..)?,
+                _ => return None,
+            }
+        }
+        Some(h)
     }
-    None
 }
 
 /// Prints and records altocast/Redis ratios from the same run.

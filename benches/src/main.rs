@@ -18,9 +18,11 @@ mod bytes;
 mod child;
 mod client;
 mod fanout;
+mod load;
 mod origin;
 mod redis;
 mod report;
+mod tree;
 
 use std::process::Command;
 
@@ -90,6 +92,42 @@ enum Cmd {
         #[arg(long)]
         redis: bool,
     },
+    /// Propagation through real `altocast-rproxy` processes: one RProxy and a
+    /// two-level tree, K verifying subscribers, RProxy RSS per subscriber.
+    Tree {
+        /// Subscriber counts.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        subscribers: Vec<usize>,
+        /// Updates published per run.
+        #[arg(long, default_value_t = 20)]
+        updates: usize,
+        /// RProxies per level, from the origin down; repeat for several trees.
+        #[arg(long = "shape", value_parser = tree::parse_shape, default_values = ["1", "2,4"])]
+        shapes: Vec<tree::Shape>,
+        /// Subscribers only decode the update header instead of verifying.
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Origin CPU per update with K subscribers behind RProxies, against K
+    /// clients polling the full map once per (compressed) ALTO epoch.
+    Load {
+        /// Topology JSON (default: cogentco from ../shared if present, else a
+        /// synthetic 186-PoP backbone).
+        #[arg(long)]
+        topology: Option<String>,
+        /// Subscriber (and polling client) counts.
+        #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+        subscribers: Vec<usize>,
+        /// Epochs (one published change each) per run.
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// The 30 s ALTO epoch compressed to this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        epoch_ms: u64,
+        /// RProxies between the origin and the subscribers.
+        #[arg(long, default_value_t = 2)]
+        rproxies: usize,
+    },
     /// Bytes on the wire per link failure, for every topology in a directory.
     Bytes {
         /// Directory of topology JSON files.
@@ -107,14 +145,19 @@ enum Cmd {
     },
     /// (helper) K subscribers reporting arrivals.
     Clients {
-        #[arg(long)]
-        endpoint: String,
+        /// Repeat to spread the subscribers' connections over several servers.
+        #[arg(long = "endpoint", required = true)]
+        endpoints: Vec<String>,
         #[arg(long)]
         subscribers: usize,
         #[arg(long)]
         max_seq: u64,
+        /// Verify every update with this origin public key (SPKI PEM).
         #[arg(long)]
         key: Option<String>,
+        /// Report only this resource's updates.
+        #[arg(long)]
+        resource: Option<String>,
     },
     /// (helper) K Redis subscribers reporting arrivals.
     RedisClients {
@@ -124,6 +167,22 @@ enum Cmd {
         subscribers: usize,
         #[arg(long)]
         max_seq: u64,
+    },
+    /// (helper) K clients fetching a resource once per epoch.
+    Pollers {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        epochs: usize,
+        #[arg(long)]
+        epoch_ms: u64,
+        /// Wall-clock start of the first epoch, Unix microseconds.
+        #[arg(long)]
+        start_us: u64,
     },
     /// (helper) a client holding all resources; prints its RSS.
     Hold {
@@ -145,6 +204,14 @@ pub(crate) fn load_topology(t: Option<&str>) -> anyhow::Result<Topology> {
     })
 }
 
+/// `../shared/data/topologies/NAME.json` when it exists (from the working
+/// directory or the workspace root).
+fn shared_topology(name: &str) -> Option<String> {
+    let rel = format!("../shared/data/topologies/{name}.json");
+    let alt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel);
+    (std::path::Path::new(&rel).exists() || alt.exists()).then_some(rel)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -152,25 +219,39 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.cmd {
             Cmd::All { topology } => {
-                let kdl = "../shared/data/topologies/kdl.json";
-                let topo = topology.or_else(|| {
-                    let alt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(kdl);
-                    (std::path::Path::new(kdl).exists() || alt.exists()).then(|| kdl.to_owned())
-                });
-                let ours = fanout(&[100, 1000, 10_000], 20, 1000, 500, false).await?;
+                let ks = [100, 1000, 10_000];
+                let topo = topology.or_else(|| shared_topology("kdl"));
+                let ours = fanout(&ks, 20, 1000, 500, false).await?;
                 let has_redis = Command::new("redis-server").arg("--version").output().is_ok();
-                if has_redis {
-                    let theirs = redis_fanout(&[100, 1000, 10_000], 20, 1000, 500).await?;
+                let theirs = if has_redis {
+                    let theirs = redis_fanout(&ks, 20, 1000, 500).await?;
                     compare(&ours, &theirs);
+                    Some(theirs)
                 } else {
                     println!("redis-server not found: skipping the Redis comparison (Debian package redis-server)");
+                    None
+                };
+                let trees = tree::tree(&ks, 20, &[vec![1], vec![2, 4]], true).await?;
+                if let Some(theirs) = &theirs {
+                    tree::compare(&trees, theirs);
                 }
+                load::load(shared_topology("cogentco").as_deref(), &ks, 3, 2000, 2).await?;
                 origin(topo.as_deref(), 32).await?;
                 client(topo.as_deref()).await?;
                 if let Err(e) = bytes_per_topology("../shared/data/topologies", 20) {
                     println!("bytes per topology skipped: {e:#}");
                 }
                 Ok(())
+            }
+            Cmd::Tree { subscribers, updates, shapes, no_verify } => {
+                tree::tree(&subscribers, updates, &shapes, !no_verify).await.map(drop)
+            }
+            Cmd::Load { topology, subscribers, epochs, epoch_ms, rproxies } => {
+                let topology = topology.or_else(|| shared_topology("cogentco"));
+                load::load(topology.as_deref(), &subscribers, epochs, epoch_ms, rproxies).await
+            }
+            Cmd::Pollers { endpoint, resource, clients, epochs, epoch_ms, start_us } => {
+                load::pollers(&endpoint, &resource, clients, epochs, epoch_ms, start_us).await
             }
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
             Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {
@@ -185,7 +266,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::RedisClients { port, subscribers, max_seq } => redis_clients(port, subscribers, max_seq).await,
             Cmd::Client { topology } => client(topology.as_deref()).await,
             Cmd::Bytes { dir, samples } => bytes_per_topology(&dir, samples),
-            Cmd::Clients { endpoint, subscribers, max_seq, key } => clients(&endpoint, subscribers, max_seq, key).await,
+            Cmd::Clients { endpoints, subscribers, max_seq, key, resource } => {
+                clients(&endpoints, subscribers, max_seq, key, resource).await
+            }
             Cmd::Hold { endpoint, key } => hold(&endpoint, &key).await,
         }
     })?;

@@ -48,3 +48,58 @@ pub(crate) fn field(line: &str, name: &str) -> Option<u64> {
     }
     None
 }
+
+/// CPU time of a process with nanosecond resolution (`/proc/PID/stat` counts
+/// 10 ms ticks, too coarse for a few milliseconds per update): a thread
+/// samples every thread's `schedstat` run time every 20 ms and keeps the last
+/// value of threads that have exited, so their time still counts.
+pub(crate) struct CpuMeter {
+    total_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CpuMeter {
+    pub(crate) fn start(pid: u32) -> CpuMeter {
+        use std::sync::atomic::Ordering;
+        let total_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, s) = (total_ns.clone(), stop.clone());
+        let sample = move |seen: &mut std::collections::HashMap<String, u64>| {
+            if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for task in dir.flatten() {
+                    let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                        .ok()
+                        .and_then(|l| l.split_whitespace().next()?.parse::<u64>().ok());
+                    if let Some(ns) = ns {
+                        let e = seen.entry(task.file_name().to_string_lossy().into_owned()).or_default();
+                        *e = (*e).max(ns);
+                    }
+                }
+            }
+            t.store(seen.values().sum(), Ordering::Release);
+        };
+        let mut seen = std::collections::HashMap::new();
+        sample(&mut seen);
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                sample(&mut seen);
+            }
+        });
+        CpuMeter { total_ns, stop }
+    }
+
+    /// CPU seconds the process has used since the meter started watching it
+    /// (plus what its live threads had used before).
+    pub(crate) fn secs(&self) -> f64 {
+        // One more sample period so the latest work is counted.
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        self.total_ns.load(std::sync::atomic::Ordering::Acquire) as f64 / 1e9
+    }
+}
+
+impl Drop for CpuMeter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}

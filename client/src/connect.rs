@@ -53,17 +53,49 @@ pub type DistributionClient = pb::distribution_client::DistributionClient<Channe
 
 /// Connects to `url` (e.g. `http://127.0.0.1:7100`).
 pub async fn connect(url: &str, timeout: Duration) -> Result<DistributionClient, ConnectError> {
+    let ch = channel(url, timeout).await?;
+    Ok(pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(MAX_MESSAGE))
+}
+
+async fn channel(url: &str, timeout: Duration) -> Result<Channel, ConnectError> {
     let ep = Endpoint::from_shared(url.to_owned())
         .map_err(|e| ConnectError::BadUrl { url: url.into(), reason: e.to_string() })?
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
-    let ch = tokio::time::timeout(timeout, ep.connect())
+    tokio::time::timeout(timeout, ep.connect())
         .await
         .map_err(|_| ConnectError::Unreachable { url: url.into(), reason: format!("no answer in {timeout:?}") })?
-        .map_err(|e| ConnectError::Unreachable { url: url.into(), reason: source_chain(&e) })?;
-    Ok(pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(MAX_MESSAGE))
+        .map_err(|e| ConnectError::Unreachable { url: url.into(), reason: source_chain(&e) })
+}
+
+/// Largest `Publish` request sent (the origin's own limit is configurable; a
+/// full RFC 7285 cost map of a large backbone is tens of MB).
+pub const MAX_PUBLISH: usize = 256 << 20;
+
+/// Sends `req` to the origin's `Publisher` service at `url`, with `token` as
+/// the bearer token (`None` sends no credentials).
+pub async fn publish(
+    url: &str,
+    token: Option<&str>,
+    req: pb::PublishRequest,
+    timeout: Duration,
+) -> Result<pb::PublishResponse, ConnectError> {
+    let ch = channel(url, timeout).await?;
+    let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(MAX_PUBLISH);
+    let mut req = tonic::Request::new(req);
+    if let Some(t) = token {
+        let value = format!("Bearer {t}").parse().map_err(|_| ConnectError::BadUrl {
+            url: url.into(),
+            reason: "token is not a valid header value".into(),
+        })?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    c.publish(req)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|status| ConnectError::Status { url: url.into(), status })
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -59,15 +59,11 @@ async fn publish(url: &str, id: &str, body: String) -> anyhow::Result<pb::Publis
 
 /// Publishes `body` with `media_type` (empty: a full RFC 7285 body).
 async fn publish_as(url: &str, id: &str, body: String, media_type: &str) -> anyhow::Result<pb::PublishResponse> {
-    let ch = tonic::transport::Endpoint::from_shared(url.to_owned())?.connect().await?;
-    let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(256 << 20);
-    let mut req = tonic::Request::new(pb::PublishRequest {
-        resource_id: id.into(),
-        json: body.into_bytes().into(),
-        media_type: media_type.into(),
-    });
-    req.metadata_mut().insert("authorization", format!("Bearer {TOKEN}").parse()?);
-    Ok(c.publish(req).await.with_context(|| format!("publishing {id}"))?.into_inner())
+    let req =
+        pb::PublishRequest { resource_id: id.into(), json: body.into_bytes().into(), media_type: media_type.into() };
+    altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("publishing {id}"))
 }
 
 fn pct(sorted: &[f64], q: f64) -> f64 {

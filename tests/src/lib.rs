@@ -153,14 +153,11 @@ impl TestOrigin {
         req: pb::PublishRequest,
         token: Option<&str>,
     ) -> Result<pb::PublishResponse, tonic::Status> {
-        let ch =
-            tonic::transport::Endpoint::from_shared(self.url.clone()).expect("url").connect().await.expect("connect");
-        let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(128 << 20);
-        let mut req = tonic::Request::new(req);
-        if let Some(t) = token {
-            req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
+        match altocast_client::connect::publish(&self.url, token, req, Duration::from_secs(30)).await {
+            Ok(r) => Ok(r),
+            Err(altocast_client::connect::ConnectError::Status { status, .. }) => Err(status),
+            Err(e) => panic!("publish: {e}"),
         }
-        c.publish(req).await.map(|r| r.into_inner())
     }
 
     /// Stops the origin (graceful) and waits for it.

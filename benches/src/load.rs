@@ -1,0 +1,274 @@
+//! Origin load: CPU of a real `altocast-server` per update with K subscribers
+//! behind RProxies, against the polling baseline (K clients fetching the full
+//! cost map once per ALTO epoch), at the same K and the same update rate.
+//!
+//! The usual 30 s epoch is compressed to `epoch_ms`: once per epoch the
+//! benchmark publishes one link failure (or recovery) as an RFC 7396 merge
+//! patch; in the push run every subscriber receives it through the RProxies,
+//! in the polling run every client fetches the whole map once during the
+//! epoch, spread evenly across it. Polling uses altocast's own `Fetch` (the
+//! cached signed protobuf snapshot plus the diffs since), which is cheaper for
+//! the origin than RFC 7285 JSON, so the baseline is a conservative one.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use altocast_proto::{
+    ResourceId, pb,
+    workload::{SplitMix64, Workload},
+};
+use anyhow::{Context as _, bail};
+
+use crate::{
+    child::{Children, ClientsProc, free_port, sibling, wait_serving},
+    load_topology,
+    report::{CpuMeter, field, now_us, record},
+    tree::start_tree,
+};
+
+const TOKEN: &str = "bench-token-not-secret-0123456789";
+
+/// Link failures and recoveries of the topology, as merge patches against
+/// what was last published.
+struct Changes {
+    w: Workload,
+    nm: altocast_proto::NetworkMap,
+    prev: altocast_proto::CostMap,
+    rng: SplitMix64,
+    down: Option<usize>,
+}
+
+impl Changes {
+    fn next_patch(&mut self) -> String {
+        match self.down.take() {
+            Some(li) => self.w.set_link_up(li, true),
+            None => {
+                let li = self.rng.below(self.w.link_count());
+                self.w.set_link_up(li, false);
+                self.down = Some(li);
+            }
+        }
+        let next = self.w.cost_map(&self.nm);
+        let patch = altocast_proto::json::cost_map_merge_patch(&self.prev, &next);
+        self.prev = next;
+        patch
+    }
+}
+
+/// Publishes the next change; returns its seq (0 when it changed nothing).
+async fn publish(url: &str, id: &ResourceId, changes: &mut Changes) -> anyhow::Result<u64> {
+    let req = pb::PublishRequest {
+        resource_id: id.to_string(),
+        json: changes.next_patch().into_bytes().into(),
+        media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+    };
+    let r = altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60)).await?;
+    Ok(if r.changed { r.seq } else { 0 })
+}
+
+/// Sleeps until the wall clock reaches `at_us`.
+async fn sleep_until_us(at_us: u64) {
+    let now = now_us();
+    if at_us > now {
+        tokio::time::sleep(Duration::from_micros(at_us - now)).await;
+    }
+}
+
+pub(crate) async fn load(
+    topology: Option<&str>,
+    ks: &[usize],
+    epochs: usize,
+    epoch_ms: u64,
+    rproxies: usize,
+) -> anyhow::Result<()> {
+    let w = Workload::new(load_topology(topology)?, 1);
+    let dir = tempfile::tempdir()?;
+    let maps = dir.path().join("maps");
+    std::fs::create_dir_all(&maps)?;
+    let nm_id = w.network_map_id.clone();
+    let cm_id = ResourceId::new("default-cost-map")?;
+    let nm = w.network_map();
+    let cm = w.cost_map(&nm);
+    std::fs::write(maps.join(format!("{nm_id}.json")), altocast_proto::json::network_map_json(&nm_id, &nm))?;
+    std::fs::write(maps.join(format!("{cm_id}.json")), altocast_proto::json::cost_map_json(&cm))?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.path().join("data");
+    let origin = Children(vec![
+        Command::new(sibling("altocast-server")?)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--maps-dir")
+            .arg(&maps)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--publish-token", TOKEN, "--no-example"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting altocast-server")?,
+    ]);
+    let meter = CpuMeter::start(origin.0[0].id());
+    wait_serving(&url, &cm_id).await?;
+    let key = data.join("origin-pub.pem");
+    let snapshot_len = {
+        let mut c = altocast_client::connect::connect(&url, Duration::from_secs(5)).await?;
+        let r = c.fetch(pb::FetchRequest { resource_id: cm_id.to_string() }).await?.into_inner();
+        r.updates.iter().map(|u| u.body.len()).sum::<usize>() + r.chunks.iter().map(|c| c.data.len()).sum::<usize>()
+    };
+    let mut changes = Changes { w, nm, prev: cm, rng: SplitMix64::new(13), down: None };
+    println!(
+        "origin load: altocast-server with {} ({} PIDs, cost map {} B as a signed snapshot); one change per epoch, \
+         the 30 s ALTO epoch compressed to {epoch_ms} ms; {epochs} epochs per run",
+        changes.w.topology().name,
+        changes.w.pid_count(),
+        snapshot_len
+    );
+    let epoch_us = epoch_ms * 1000;
+    let mut rows = Vec::new();
+
+    // Push: K subscribers behind `rproxies` RProxies.
+    let (tree, levels) = start_tree(&[rproxies], &url, &key, &cm_id).await?;
+    let leaves = levels.last().cloned().unwrap_or_default();
+    let mut push = Vec::new();
+    // The maps-dir files were published as seq 1.
+    let mut seq_now = 1;
+    for &k in ks {
+        let seq_cap = seq_now + epochs as u64 + 1;
+        let subs = ClientsProc::start(&leaves, k, seq_cap, None, Some(cm_id.as_str()))?;
+        subs.wait_for("ready", Duration::from_secs(180))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (cpu0, t0) = (meter.secs(), now_us());
+        let mut worst = 0.0f64;
+        for e in 0..epochs {
+            sleep_until_us(t0 + e as u64 * epoch_us).await;
+            let sent = now_us();
+            let seq = publish(&url, &cm_id, &mut changes).await?;
+            if seq > 0 {
+                seq_now = seq;
+                let line = subs.wait_for(&format!("seq {seq} "), Duration::from_secs(120))?;
+                worst = worst.max(field(&line, "last_us").unwrap_or(sent).saturating_sub(sent) as f64 / 1e3);
+            }
+        }
+        sleep_until_us(t0 + epochs as u64 * epoch_us).await;
+        let cpu = (meter.secs() - cpu0) / epochs as f64 * 1e3;
+        println!(
+            "  push, K={k:>6} behind {rproxies} RProxies: origin CPU {cpu:.1} ms per epoch (one update each); \
+             slowest publish → last subscriber {worst:.0} ms"
+        );
+        push.push((k, cpu));
+        drop(subs);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(tree);
+
+    // Polling: K clients fetch the full map once per epoch, straight from the origin.
+    let mut poll = Vec::new();
+    for &k in ks {
+        let start = now_us() + 1_000_000;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["pollers", "--endpoint", &url, "--resource", cm_id.as_str()])
+            .args(["--clients", &k.to_string(), "--epochs", &epochs.to_string()])
+            .args(["--epoch-ms", &epoch_ms.to_string(), "--start-us", &start.to_string()]);
+        let pollers = ClientsProc::spawn(cmd)?;
+        let cpu0 = meter.secs();
+        for e in 0..epochs {
+            sleep_until_us(start + e as u64 * epoch_us).await;
+            publish(&url, &cm_id, &mut changes).await?;
+        }
+        let line = pollers.wait_for("done", Duration::from_secs(epochs as u64 * epoch_ms / 1000 + 600))?;
+        let cpu = (meter.secs() - cpu0) / epochs as f64 * 1e3;
+        let secs = field(&line, "wall_ms").unwrap_or(0) as f64 / 1e3;
+        let fetched = field(&line, "fetches").unwrap_or(0);
+        let failed = field(&line, "errors").unwrap_or(0);
+        let mib = field(&line, "bytes").unwrap_or(0) as f64 / 1048576.0;
+        println!(
+            "  poll, K={k:>6}: origin CPU {cpu:.1} ms per epoch; {fetched} fetches ({failed} failed, {mib:.0} MiB) \
+             took {secs:.1} s for {epochs} epochs of {:.1} s",
+            epoch_ms as f64 / 1e3
+        );
+        poll.push((k, cpu));
+    }
+    drop(origin);
+
+    println!("origin CPU per epoch, push vs polling, same run:");
+    let base = push.first().map_or(1.0, |p| p.1.max(1e-9));
+    for ((k, p), (_, q)) in push.iter().zip(&poll) {
+        println!(
+            "  K={k:>6}: push {p:.1} ms ({:.2}× the K={} push figure), polling {q:.1} ms → polling/push = {:.1}",
+            p / base,
+            push[0].0,
+            q / p.max(1e-9)
+        );
+        rows.push(serde_json::json!({"k": k, "push_cpu_ms_per_update": p, "poll_cpu_ms_per_epoch": q}));
+    }
+    record("origin_load", serde_json::json!({"epoch_ms": epoch_ms, "rproxies": rproxies, "runs": rows}));
+    Ok(())
+}
+
+/// Helper: `k` clients on `k / 100` connections, each fetching `resource` once
+/// per epoch at its own offset; prints `done fetches N errors E bytes B wall_ms T`.
+pub(crate) async fn pollers(
+    endpoint: &str,
+    resource: &str,
+    k: usize,
+    epochs: usize,
+    epoch_ms: u64,
+    start_us: u64,
+) -> anyhow::Result<()> {
+    let mut chans = Vec::new();
+    for _ in 0..k.div_ceil(100) {
+        chans.push(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await?);
+    }
+    let (fetches, errors, bytes) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let epoch_us = epoch_ms * 1000;
+    let mut tasks = Vec::with_capacity(k);
+    for i in 0..k {
+        let mut c = pb::distribution_client::DistributionClient::new(chans[i / 100].clone())
+            .max_decoding_message_size(altocast_client::connect::MAX_MESSAGE);
+        let (fetches, errors, bytes) = (fetches.clone(), errors.clone(), bytes.clone());
+        let resource = resource.to_owned();
+        let offset = epoch_us * i as u64 / k as u64;
+        tasks.push(tokio::spawn(async move {
+            for e in 0..epochs as u64 {
+                sleep_until_us(start_us + e * epoch_us + offset).await;
+                match c.fetch(pb::FetchRequest { resource_id: resource.clone() }).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        let n = r.updates.iter().map(|u| u.body.len()).sum::<usize>()
+                            + r.chunks.iter().map(|c| c.data.len()).sum::<usize>();
+                        bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        fetches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let wall_ms = now_us().saturating_sub(start_us) / 1000;
+    if fetches.load(Ordering::Relaxed) == 0 {
+        bail!("no fetch succeeded");
+    }
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "done fetches {} errors {} bytes {} wall_ms {wall_ms}",
+        fetches.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed)
+    )?;
+    out.flush()?;
+    Ok(())
+}
