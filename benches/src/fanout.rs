@@ -140,16 +140,18 @@ pub(crate) async fn fanout(
             lat.push((last.saturating_sub(t0)) as f64 / 1e3);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let rss2 = rss_kib(me);
         let per_sub = (rss1.saturating_sub(rss0)) as f64 * 1024.0 / k as f64;
+        let per_sub_flowing = (rss2.saturating_sub(rss0)) as f64 / k as f64;
         println!(
-            "  K={k:>6}: publish → last subscriber p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS per idle subscriber {:.1} KiB",
+            "  K={k:>6}: publish → last subscriber p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RSS per subscriber {:.1} KiB idle, {per_sub_flowing:.1} KiB after the updates",
             pct(&mut lat.clone(), 0.5),
             pct(&mut lat.clone(), 0.99),
             pct(&mut lat, 1.0),
             per_sub / 1024.0
         );
         p99s.push((k, pct(&mut lat.clone(), 0.99)));
-        results.push(serde_json::json!({"k": k, "p50_ms": pct(&mut lat.clone(), 0.5), "p99_ms": pct(&mut lat.clone(), 0.99), "rss_per_sub_kib": per_sub / 1024.0}));
+        results.push(serde_json::json!({"k": k, "p50_ms": pct(&mut lat.clone(), 0.5), "p99_ms": pct(&mut lat.clone(), 0.99), "rss_per_sub_kib": per_sub / 1024.0, "rss_per_sub_kib_after_updates": per_sub_flowing}));
         drop(proc_);
         // Skip the diffs the next run's subscribers would otherwise replay as catch-up.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -177,7 +179,16 @@ pub(crate) async fn fanout(
     let line = proc_.wait_for(&format!("seq {last_seq} "), Duration::from_secs(120))?;
     let last = field(&line, "last_us").unwrap_or(t0);
     let secs = (last.saturating_sub(t0)) as f64 / 1e6;
-    let msgs = (tk * entries.len()) as f64;
+    // What was delivered: every subscriber got every update unless it lagged
+    // and was resynced with a snapshot (counted by the helper).
+    let msgs = field(&line, "received").unwrap_or(0) as f64;
+    if msgs < (tk * entries.len()) as f64 {
+        println!(
+            "  note: {} of {} updates were delivered; lagging subscribers were resynced with a snapshot",
+            msgs,
+            tk * entries.len()
+        );
+    }
     println!(
         "  CPU during the run: hub process {:.2} s, subscriber process {:.2} s (wall {:.2} s, 2 cores)",
         cpu_secs(me) - cpu_hub0,
@@ -215,6 +226,10 @@ pub(crate) async fn clients(
     let counts: Arc<Vec<(AtomicU32, AtomicU64)>> =
         Arc::new((0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect());
     let ready = Arc::new(AtomicU32::new(0));
+    // Every update received after "ready", so a throughput figure counts what
+    // was delivered, not what was published (a lagging subscriber resynced
+    // from a snapshot skips diffs).
+    let received = Arc::new(AtomicU64::new(0));
     let keys = match key {
         Some(p) => Some(TrustedKeys::new([altocast_proto::PublicKey::from_spki_pem(&std::fs::read_to_string(p)?)?])),
         None => None,
@@ -229,8 +244,8 @@ pub(crate) async fn clients(
     let resource = Arc::new(resource);
     for i in 0..k {
         let ch = chans[i / per_conn].clone();
-        let (counts, ready, out, keys, resource) =
-            (counts.clone(), ready.clone(), out.clone(), keys.clone(), resource.clone());
+        let (counts, ready, out, keys, resource, received) =
+            (counts.clone(), ready.clone(), out.clone(), keys.clone(), resource.clone(), received.clone());
         tokio::spawn(async move {
             let mut c = pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(64 << 20);
             let Ok(resp) = c.subscribe(pb::SubscribeRequest { resources: vec![] }).await else { return };
@@ -263,11 +278,16 @@ pub(crate) async fn clients(
                     }
                     continue;
                 }
+                received.fetch_add(1, Ordering::AcqRel);
                 if let Some((n, last)) = counts.get(seq as usize) {
                     last.fetch_max(t, Ordering::AcqRel);
                     if n.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
-                        let _ =
-                            writeln!(out.lock().expect("stdout"), "seq {seq} last_us {}", last.load(Ordering::Acquire));
+                        let _ = writeln!(
+                            out.lock().expect("stdout"),
+                            "seq {seq} last_us {} received {}",
+                            last.load(Ordering::Acquire),
+                            received.load(Ordering::Acquire)
+                        );
                     }
                 }
             }
