@@ -243,6 +243,16 @@ pub(crate) async fn clients(
     let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let resource = Arc::new(resource);
     for i in 0..k {
+        // Subscribe in waves of 1,000 (each wave holding the resource before
+        // the next starts): 10,000 verifying subscribers starting at once on
+        // two cores starve each other's streams for longer than the RProxy's
+        // stuck deadline, which measures the ramp-up, not propagation.
+        if i % WAVE == 0 && i > 0 {
+            let t = std::time::Instant::now();
+            while (ready.load(Ordering::Acquire) as usize) < i && t.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let ch = chans[i / per_conn].clone();
         let (counts, ready, out, keys, resource, received) =
             (counts.clone(), ready.clone(), out.clone(), keys.clone(), resource.clone(), received.clone());
@@ -258,6 +268,9 @@ pub(crate) async fn clients(
                 let (res, seq, heartbeat) = match &mut verifier {
                     Some(v) => match v.verify(&su, &[], altocast_client::now_ms()) {
                         Ok(a) => (a.resource_id.to_string(), a.seq, a.kind == altocast_proto::UpdateKind::Heartbeat),
+                        // A cached snapshot older than the TTL: authentic, kept
+                        // pending until the heartbeat after it (as a client does).
+                        Err(altocast_proto::VerifyError::Expired { .. }) => continue,
                         Err(e) => {
                             eprintln!("verification failed: {e}");
                             return;
@@ -268,14 +281,19 @@ pub(crate) async fn clients(
                         None => continue,
                     },
                 };
-                if heartbeat || resource.as_ref().as_ref().is_some_and(|r| *r != res) {
+                if resource.as_ref().as_ref().is_some_and(|r| *r != res) {
                     continue;
                 }
+                // Ready once it holds the resource (a pending snapshot is
+                // committed by a heartbeat); after that, heartbeats are not counted.
                 if first {
                     first = false;
                     if ready.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
                         let _ = writeln!(out.lock().expect("stdout"), "ready");
                     }
+                    continue;
+                }
+                if heartbeat {
                     continue;
                 }
                 received.fetch_add(1, Ordering::AcqRel);
@@ -297,6 +315,9 @@ pub(crate) async fn clients(
     tokio::time::sleep(Duration::from_secs(3600)).await;
     Ok(())
 }
+
+/// Subscribers started together by the `clients` helper.
+const WAVE: usize = 1000;
 
 /// The fields of an `Update` body a non-verifying subscriber needs, read
 /// without decoding the payload.

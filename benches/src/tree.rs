@@ -111,6 +111,7 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
     origin.ingest(&nm_id, altocast_proto::json::network_map_json(&nm_id, &nm).as_bytes())?;
     let mut prev = w.cost_map(&nm);
     origin.ingest(&cm_id, altocast_proto::json::cost_map_json(&prev).as_bytes())?;
+    tokio::spawn(altocast_server::origin::heartbeats(origin.clone(), Duration::from_secs(20), shutdown.clone()));
     let svc = service::DistributionService::new(hub.clone(), directory, None);
     let router = service::router(svc, &service::ServerLimits::default()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

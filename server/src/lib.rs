@@ -74,21 +74,7 @@ pub async fn run(cfg: ServeConfig, listener: TcpListener, shutdown: Cancellation
         info!("no maps yet: published the built-in RFC 7285 example maps");
     }
 
-    let hb = origin.clone();
-    let every = Duration::from_secs(cfg.heartbeat_secs);
-    let stop = shutdown.clone();
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let o = hb.clone();
-            let _ = tokio::task::spawn_blocking(move || o.heartbeat_all(origin::now_ms())).await;
-        }
-    });
+    tasks.spawn(origin::heartbeats(origin.clone(), Duration::from_secs(cfg.heartbeat_secs), shutdown.clone()));
 
     let svc = service::DistributionService::new(hub.clone(), directory, None);
     let router = service::router(svc, &service::ServerLimits::default())

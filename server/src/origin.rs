@@ -541,6 +541,21 @@ impl Origin {
     }
 }
 
+/// Re-signs every resource as a heartbeat each `every` until `stop`, so quiet
+/// resources never expire at subscribers (`every` is at most half the TTL).
+pub async fn heartbeats(origin: Arc<Origin>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let o = origin.clone();
+        let _ = tokio::task::spawn_blocking(move || o.heartbeat_all(now_ms())).await;
+    }
+}
+
 /// Takes queued checkpoint requests, coalescing bursts, until the origin is gone.
 fn checkpoint_worker(origin: std::sync::Weak<Origin>, rx: std::sync::mpsc::Receiver<ResourceId>) {
     while let Ok(first) = rx.recv() {
