@@ -232,8 +232,13 @@ fn main() -> anyhow::Result<()> {
                     None
                 };
                 let trees = tree::tree(&ks, 20, &[vec![1], vec![2, 4]], true).await?;
+                // The same through one real RProxy with subscribers that only
+                // decode, as Redis's do: the delivery path without the
+                // subscribers' verification CPU.
+                let delivery = tree::tree(&ks, 20, &[vec![1]], false).await?;
                 if let Some(theirs) = &theirs {
                     tree::compare(&trees, theirs);
+                    tree::compare(&delivery, theirs);
                 }
                 load::load(shared_topology("cogentco").as_deref(), &ks, 3, 2000, 2).await?;
                 origin(topo.as_deref(), 32).await?;

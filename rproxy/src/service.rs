@@ -171,7 +171,7 @@ async fn subscribe_zero_copy(
     let req =
         pb::SubscribeRequest::decode(msg).map_err(|e| Status::invalid_argument(format!("subscribe request: {e}")))?;
     let rx = svc.open(req).await?;
-    let mut resp = http::Response::new(tonic::body::Body::new(FrameBody { rx, done: false }));
+    let mut resp = http::Response::new(tonic::body::Body::new(FrameBody { rx, held: None, done: false }));
     resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
     Ok(resp)
 }
@@ -180,11 +180,18 @@ async fn subscribe_zero_copy(
 /// own yield threshold).
 const BATCH_BYTES: usize = 32 << 10;
 
+/// Frames at least this large (snapshots, big diffs) are never copied into a
+/// batch: they gain nothing from it, and copies of them held for slow readers
+/// would cost memory per subscriber. They go out as the hub's shared bytes.
+const BATCH_MAX_FRAME: usize = 4 << 10;
+
 /// Yields the hub's frames as HTTP/2 data, then `grpc-status: 0` when the hub
 /// ends the subscription (shutdown, stuck). Dropping it (client gone) closes
 /// the queue, which ends the hub's subscriber task.
 struct FrameBody {
     rx: tokio::sync::mpsc::Receiver<pb::SubscribeResponse>,
+    /// A large frame taken from the queue while filling a batch; sent next.
+    held: Option<bytes::Bytes>,
     done: bool,
 }
 
@@ -200,33 +207,42 @@ impl http_body::Body for FrameBody {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(frame)) => {
-                let first = frame.grpc_framed();
-                // Frames already queued go out in the same HTTP/2 DATA frame: far
-                // fewer frames and syscalls under load. The batch is a transient
-                // copy, dropped once written; a lone frame is sent as is.
-                let mut batch: Option<bytes::BytesMut> = None;
-                while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
-                    let Ok(next) = self.rx.try_recv() else { break };
-                    let b = batch.get_or_insert_with(|| {
-                        let mut b = bytes::BytesMut::with_capacity(BATCH_BYTES);
-                        b.extend_from_slice(&first);
-                        b
-                    });
-                    b.extend_from_slice(&next.grpc_framed());
+        let first = match self.held.take() {
+            Some(f) => f,
+            None => match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(frame)) => frame.grpc_framed(),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
                 }
-                let data = batch.map_or(first, |b| b.freeze());
-                Poll::Ready(Some(Ok(http_body::Frame::data(data))))
-            }
-            Poll::Ready(None) => {
-                self.done = true;
-                let mut trailers = http::HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
-            }
-            Poll::Pending => Poll::Pending,
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        if first.len() >= BATCH_MAX_FRAME {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
         }
+        // Small frames already queued go out in the same HTTP/2 DATA frame: far
+        // fewer frames and syscalls under load. The batch is a transient copy,
+        // dropped once written; a lone frame is sent as is.
+        let mut batch: Option<bytes::BytesMut> = None;
+        while batch.as_ref().map_or(first.len(), |b| b.len()) < BATCH_BYTES {
+            let Ok(next) = self.rx.try_recv() else { break };
+            let next = next.grpc_framed();
+            if next.len() >= BATCH_MAX_FRAME {
+                self.held = Some(next);
+                break;
+            }
+            let b = batch.get_or_insert_with(|| {
+                let mut b = bytes::BytesMut::with_capacity(BATCH_BYTES);
+                b.extend_from_slice(&first);
+                b
+            });
+            b.extend_from_slice(&next);
+        }
+        let data = batch.map_or(first, |b| b.freeze());
+        Poll::Ready(Some(Ok(http_body::Frame::data(data))))
     }
 
     fn is_end_stream(&self) -> bool {
