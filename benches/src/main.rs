@@ -1,18 +1,23 @@
 //! `altocast-bench`: measures the real libraries and binaries on loopback and
 //! prints figures (never asserts timings). Subcommands:
 //!
-//! - `origin`: publish → durable → hub latency for link failures on a backbone
-//!   cost map, and the RSS of a real `altocast-server` holding it with 64
-//!   retained diffs;
+//! - `all`: the whole suite below in one run, `--json FILE` for the figures;
 //! - `fanout`: one RProxy-side hub + gRPC service delivering to K subscribers in
 //!   another process: propagation p50/p99/max, delivered messages/s with 1 KiB
-//!   updates, RSS per idle subscriber;
-//! - `client`: `rank` of 1,000 candidates and the RSS of a client holding the maps.
+//!   updates, RSS per subscriber; `--redis` runs the same through Redis pub/sub;
+//! - `tree`: origin → real `altocast-rproxy` processes (one, or a tree) → K
+//!   subscribers verifying every update; RProxy RSS per subscriber;
+//! - `load`: CPU of a real `altocast-server` per update with K subscribers
+//!   behind RProxies vs K clients polling the full map every epoch;
+//! - `origin`: publish → durable → hub latency for link failures on a backbone
+//!   cost map, and the RSS of a real `altocast-server` holding it;
+//! - `client`: `rank` of 1,000 candidates and the RSS of a client holding the maps;
+//! - `bytes`: diff vs snapshot vs RFC 8895 merge patch for every topology.
 //!
-//! `clients`, `redis-clients` and `hold` are helper modes the benchmark runs in
-//! a child process. `ALTOCAST_BENCH_PIDS=N` sizes the fan-out cost map (default
-//! 40 PIDs; 300 makes the catch-up snapshot ~0.9 MB, which is how per-stream
-//! buffer retention was measured).
+//! `clients`, `redis-clients`, `pollers` and `hold` are helper modes the
+//! benchmark runs in a child process. `ALTOCAST_BENCH_PIDS=N` sizes the fan-out
+//! cost map (default 40 PIDs; 300 makes the catch-up snapshot ~0.9 MB, which is
+//! how per-stream buffer retention was measured).
 
 mod bytes;
 mod child;
@@ -54,7 +59,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The whole suite: fan-out (with Redis when `redis-server` is installed),
-    /// origin, client and bytes per topology.
+    /// tree, load, origin, client and bytes per topology.
     All {
         /// Topology for the origin and client runs (default: kdl from ../shared if
         /// present, else a synthetic 754-PoP backbone).
