@@ -235,7 +235,9 @@ impl http_body::Body for FrameBody {
                 break;
             }
             let b = batch.get_or_insert_with(|| {
-                let mut b = bytes::BytesMut::with_capacity(BATCH_BYTES);
+                // Room for the frame that crosses BATCH_BYTES: growing the
+                // buffer would copy the whole batch again.
+                let mut b = bytes::BytesMut::with_capacity(BATCH_BYTES + BATCH_MAX_FRAME);
                 b.extend_from_slice(&first);
                 b
             });
