@@ -384,3 +384,26 @@ pub(crate) fn compare(ours: &FanoutResult, theirs: &FanoutResult) {
     );
     record("vs_redis", serde_json::json!({"p99": ratios, "throughput_ratio": t}));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_reads_resource_seq_and_base_of_a_signed_update() {
+        let signer = Signer::new(OriginKey::from_seed([3; 32]), 60_000);
+        let id = ResourceId::new("bench").expect("id");
+        let first = base_version(1);
+        let snap = signer.snapshot(&id, &first, 1_000);
+        let h = Header::parse(&snap.update.body).expect("snapshot header");
+        assert_eq!((h.resource, h.seq, h.base_seq), (&b"bench"[..], 1, 0));
+        let diffs = chain(&signer, &id, &first, 2, 4, 7);
+        let h = Header::parse(&diffs[1].signed.body).expect("diff header");
+        assert_eq!((h.resource, h.seq, h.base_seq), (&b"bench"[..], 3, 2));
+        // A heartbeat repeats the seq as its base.
+        let hb = signer.heartbeat(&id, &first, 2_000);
+        let h = Header::parse(&hb.update.body).expect("heartbeat header");
+        assert_eq!((h.seq, h.base_seq), (1, 1));
+        assert!(Header::parse(&[0xff]).is_none(), "a truncated varint is rejected");
+    }
+}

@@ -220,3 +220,21 @@ pub(crate) fn parse_push(b: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
     let (third, at) = bulk(b, at)?;
     Some((kind, third, at))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resp_pushes_parse_whole_and_wait_for_the_rest() {
+        let sub = b"*3\r\n$9\r\nsubscribe\r\n$5\r\nbench\r\n:1\r\n";
+        let (kind, third, used) = parse_push(sub).expect("subscribe");
+        assert_eq!((kind.as_slice(), third.as_slice(), used), (&b"subscribe"[..], &b"1"[..], sub.len()));
+        let mut msg = b"*3\r\n$7\r\nmessage\r\n$5\r\nbench\r\n".to_vec();
+        msg.extend(resp(&[&payload(42, 16)])[4..].iter());
+        let (kind, p, used) = parse_push(&msg).expect("message");
+        assert_eq!((kind.as_slice(), used), (&b"message"[..], msg.len()));
+        assert_eq!(u64::from_le_bytes(p[..8].try_into().expect("8 bytes")), 42);
+        assert!(parse_push(&msg[..msg.len() - 3]).is_none(), "an incomplete push waits for more bytes");
+    }
+}

@@ -208,3 +208,16 @@ pub(crate) fn compare(ours: &TreeResult, redis: &crate::fanout::FanoutResult) {
     }
     record(if ours.verify { "tree_vs_redis" } else { "tree_decode_only_vs_redis" }, serde_json::json!(out));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_parse_and_reject_empty_levels() {
+        assert_eq!(parse_shape("2,4"), Ok(vec![2, 4]));
+        assert_eq!(parse_shape("1"), Ok(vec![1]));
+        assert!(parse_shape("2,0").is_err());
+        assert!(parse_shape("x").is_err());
+    }
+}
