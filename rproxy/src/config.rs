@@ -29,6 +29,10 @@ pub struct Config {
     /// Serve Prometheus metrics on this address.
     #[arg(long, env = "ALTOCAST_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Also serve the RFC 7285 HTTP/JSON interface (IRD at /directory, network
+    /// and cost maps, filtered cost map, endpoint cost) on this address.
+    #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
+    pub alto_http: Option<SocketAddr>,
     /// Diffs kept per resource for resuming subscribers.
     #[arg(long, env = "ALTOCAST_RING_SIZE", default_value_t = 64)]
     pub ring_size: usize,

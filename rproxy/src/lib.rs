@@ -6,8 +6,10 @@
 //! [`service`] exposes the hub as the gRPC `Distribution` service, and
 //! [`upstream`] feeds it from verified upstream subscriptions (the origin or
 //! another RProxy) with failover. Nothing here is trusted: every update is
-//! verified before it is cached or forwarded.
+//! verified before it is cached or forwarded. [`alto`] serves the verified
+//! maps over the classic RFC 7285 HTTP/JSON interface.
 
+pub mod alto;
 pub mod config;
 pub mod hub;
 pub mod metrics;
@@ -34,7 +36,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let mut client = altocast_client::Config::new(config.upstreams.clone(), keys.clone());
     client.quarantine = Duration::from_secs(config.quarantine_secs);
     let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys);
-    upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
+    let view = upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
+    if let Some(addr) = config.alto_http {
+        let http = TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?;
+        info!(%addr, "serving the RFC 7285 HTTP/JSON interface");
+        tasks.spawn(alto::serve(view, http, shutdown.clone()));
+    }
     let svc = service::DistributionService::new(hub.clone(), directory, Some(Arc::new(refresher)));
     let router = service::router(svc, &service::ServerLimits::default()).await?;
     info!(addr = %listener.local_addr().context("listener address")?, upstreams = ?config.upstreams, "rproxy serving");

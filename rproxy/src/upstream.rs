@@ -22,16 +22,18 @@ use crate::{
     service::PullThrough,
 };
 
-/// Feeds `hub` from `cfg.endpoints` until `shutdown`.
+/// Feeds `hub` from `cfg.endpoints` until `shutdown`. Returns the verified
+/// view of the maps (what the RFC 7285 HTTP interface serves).
 pub fn spawn(
     cfg: ClientConfig,
     hub: Arc<Hub>,
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) {
+) -> altocast_client::View {
     let (tx, mut rx) = mpsc::channel(256);
     let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx));
+    let view = sub.view().clone();
     let feed_hub = hub.clone();
     tasks.spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -41,6 +43,7 @@ pub fn spawn(
     });
     let refresher = Refresher { hub, endpoints: cfg.endpoints, keys: cfg.keys, limits: cfg.limits };
     tasks.spawn(async move { refresher.run(shutdown).await });
+    view
 }
 
 fn handle(hub: &Hub, directory: &ArcSwapOption<pb::SignedDirectory>, event: Event) {

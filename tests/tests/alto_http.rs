@@ -1,0 +1,163 @@
+//! The RFC 7285 HTTP/JSON interface an existing ALTO client uses: IRD, maps,
+//! filtered cost map and endpoint cost, answered from verified data, with
+//! RFC 7285 error objects for bad requests.
+
+use std::time::Duration;
+
+use altocast_server::example;
+use altocast_tests::{TestClient, TestOrigin};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+use tokio_util::sync::CancellationToken;
+
+/// One HTTP/1.1 request; returns (status, content type, cache-control, body).
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let text = String::from_utf8(out).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| {
+                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    (status, header("content-type"), header("cache-control"), body.to_owned())
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+/// An origin with the RFC 7285 example maps, a verifying subscription to it,
+/// and the HTTP interface over that subscription's view.
+async fn setup() -> (TestOrigin, TestClient, std::net::SocketAddr, CancellationToken) {
+    let origin = TestOrigin::start().await;
+    origin.publish(example::NETWORK_MAP_ID, example::NETWORK_MAP).await.expect("network map");
+    origin.publish(example::COST_MAP_ID, example::COST_MAP).await.expect("cost map");
+    let client = TestClient::start(&[&origin.url], origin.trusted());
+    client.wait_seq(example::COST_MAP_ID, 1, Duration::from_secs(10)).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    tokio::spawn(altocast_rproxy::alto::serve(client.view().clone(), listener, stop.clone()));
+    (origin, client, addr, stop)
+}
+
+#[tokio::test]
+async fn an_rfc7285_client_reads_the_verified_maps() {
+    let (_origin, client, addr, stop) = setup().await;
+
+    let (status, ctype, _, body) = http(addr, "GET", "/directory", "").await;
+    assert_eq!((status, ctype.as_str()), (200, "application/alto-directory+json"), "{body}");
+    let ird = json(&body);
+    assert_eq!(ird["meta"]["default-alto-network-map"], "default-network-map");
+    assert_eq!(ird["meta"]["cost-types"]["numerical-routingcost"]["cost-metric"], "routingcost");
+    assert_eq!(ird["resources"]["default-cost-map"]["uses"][0], "default-network-map");
+    assert_eq!(ird["resources"]["endpoint-cost"]["accepts"], "application/alto-endpointcostparams+json");
+    assert_eq!(ird["resources"]["default-network-map"]["uri"], format!("http://{addr}/networkmap/default-network-map"));
+
+    let (status, ctype, cache, body) = http(addr, "GET", "/networkmap/default-network-map", "").await;
+    assert_eq!((status, ctype.as_str()), (200, "application/alto-networkmap+json"), "{body}");
+    let nm = json(&body);
+    assert_eq!(nm["network-map"]["PID2"]["ipv4"][0], "198.51.100.128/25");
+    let tag = client.view().load().network_maps["default-network-map"].tag.to_string();
+    assert_eq!(nm["meta"]["vtag"]["tag"], tag, "the vtag is the verified tag");
+    let max_age: u64 = cache.strip_prefix("max-age=").and_then(|s| s.parse().ok()).expect("max-age");
+    assert!((1..=60).contains(&max_age), "cache lifetime bounded by the signed expiry: {cache}");
+
+    let (status, _, _, body) = http(addr, "GET", "/costmap/default-cost-map", "").await;
+    assert_eq!(status, 200, "{body}");
+    let cm = json(&body);
+    assert_eq!(cm["cost-map"]["PID1"]["PID2"], 5);
+    assert_eq!(cm["meta"]["dependent-vtags"][0]["tag"], tag);
+
+    // Filtered cost map (§11.3.2): only the asked PIDs; unknown ones left out.
+    let filter = r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},
+                    "pids":{"srcs":["PID1","PID9"],"dsts":["PID2","PID3"]}}"#;
+    let (status, _, _, body) = http(addr, "POST", "/costmap/default-cost-map", filter).await;
+    assert_eq!(status, 200, "{body}");
+    let f = json(&body);
+    assert_eq!(f["cost-map"], serde_json::json!({"PID1": {"PID2": 5, "PID3": 10}}));
+
+    // Endpoint cost (§11.5.1): addresses mapped to PIDs by longest prefix.
+    let ecs = r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},
+                 "endpoints":{"srcs":["ipv4:192.0.2.2"],"dsts":["ipv4:198.51.100.130","ipv4:203.0.113.7","ipv6:2001:db8::1"]}}"#;
+    let (status, ctype, _, body) = http(addr, "POST", "/endpointcost", ecs).await;
+    assert_eq!((status, ctype.as_str()), (200, "application/alto-endpointcost+json"), "{body}");
+    let e = json(&body);
+    assert_eq!(
+        e["endpoint-cost-map"]["ipv4:192.0.2.2"],
+        serde_json::json!({"ipv4:198.51.100.130": 5, "ipv4:203.0.113.7": 10, "ipv6:2001:db8::1": 10})
+    );
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_rfc7285_errors_naming_the_field() {
+    let (_origin, client, addr, stop) = setup().await;
+    let cases = [
+        ("POST", "/costmap/default-cost-map", "{not json", 400, "E_SYNTAX", None),
+        ("POST", "/costmap/default-cost-map", r#"{"pids":{}}"#, 400, "E_MISSING_FIELD", Some("cost-type")),
+        (
+            "POST",
+            "/costmap/default-cost-map",
+            r#"{"cost-type":{"cost-mode":"ordinal","cost-metric":"routingcost"}}"#,
+            400,
+            "E_INVALID_FIELD_VALUE",
+            Some("cost-type/cost-mode"),
+        ),
+        (
+            "POST",
+            "/costmap/default-cost-map",
+            r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},"pids":{"srcs":"PID1"}}"#,
+            400,
+            "E_INVALID_FIELD_TYPE",
+            Some("pids/srcs"),
+        ),
+        (
+            "POST",
+            "/endpointcost",
+            r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},"endpoints":{"dsts":["ipv4:300.1.1.1"]}}"#,
+            400,
+            "E_INVALID_FIELD_VALUE",
+            Some("endpoints/dsts"),
+        ),
+        ("GET", "/costmap/no-such-map", "", 404, "E_INVALID_FIELD_VALUE", Some("resource-id")),
+    ];
+    for (method, path, body, want_status, want_code, want_field) in cases {
+        let (status, ctype, _, answer) = http(addr, method, path, body).await;
+        assert_eq!(status, want_status, "{method} {path} {body}: {answer}");
+        assert_eq!(ctype, "application/alto-error+json", "{answer}");
+        let e = json(&answer);
+        assert_eq!(e["meta"]["code"], want_code, "{body}: {answer}");
+        if let Some(f) = want_field {
+            assert_eq!(e["meta"]["field"], f, "{body}: {answer}");
+        }
+    }
+    // Too many endpoints is refused before any lookup.
+    let many: Vec<String> = (0..10_001).map(|i| format!("\"ipv4:10.0.{}.{}\"", i / 256 % 256, i % 256)).collect();
+    let body = format!(
+        r#"{{"cost-type":{{"cost-mode":"numerical","cost-metric":"routingcost"}},"endpoints":{{"dsts":[{}]}}}}"#,
+        many.join(",")
+    );
+    let (status, _, _, answer) = http(addr, "POST", "/endpointcost", &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(json(&answer)["meta"]["field"], "endpoints");
+    stop.cancel();
+    client.stop().await;
+}
