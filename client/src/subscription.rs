@@ -60,6 +60,10 @@ pub struct Config {
     pub quarantine: Duration,
     /// Polling interval in pull fallback.
     pub pull_interval: Duration,
+    /// How often a subscription following the whole directory (`resources`
+    /// empty) re-reads it; a resource the origin added since is then
+    /// subscribed to, resuming the others where they are.
+    pub directory_refresh: Duration,
     /// The clock used for expiry.
     pub clock: Clock,
 }
@@ -83,6 +87,7 @@ impl Config {
             backoff_max: Duration::from_secs(10),
             quarantine: Duration::from_secs(30),
             pull_interval: Duration::from_secs(5),
+            directory_refresh: Duration::from_secs(30),
             clock: tokio_clock(),
         }
     }
@@ -189,6 +194,9 @@ enum End {
     Bad {
         reason: String,
     },
+    /// The directory lists resources this session does not follow: subscribe
+    /// again to the same endpoint at once.
+    Resubscribe,
 }
 
 struct Runner {
@@ -252,6 +260,10 @@ impl Runner {
             let end = self.session(&url).await;
             let (reason, delivered) = match end {
                 End::Shutdown => return,
+                End::Resubscribe => {
+                    info!(endpoint = %url, "directory lists new resources; subscribing again");
+                    continue;
+                }
                 End::Closed { delivered } => ("stream closed by server".to_owned(), delivered),
                 End::Failed { reason, delivered } => (reason, delivered),
                 End::Bad { reason } => {
@@ -338,7 +350,8 @@ impl Runner {
         };
         self.emit(Event::Connected { endpoint: url.into() }).await;
         metrics::gauge!("altocast_client_connected").set(1.0);
-        let end = self.read_stream(&mut stream, url).await;
+        let follow = self.cfg.resources.is_empty().then(|| (client.clone(), resources.clone()));
+        let end = self.read_stream(&mut stream, url, follow).await;
         metrics::gauge!("altocast_client_connected").set(0.0);
         end
     }
@@ -362,17 +375,39 @@ impl Runner {
         }
     }
 
-    async fn read_stream(&mut self, stream: &mut tonic::Streaming<pb::SubscribeResponse>, url: &str) -> End {
+    /// Reads updates until the stream ends. With `follow` (the client and the
+    /// resources of a subscription to the whole directory), re-reads the
+    /// directory every `directory_refresh` and ends with `Resubscribe` when it
+    /// lists a resource not followed yet.
+    async fn read_stream(
+        &mut self,
+        stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+        url: &str,
+        mut follow: Option<(DistributionClient, Vec<ResourceId>)>,
+    ) -> End {
         let mut delivered = false;
         let mut expired_run = 0;
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + Duration::from_secs(10);
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.cfg.directory_refresh,
+            self.cfg.directory_refresh,
+        );
         loop {
             let (wait, earliest) = self.stale_wait();
             let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
+                _ = refresh.tick(), if follow.is_some() => {
+                    if let Some((client, followed)) = follow.as_mut()
+                        && let Ok((_, dir)) = connect::directory(client, url, &self.cfg.keys).await
+                        && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
+                    {
+                        return End::Resubscribe;
+                    }
+                    continue;
+                }
                 r = tokio::time::timeout(wait, stream.message()) => r,
             };
             let frame = match frame {

@@ -35,6 +35,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let tasks = TaskTracker::new();
     let mut client = altocast_client::Config::new(config.upstreams.clone(), keys.clone());
     client.quarantine = Duration::from_secs(config.quarantine_secs);
+    // Resources the origin adds later reach this RProxy's subscribers within this.
+    client.directory_refresh = Duration::from_secs(5);
     let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys);
     let view = upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
     if let Some(addr) = config.alto_http {

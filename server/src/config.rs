@@ -90,6 +90,10 @@ pub struct ServeConfig {
     /// Serve Prometheus metrics on this address.
     #[arg(long, env = "ALTOCAST_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Also serve the RFC 7285 HTTP/JSON interface (IRD at /directory, network
+    /// and cost maps, filtered cost map, endpoint cost) on this address.
+    #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
+    pub alto_http: Option<SocketAddr>,
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,

@@ -30,8 +30,25 @@ use tracing::info;
 
 pub use config::ServeConfig;
 
-/// Runs the origin on `listener` until `shutdown` is cancelled.
+/// Runs the origin on `listener` until `shutdown` is cancelled (and the RFC
+/// 7285 HTTP/JSON interface on `--alto-http`, when set).
 pub async fn run(cfg: ServeConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    cfg.validate()?;
+    let http = match cfg.alto_http {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?),
+        None => None,
+    };
+    run_with_http(cfg, listener, http, shutdown).await
+}
+
+/// [`run`] with the HTTP interface's listener already bound (tests bind
+/// `127.0.0.1:0` first); `cfg.alto_http` is not used.
+pub async fn run_with_http(
+    cfg: ServeConfig,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
     let key = keys::load_or_generate(&cfg.data_dir)?;
@@ -80,6 +97,27 @@ pub async fn run(cfg: ServeConfig, listener: TcpListener, shutdown: Cancellation
     let router = service::router(svc, &service::ServerLimits::default())
         .await?
         .add_service(publisher::PublisherService::new(origin.clone(), &token).into_server(cfg.max_map_bytes));
+    if let Some(http) = http {
+        let addr = http.local_addr()?;
+        // Served from what a verifying subscription to this very origin holds,
+        // exactly as an RProxy serves it: the HTTP answers pass the same checks.
+        let mut own = listener.local_addr()?;
+        if own.ip().is_unspecified() {
+            own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let keys = altocast_proto::TrustedKeys::new([origin.public_key()]);
+        let mut follow = altocast_client::Config::new(vec![format!("http://{own}")], keys);
+        // Loopback and a small signed message: pick up new resources within a second.
+        follow.directory_refresh = Duration::from_secs(1);
+        let sub = altocast_client::Subscription::start(follow, shutdown.clone(), None);
+        info!(%addr, "serving the RFC 7285 HTTP/JSON interface");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let served = altocast_rproxy::alto::serve(sub.view().clone(), http, stop).await;
+            sub.stop().await;
+            served
+        });
+    }
     info!(
         addr = %listener.local_addr()?,
         key = %origin.public_key().id(),

@@ -49,11 +49,13 @@ pub struct OriginOptions {
     pub heartbeat_secs: u64,
     /// Retained diffs.
     pub history: u64,
+    /// Serve the RFC 7285 HTTP/JSON interface on this (already bound) listener.
+    pub alto_http: Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>,
 }
 
 impl Default for OriginOptions {
     fn default() -> Self {
-        OriginOptions { maps_dir: None, ttl_secs: 60, heartbeat_secs: 20, history: 64 }
+        OriginOptions { maps_dir: None, ttl_secs: 60, heartbeat_secs: 20, history: 64, alto_http: None }
     }
 }
 
@@ -94,7 +96,11 @@ impl TestOrigin {
         cfg.quiet_ms = 100;
         cfg.grace_secs = 2;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(altocast_server::run(cfg, listener, shutdown.clone()));
+        let http = opts.alto_http.and_then(|l| l.lock().expect("listener").take()).map(|l| {
+            l.set_nonblocking(true).expect("nonblocking");
+            TcpListener::from_std(l).expect("tokio listener")
+        });
+        let task = tokio::spawn(altocast_server::run_with_http(cfg, listener, http, shutdown.clone()));
         let pub_key_path = altocast_server::keys::pubkey_path(data_dir.path());
         // The key file appears during start-up; wait for the server to answer.
         let mut origin = TestOrigin { url, data_dir, pub_key_path, shutdown, task };

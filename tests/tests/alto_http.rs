@@ -161,3 +161,34 @@ async fn bad_requests_get_rfc7285_errors_naming_the_field() {
     stop.cancel();
     client.stop().await;
 }
+
+#[tokio::test]
+async fn the_origin_serves_the_same_interface_from_its_own_verified_stream() {
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = std_listener.local_addr().expect("addr");
+    let opts = altocast_tests::OriginOptions {
+        alto_http: Some(std::sync::Arc::new(std::sync::Mutex::new(Some(std_listener)))),
+        ..Default::default()
+    };
+    let origin = TestOrigin::start_with(opts, None).await;
+    // Before any map is published there is nothing to serve.
+    let (status, _, _, body) = http(addr, "GET", "/costmap/default-cost-map", "").await;
+    assert_eq!(status, 404, "{body}");
+    origin.publish(example::NETWORK_MAP_ID, example::NETWORK_MAP).await.expect("network map");
+    let r = origin.publish(example::COST_MAP_ID, example::COST_MAP).await.expect("cost map");
+    // The interface follows the origin's own stream, verified: poll until it
+    // has the published version (bounded).
+    let mut seen = None;
+    for _ in 0..200 {
+        let (status, _, _, body) = http(addr, "GET", "/costmap/default-cost-map", "").await;
+        if status == 200 {
+            seen = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let cm = json(&seen.expect("the cost map is served within 5 s"));
+    assert_eq!(cm["cost-map"]["PID3"]["PID1"], 20);
+    assert_eq!(r.seq, 1);
+    origin.stop().await;
+}

@@ -215,3 +215,28 @@ async fn client_falls_back_to_pull_when_no_push_stream_is_available() {
     pull_only.stop().await;
     origin.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_added_at_the_origin_reaches_clients_through_a_running_rproxy() {
+    let origin = TestOrigin::start().await;
+    let maps = Maps::synthetic(12);
+    publish_both(&origin, &maps).await;
+    let rp = TestRproxy::start(&[&origin.url], &origin.pub_key_path).await;
+    let mut cfg = altocast_client::Config::new(vec![rp.url.clone()], origin.trusted());
+    cfg.directory_refresh = Duration::from_millis(300);
+    let client = TestClient::start_cfg(cfg);
+    client.wait_seq(CM, 1, T).await;
+    let before = client.incidents_at(&rp.url).len();
+    // A second cost map appears at the origin after everyone is connected:
+    // the RProxy re-reads the directory (every 5 s) and subscribes to it, and
+    // so does the client through the RProxy.
+    origin.publish("second-cost-map", &maps.cost_map_json()).await.expect("second cost map");
+    let tag = client.wait_seq("second-cost-map", 1, T).await;
+    let st = client.view().load();
+    assert_eq!(st.cost_maps["second-cost-map"].tag, tag);
+    assert_eq!(st.cost_maps["second-cost-map"].network_map.resource_id.as_str(), NM);
+    // Picking it up is not a failure: no failover, no rejection.
+    assert_eq!(client.incidents_at(&rp.url).len(), before, "{:?}", client.incidents_at(&rp.url));
+    client.stop().await;
+    rp.stop().await;
+}
