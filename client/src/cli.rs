@@ -42,6 +42,22 @@ pub struct Common {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// CA (PEM) that `https://` endpoints' certificates must chain to.
+    #[arg(long, env = "ALTOCAST_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for endpoints that require one (mTLS); needs --key.
+    #[arg(long, env = "ALTOCAST_CERT")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, env = "ALTOCAST_KEY")]
+    key: Option<PathBuf>,
+}
+
+impl Common {
+    fn tls(&self) -> anyhow::Result<Option<connect::ClientTls>> {
+        connect::ClientTls::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref())
+            .map_err(|e| anyhow!("TLS: {e}"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,7 +163,7 @@ async fn first_reachable(common: &Common) -> anyhow::Result<(String, Distributio
     let timeout = Duration::from_secs(common.timeout.max(1));
     let mut errors = Vec::new();
     for url in &common.endpoints {
-        match connect::connect(url, timeout).await {
+        match connect::connect_tls(url, timeout, common.tls()?.as_ref()).await {
             Ok(c) => return Ok((url.clone(), c)),
             Err(e) => errors.push(e.to_string()),
         }
@@ -288,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let keys = trusted(&common).await?;
             let resources = resource.iter().map(|r| resource_arg(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let mut cfg = Config::new(common.endpoints.clone(), keys);
+            cfg.tls = common.tls()?;
             cfg.resources = resources;
             let shutdown = CancellationToken::new();
             let (tx, mut rx) = tokio::sync::mpsc::channel(256);

@@ -51,19 +51,78 @@ pub enum ConnectError {
 /// A typed client for one endpoint.
 pub type DistributionClient = pb::distribution_client::DistributionClient<Channel>;
 
+/// TLS settings for `https://` endpoints.
+#[derive(Clone, Default)]
+pub struct ClientTls {
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate chain and key presented to servers that require client
+    /// certificates (mTLS).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA, certificate and key files; `None` when none is given.
+    /// The error names the file or the missing half.
+    pub fn from_files(
+        ca: Option<&std::path::Path>,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<Option<ClientTls>, String> {
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+        let identity = match (cert, key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => return Err("a client certificate and its key go together".into()),
+        };
+        let ca_pem = ca.map(read).transpose()?;
+        Ok((ca_pem.is_some() || identity.is_some()).then_some(ClientTls { ca_pem, identity }))
+    }
+}
+
 /// Connects to `url` (e.g. `http://127.0.0.1:7100`).
 pub async fn connect(url: &str, timeout: Duration) -> Result<DistributionClient, ConnectError> {
-    let ch = channel(url, timeout).await?;
+    connect_tls(url, timeout, None).await
+}
+
+/// Connects to `url`, using `tls` for an `https://` URL.
+pub async fn connect_tls(
+    url: &str,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<DistributionClient, ConnectError> {
+    let ch = channel(url, timeout, tls).await?;
     Ok(pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(MAX_MESSAGE))
 }
 
-async fn channel(url: &str, timeout: Duration) -> Result<Channel, ConnectError> {
-    let ep = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| ConnectError::BadUrl { url: url.into(), reason: e.to_string() })?
+async fn channel(url: &str, timeout: Duration, tls: Option<&ClientTls>) -> Result<Channel, ConnectError> {
+    let bad = |reason: String| ConnectError::BadUrl { url: url.into(), reason };
+    let mut ep = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| bad(e.to_string()))?
         .connect_timeout(timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10));
+    if url.starts_with("https://") {
+        let tls = tls.ok_or_else(|| bad("an https:// endpoint needs a CA to check its certificate (--ca)".into()))?;
+        let mut cfg = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca_pem {
+            cfg = cfg.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &tls.identity {
+            cfg = cfg.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        ep = ep.tls_config(cfg).map_err(|e| bad(format!("TLS settings: {e}")))?;
+    }
     tokio::time::timeout(timeout, ep.connect())
         .await
         .map_err(|_| ConnectError::Unreachable { url: url.into(), reason: format!("no answer in {timeout:?}") })?
@@ -75,14 +134,16 @@ async fn channel(url: &str, timeout: Duration) -> Result<Channel, ConnectError> 
 pub const MAX_PUBLISH: usize = 256 << 20;
 
 /// Sends `req` to the origin's `Publisher` service at `url`, with `token` as
-/// the bearer token (`None` sends no credentials).
+/// the bearer token (`None` sends no credentials), over TLS with `tls` for an
+/// `https://` URL.
 pub async fn publish(
     url: &str,
     token: Option<&str>,
     req: pb::PublishRequest,
     timeout: Duration,
+    tls: Option<&ClientTls>,
 ) -> Result<pb::PublishResponse, ConnectError> {
-    let ch = channel(url, timeout).await?;
+    let ch = channel(url, timeout, tls).await?;
     let mut c = pb::publisher_client::PublisherClient::new(ch).max_encoding_message_size(MAX_PUBLISH);
     let mut req = tonic::Request::new(req);
     if let Some(t) = token {

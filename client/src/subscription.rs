@@ -64,6 +64,8 @@ pub struct Config {
     /// empty) re-reads it; a resource the origin added since is then
     /// subscribed to, resuming the others where they are.
     pub directory_refresh: Duration,
+    /// TLS settings for `https://` endpoints.
+    pub tls: Option<connect::ClientTls>,
     /// The clock used for expiry.
     pub clock: Clock,
 }
@@ -88,6 +90,7 @@ impl Config {
             quarantine: Duration::from_secs(30),
             pull_interval: Duration::from_secs(5),
             directory_refresh: Duration::from_secs(30),
+            tls: None,
             clock: tokio_clock(),
         }
     }
@@ -306,7 +309,7 @@ impl Runner {
     }
 
     async fn session(&mut self, url: &str) -> End {
-        let mut client = match connect::connect(url, self.cfg.connect_timeout).await {
+        let mut client = match connect::connect_tls(url, self.cfg.connect_timeout, self.cfg.tls.as_ref()).await {
             Ok(c) => c,
             Err(e) => return End::Failed { reason: e.to_string(), delivered: false },
         };

@@ -51,6 +51,18 @@ pub struct Config {
     /// Seconds to let open streams finish after a shutdown signal.
     #[arg(long, env = "ALTOCAST_GRACE", default_value_t = 5)]
     pub grace_secs: u64,
+    /// TLS for the gRPC server.
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    /// CA (PEM) that `https://` upstreams' certificates must chain to.
+    #[arg(long, env = "ALTOCAST_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Client certificate (PEM) presented to upstreams that require one (mTLS); needs --upstream-key.
+    #[arg(long, env = "ALTOCAST_UPSTREAM_CERT")]
+    pub upstream_cert: Option<PathBuf>,
+    /// The private key (PEM) of --upstream-cert.
+    #[arg(long, env = "ALTOCAST_UPSTREAM_KEY")]
+    pub upstream_key: Option<PathBuf>,
 }
 
 impl Config {
@@ -75,7 +87,19 @@ impl Config {
                 bail!("--upstream {u:?} must be an http:// or https:// URL");
             }
         }
+        self.tls.server_config()?;
+        self.upstream_tls()?;
         trust_key(&self.trust_key)
+    }
+
+    /// TLS settings for `https://` upstreams.
+    pub fn upstream_tls(&self) -> anyhow::Result<Option<altocast_client::connect::ClientTls>> {
+        altocast_client::connect::ClientTls::from_files(
+            self.upstream_ca.as_deref(),
+            self.upstream_cert.as_deref(),
+            self.upstream_key.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("upstream TLS: {e}"))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod service;
+pub mod tls;
 pub mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -35,9 +36,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let tasks = TaskTracker::new();
     let mut client = altocast_client::Config::new(config.upstreams.clone(), keys.clone());
     client.quarantine = Duration::from_secs(config.quarantine_secs);
+    client.tls = config.upstream_tls()?;
     // Resources the origin adds later reach this RProxy's subscribers within this.
     client.directory_refresh = Duration::from_secs(5);
-    let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys);
+    let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys, client.tls.clone());
     let view = upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
     if let Some(addr) = config.alto_http {
         let http = TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?;
@@ -45,7 +47,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tasks.spawn(alto::serve(view, http, shutdown.clone()));
     }
     let svc = service::DistributionService::new(hub.clone(), directory, Some(Arc::new(refresher)));
-    let router = service::router(svc, &service::ServerLimits::default()).await?;
+    let limits = service::ServerLimits { tls: config.tls.server_config()?, ..Default::default() };
+    let router = service::router(svc, &limits).await?;
     info!(addr = %listener.local_addr().context("listener address")?, upstreams = ?config.upstreams, "rproxy serving");
     service::serve(router, listener, shutdown.clone()).await?;
     let grace = Duration::from_secs(config.grace_secs);

@@ -4,6 +4,7 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use altocast_proto::{ResourceId, Tag, pb};
+use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
 use futures::Stream;
 use tokio::net::TcpListener;
@@ -289,16 +290,18 @@ impl pb::distribution_server::Distribution for DistributionService {
     }
 }
 
-/// Limits shared by the origin's and the RProxy's gRPC servers.
+/// Settings shared by the origin's and the RProxy's gRPC servers.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// TLS (and mTLS) settings; `None` serves plain HTTP/2.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits { max_concurrent_streams: 256 }
+        ServerLimits { max_concurrent_streams: 256, tls: None }
     }
 }
 
@@ -310,7 +313,11 @@ pub async fn router(service: DistributionService, limits: &ServerLimits) -> anyh
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    Ok(tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &limits.tls {
+        builder = builder.tls_config(tls.clone()).context("TLS settings")?;
+    }
+    Ok(builder
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)

@@ -41,7 +41,7 @@ pub fn spawn(
         }
         sub.stop().await;
     });
-    let refresher = Refresher { hub, endpoints: cfg.endpoints, keys: cfg.keys, limits: cfg.limits };
+    let refresher = Refresher { hub, endpoints: cfg.endpoints, keys: cfg.keys, limits: cfg.limits, tls: cfg.tls };
     tasks.spawn(async move { refresher.run(shutdown).await });
     view
 }
@@ -90,12 +90,14 @@ pub struct Refresher {
     endpoints: Vec<String>,
     keys: TrustedKeys,
     limits: Limits,
+    tls: Option<connect::ClientTls>,
 }
 
 impl Refresher {
-    /// A refresher feeding `hub` from `endpoints`.
-    pub fn new(hub: Arc<Hub>, endpoints: Vec<String>, keys: TrustedKeys) -> Self {
-        Refresher { hub, endpoints, keys, limits: Limits::default() }
+    /// A refresher feeding `hub` from `endpoints` (over TLS with `tls` for
+    /// `https://` ones).
+    pub fn new(hub: Arc<Hub>, endpoints: Vec<String>, keys: TrustedKeys, tls: Option<connect::ClientTls>) -> Self {
+        Refresher { hub, endpoints, keys, limits: Limits::default(), tls }
     }
 
     async fn run(&self, shutdown: CancellationToken) {
@@ -115,7 +117,7 @@ impl Refresher {
 
     async fn client(&self) -> Result<(String, DistributionClient), Status> {
         for url in &self.endpoints {
-            if let Ok(c) = connect::connect(url, Duration::from_secs(3)).await {
+            if let Ok(c) = connect::connect_tls(url, Duration::from_secs(3), self.tls.as_ref()).await {
                 return Ok((url.clone(), c));
             }
         }

@@ -94,6 +94,9 @@ pub struct ServeConfig {
     /// and cost maps, filtered cost map, endpoint cost) on this address.
     #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
     pub alto_http: Option<SocketAddr>,
+    /// TLS for the gRPC server.
+    #[command(flatten)]
+    pub tls: altocast_rproxy::tls::TlsArgs,
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
@@ -113,6 +116,9 @@ impl ServeConfig {
 
     /// Checks what can be checked before binding.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.tls.server_config()?.is_some() && self.alto_http.is_some() {
+            bail!("--alto-http is not served by a TLS origin; run an altocast-rproxy with --alto-http next to it");
+        }
         if self.ttl_secs == 0 || self.heartbeat_secs == 0 {
             bail!("--ttl-secs and --heartbeat-secs must be at least 1");
         }

@@ -61,7 +61,7 @@ async fn publish(url: &str, id: &str, body: String) -> anyhow::Result<pb::Publis
 async fn publish_as(url: &str, id: &str, body: String, media_type: &str) -> anyhow::Result<pb::PublishResponse> {
     let req =
         pb::PublishRequest { resource_id: id.into(), json: body.into_bytes().into(), media_type: media_type.into() };
-    altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60))
+    altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60), None)
         .await
         .with_context(|| format!("publishing {id}"))
 }

@@ -94,7 +94,8 @@ pub async fn run_with_http(
     tasks.spawn(origin::heartbeats(origin.clone(), Duration::from_secs(cfg.heartbeat_secs), shutdown.clone()));
 
     let svc = service::DistributionService::new(hub.clone(), directory, None);
-    let router = service::router(svc, &service::ServerLimits::default())
+    let limits = service::ServerLimits { tls: cfg.tls.server_config()?, ..Default::default() };
+    let router = service::router(svc, &limits)
         .await?
         .add_service(publisher::PublisherService::new(origin.clone(), &token).into_server(cfg.max_map_bytes));
     if let Some(http) = http {

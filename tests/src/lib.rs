@@ -34,6 +34,8 @@ pub struct TestOrigin {
     pub data_dir: Arc<tempfile::TempDir>,
     /// Path of the origin's public key.
     pub pub_key_path: PathBuf,
+    /// How the harness reaches an `https://` origin.
+    pub client_tls: Option<altocast_client::connect::ClientTls>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -51,11 +53,14 @@ pub struct OriginOptions {
     pub history: u64,
     /// Serve the RFC 7285 HTTP/JSON interface on this (already bound) listener.
     pub alto_http: Option<Arc<std::sync::Mutex<Option<std::net::TcpListener>>>>,
+    /// Serve gRPC over TLS with these settings (the URL becomes `https://`),
+    /// reached by the harness with `client_tls`.
+    pub tls: Option<(altocast_rproxy::tls::TlsArgs, altocast_client::connect::ClientTls)>,
 }
 
 impl Default for OriginOptions {
     fn default() -> Self {
-        OriginOptions { maps_dir: None, ttl_secs: 60, heartbeat_secs: 20, history: 64, alto_http: None }
+        OriginOptions { maps_dir: None, ttl_secs: 60, heartbeat_secs: 20, history: 64, alto_http: None, tls: None }
     }
 }
 
@@ -84,6 +89,10 @@ impl TestOrigin {
         url: String,
     ) -> TestOrigin {
         let data_dir = data_dir.unwrap_or_else(|| Arc::new(tempfile::tempdir().expect("tempdir")));
+        let (url, client_tls) = match &opts.tls {
+            Some((_, client)) => (url.replacen("http://", "https://", 1), Some(client.clone())),
+            None => (url, None),
+        };
         let mut cfg = altocast_server::ServeConfig::defaults();
         cfg.data_dir = data_dir.path().to_path_buf();
         cfg.publish_token = Some(TOKEN.into());
@@ -95,6 +104,9 @@ impl TestOrigin {
         cfg.poll_ms = 50;
         cfg.quiet_ms = 100;
         cfg.grace_secs = 2;
+        if let Some((server, _)) = opts.tls.clone() {
+            cfg.tls = server;
+        }
         let shutdown = CancellationToken::new();
         let http = opts.alto_http.and_then(|l| l.lock().expect("listener").take()).map(|l| {
             l.set_nonblocking(true).expect("nonblocking");
@@ -103,7 +115,7 @@ impl TestOrigin {
         let task = tokio::spawn(altocast_server::run_with_http(cfg, listener, http, shutdown.clone()));
         let pub_key_path = altocast_server::keys::pubkey_path(data_dir.path());
         // The key file appears during start-up; wait for the server to answer.
-        let mut origin = TestOrigin { url, data_dir, pub_key_path, shutdown, task };
+        let mut origin = TestOrigin { url, data_dir, pub_key_path, client_tls, shutdown, task };
         origin.wait_ready().await;
         origin
     }
@@ -114,7 +126,8 @@ impl TestOrigin {
                 let r = (&mut self.task).await;
                 panic!("origin at {} exited during start-up: {r:?}", self.url);
             }
-            if let Ok(mut c) = altocast_client::connect::connect(&self.url, Duration::from_secs(1)).await
+            if let Ok(mut c) =
+                altocast_client::connect::connect_tls(&self.url, Duration::from_secs(1), self.client_tls.as_ref()).await
                 && c.get_directory(pb::GetDirectoryRequest {}).await.is_ok()
             {
                 return;
@@ -159,7 +172,15 @@ impl TestOrigin {
         req: pb::PublishRequest,
         token: Option<&str>,
     ) -> Result<pb::PublishResponse, tonic::Status> {
-        match altocast_client::connect::publish(&self.url, token, req, Duration::from_secs(30)).await {
+        match altocast_client::connect::publish(
+            &self.url,
+            token,
+            req,
+            Duration::from_secs(30),
+            self.client_tls.as_ref(),
+        )
+        .await
+        {
             Ok(r) => Ok(r),
             Err(altocast_client::connect::ConnectError::Status { status, .. }) => Err(status),
             Err(e) => panic!("publish: {e}"),
@@ -192,6 +213,16 @@ impl TestRproxy {
 
     /// Like [`TestRproxy::start`], on a given address (to restart in place).
     pub async fn start_on(upstreams: &[&str], key_path: &std::path::Path, addr: Option<SocketAddr>) -> TestRproxy {
+        Self::start_with_args(upstreams, key_path, addr, &[]).await
+    }
+
+    /// Like [`TestRproxy::start_on`], with more command-line flags.
+    pub async fn start_with_args(
+        upstreams: &[&str],
+        key_path: &std::path::Path,
+        addr: Option<SocketAddr>,
+        extra: &[String],
+    ) -> TestRproxy {
         let listener = match addr {
             Some(a) => TcpListener::bind(a).await.expect("rebind"),
             None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -202,6 +233,7 @@ impl TestRproxy {
             args.extend(["--upstream".into(), (*u).to_owned()]);
         }
         args.extend(["--trust-key".into(), key_path.display().to_string(), "--quarantine-secs".into(), "2".into()]);
+        args.extend(extra.iter().cloned());
         let cfg = <altocast_rproxy::Config as clap_parse::Parser>::parse_from(args);
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(altocast_rproxy::run(cfg, listener, shutdown.clone()));
