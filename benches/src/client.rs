@@ -21,7 +21,66 @@ use crate::{
     report::{field, pct, record, rss_kib},
 };
 
+/// CPU of one subscriber verifying one update: signature, chain, apply, tag,
+/// for link failures and recoveries of the 60-PoP backbone the `tree` run
+/// publishes — the per-subscriber cost behind its verifying figures.
+fn verify_cost() -> anyhow::Result<()> {
+    use altocast_proto::{
+        MapDiff, OriginKey, Verifier,
+        update::{Signer, Version},
+    };
+    let mut w = Workload::new(altocast_proto::workload::Topology::synthetic(60, 1), 1);
+    let nm = w.network_map();
+    let signer = Signer::new(OriginKey::from_seed([5; 32]), 600_000);
+    let id = ResourceId::new("default-cost-map")?;
+    let now = altocast_client::now_ms();
+    let nm_version = Version { seq: 1, state: MapState::Network(nm.clone()), dependencies: vec![] };
+    let nm_snapshot = signer.snapshot(&w.network_map_id, &nm_version, now);
+    let deps =
+        vec![altocast_proto::update::Dependency { resource_id: w.network_map_id.clone(), seq: 1, tag: nm.tag() }];
+    let mut cur = Version { seq: 1, state: MapState::Cost(w.cost_map(&nm)), dependencies: deps.clone() };
+    let mut updates = vec![signer.snapshot(&id, &cur, now)];
+    let mut rng = SplitMix64::new(21);
+    while updates.len() < 201 {
+        let li = rng.below(w.link_count());
+        for up in [false, true] {
+            w.set_link_up(li, up);
+            let next = Version { seq: cur.seq + 1, state: MapState::Cost(w.cost_map(&nm)), dependencies: deps.clone() };
+            let Some(d) = cur.state.diff(&next.state) else { continue };
+            if d.entries_changed() == 0 {
+                continue;
+            }
+            let d: MapDiff = d;
+            updates.push(signer.diff(&id, &cur, &next, &d, now));
+            cur = next;
+        }
+    }
+    let keys = TrustedKeys::new([signer.key().public()]);
+    let mut v = Verifier::accepting_all(keys, Default::default());
+    v.verify(&nm_snapshot.update, &nm_snapshot.chunks, now)?;
+    v.verify(&updates[0].update, &updates[0].chunks, now)?;
+    let (mut times, mut bytes) = (Vec::new(), 0usize);
+    for u in &updates[1..] {
+        let t = Instant::now();
+        v.verify(&u.update, &u.chunks, now)?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        bytes += u.update.body.len();
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "verify + apply one update (60-PoP backbone, {} link-failure diffs of mean {} B): mean {:.3} ms, p50 {:.3} ms, p99 {:.3} ms",
+        times.len(),
+        bytes / times.len(),
+        mean,
+        pct(&mut times.clone(), 0.5),
+        pct(&mut times, 0.99)
+    );
+    record("verify_small_diff_ms", serde_json::json!({"mean": mean, "diff_bytes": bytes / times.len()}));
+    Ok(())
+}
+
 pub(crate) async fn client(topology: Option<&str>) -> anyhow::Result<()> {
+    verify_cost()?;
     use altocast_client::{CostMapVersion, NetworkMapVersion};
     let w = Workload::new(load_topology(topology)?, 1);
     let nm = w.network_map();
