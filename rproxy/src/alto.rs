@@ -40,7 +40,8 @@ const ECS_TYPE: &str = "application/alto-endpointcost+json";
 const ECS_PARAMS_TYPE: &str = "application/alto-endpointcostparams+json";
 const FILTER_TYPE: &str = "application/alto-costmapfilter+json";
 
-/// The HTTP routes over `view`.
+/// The HTTP routes over `view`. Serve them with the peer address as
+/// `ConnectInfo` (as [`serve`] does): the endpoint cost service needs it.
 pub fn router(view: View) -> Router {
     Router::new()
         .route("/directory", get(directory))
@@ -54,7 +55,10 @@ pub fn router(view: View) -> Router {
 /// Serves the interface on `listener` until `shutdown`.
 pub async fn serve(view: View, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let app = router(view).layer(axum::middleware::from_fn(time_limit));
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+    // The peer address answers an endpoint cost request without sources.
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
     Ok(())
 }
 
@@ -286,7 +290,11 @@ fn typed_address(s: &str) -> Option<IpAddr> {
     }
 }
 
-async fn endpoint_cost(State(view): State<Arc<View>>, body: Bytes) -> Result<Response, AltoError> {
+async fn endpoint_cost(
+    State(view): State<Arc<View>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    body: Bytes,
+) -> Result<Response, AltoError> {
     let st = view.load();
     let req = parse_body(&body)?;
     // The cost map with the requested cost type (the first by id if several).
@@ -305,7 +313,15 @@ async fn endpoint_cost(State(view): State<Arc<View>>, body: Bytes) -> Result<Res
         Some(Value::Object(e)) => e,
         Some(_) => return Err(AltoError::field_type("endpoints")),
     };
-    let srcs = string_list(eps, "endpoints", "srcs")?.unwrap_or_default();
+    // No sources means the client's own address (RFC 7285 §11.5.1.3).
+    let own = match peer.ip() {
+        IpAddr::V4(a) => format!("ipv4:{a}"),
+        IpAddr::V6(a) => format!("ipv6:{a}"),
+    };
+    let srcs = match string_list(eps, "endpoints", "srcs")? {
+        Some(s) if !s.is_empty() => s,
+        _ => vec![own.as_str()],
+    };
     let dsts = string_list(eps, "endpoints", "dsts")?.ok_or_else(|| AltoError::missing("endpoints/dsts"))?;
     if srcs.len() > MAX_ENDPOINTS || dsts.len() > MAX_ENDPOINTS {
         return Err(AltoError::value("endpoints", format!("at most {MAX_ENDPOINTS} endpoints per side")));

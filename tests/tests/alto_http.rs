@@ -103,6 +103,13 @@ async fn an_rfc7285_client_reads_the_verified_maps() {
         e["endpoint-cost-map"]["ipv4:192.0.2.2"],
         serde_json::json!({"ipv4:198.51.100.130": 5, "ipv4:203.0.113.7": 10, "ipv6:2001:db8::1": 10})
     );
+    // Without sources, the costs are from the asking client's own address
+    // (127.0.0.1 falls in PID3's 0.0.0.0/0 here).
+    let own = r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},
+                 "endpoints":{"dsts":["ipv4:192.0.2.9"]}}"#;
+    let (status, _, _, body) = http(addr, "POST", "/endpointcost", own).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["endpoint-cost-map"], serde_json::json!({"ipv4:127.0.0.1": {"ipv4:192.0.2.9": 20}}));
     stop.cancel();
     client.stop().await;
 }
