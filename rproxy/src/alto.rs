@@ -1,7 +1,10 @@
 //! The RFC 7285 HTTP/JSON interface, served from verified data, so existing
 //! ALTO clients read the same maps the gRPC subscribers get without knowing
 //! about signatures: the IRD (§9), full network and cost maps (§11.2), the
-//! filtered cost map (§11.3.2) and the endpoint cost service (§11.5.1).
+//! filtered cost map (§11.3.2) and the endpoint cost service (§11.5.1), and
+//! RFC 8895 update streams over server-sent events: the full map first, then
+//! an RFC 7396 merge patch per verified change of a cost map (a network map
+//! change is sent whole).
 //!
 //! It is read-only and answers from a [`View`] (what the upstream subscription
 //! verified). A resource past its signed expiry is refused with 503 rather
@@ -10,6 +13,8 @@
 //! either. Bad requests get RFC 7285 §8.5 error objects naming the field.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use futures::StreamExt as _;
 
 use altocast_client::{CostMapVersion, View, ViewState};
 use altocast_proto::CostMap;
@@ -40,21 +45,61 @@ const ECS_TYPE: &str = "application/alto-endpointcost+json";
 const ECS_PARAMS_TYPE: &str = "application/alto-endpointcostparams+json";
 const FILTER_TYPE: &str = "application/alto-costmapfilter+json";
 
-/// The HTTP routes over `view`. Serve them with the peer address as
-/// `ConnectInfo` (as [`serve`] does): the endpoint cost service needs it.
-pub fn router(view: View) -> Router {
-    Router::new()
+/// Most RFC 8895 update streams open at once.
+pub const MAX_UPDATE_STREAMS: usize = 10_000;
+/// Most resources one update stream may follow.
+pub const MAX_STREAM_RESOURCES: usize = 64;
+/// Events queued per update stream; a reader this far behind is closed
+/// rather than allowed to grow memory (it reconnects and starts afresh).
+const STREAM_QUEUE: usize = 64;
+
+/// What the handlers share.
+struct Shared {
+    view: View,
+    shutdown: CancellationToken,
+    streams: std::sync::atomic::AtomicUsize,
+    /// Open update streams by id, for their stream control URIs.
+    controls: dashmap::DashMap<u64, Arc<StreamControl>>,
+    next_stream: std::sync::atomic::AtomicU64,
+}
+
+/// What a stream control request (RFC 8895 §7) can change: client ids
+/// removed from the stream.
+#[derive(Default)]
+struct StreamControl {
+    removed: std::sync::Mutex<std::collections::HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+/// The HTTP routes over `view`; update streams end on `shutdown`. Serve them
+/// with the peer address as `ConnectInfo` (as [`serve`] does): the endpoint
+/// cost service needs it.
+pub fn router(view: View, shutdown: CancellationToken) -> Router {
+    let shared = Arc::new(Shared {
+        view,
+        shutdown,
+        streams: Default::default(),
+        controls: Default::default(),
+        next_stream: Default::default(),
+    });
+    let timed = Router::new()
         .route("/directory", get(directory))
         .route("/networkmap/{id}", get(network_map))
         .route("/costmap/{id}", get(cost_map).post(filtered_cost_map))
         .route("/endpointcost", post(endpoint_cost))
+        .layer(axum::middleware::from_fn(time_limit));
+    // Update streams are long-lived by design: no request time limit.
+    Router::new()
+        .route("/updates", post(update_stream))
+        .route("/updates/control/{id}", post(stream_control))
+        .merge(timed)
         .layer(DefaultBodyLimit::max(MAX_REQUEST))
-        .with_state(Arc::new(view))
+        .with_state(shared)
 }
 
 /// Serves the interface on `listener` until `shutdown`.
 pub async fn serve(view: View, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let app = router(view).layer(axum::middleware::from_fn(time_limit));
+    let app = router(view, shutdown.clone());
     // The peer address answers an endpoint cost request without sources.
     axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -140,8 +185,8 @@ fn cost_type_name(cm: &CostMap) -> String {
     format!("{}-{}", cm.cost_type().mode.as_str(), cm.cost_type().metric)
 }
 
-async fn directory(State(view): State<Arc<View>>, headers: HeaderMap) -> Result<Response, AltoError> {
-    let st = view.load();
+async fn directory(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Result<Response, AltoError> {
+    let st = shared.view.load();
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let base = format!("http://{host}");
     let mut cost_types = Map::new();
@@ -179,6 +224,24 @@ async fn directory(State(view): State<Arc<View>>, headers: HeaderMap) -> Result<
                    "capabilities": {"cost-type-names": names}}),
         );
     }
+    if !nms.is_empty() || !cms.is_empty() {
+        // RFC 8895 §9: the update stream service, with merge patches for cost maps.
+        let uses: Vec<String> = nms
+            .iter()
+            .map(|n| n.resource_id.to_string())
+            .chain(cms.iter().map(|c| c.resource_id.to_string()))
+            .collect();
+        let patches: Map<String, Value> = cms
+            .iter()
+            .map(|c| (c.resource_id.to_string(), Value::from(altocast_proto::json::MERGE_PATCH_MEDIA_TYPE)))
+            .collect();
+        resources.insert(
+            "update-stream".into(),
+            json!({"uri": format!("{base}/updates"), "media-type": "text/event-stream",
+                   "accepts": "application/alto-updatestreamparams+json", "uses": uses,
+                   "capabilities": {"incremental-change-media-types": patches}}),
+        );
+    }
     let mut meta = Map::new();
     meta.insert("cost-types".into(), Value::Object(cost_types));
     if let Some(nm) = nms.first() {
@@ -188,8 +251,8 @@ async fn directory(State(view): State<Arc<View>>, headers: HeaderMap) -> Result<
     Ok(([(header::CONTENT_TYPE, IRD_TYPE)], body).into_response())
 }
 
-async fn network_map(State(view): State<Arc<View>>, Path(id): Path<String>) -> Result<Response, AltoError> {
-    let st = view.load();
+async fn network_map(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, AltoError> {
+    let st = shared.view.load();
     let nm = st.network_maps.get(id.as_str()).ok_or_else(|| AltoError::not_found(&id))?;
     let body = altocast_proto::json::network_map_json(&nm.resource_id, &nm.map);
     fresh(altocast_proto::json::NETWORK_MAP_MEDIA_TYPE, nm.expires_at_ms, body)
@@ -203,8 +266,8 @@ fn expiry(cm: &CostMapVersion) -> i64 {
     cm.expires_at_ms.min(cm.network_map.expires_at_ms)
 }
 
-async fn cost_map(State(view): State<Arc<View>>, Path(id): Path<String>) -> Result<Response, AltoError> {
-    let st = view.load();
+async fn cost_map(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, AltoError> {
+    let st = shared.view.load();
     let cm = cost_map_of(&st, &id)?;
     fresh(altocast_proto::json::COST_MAP_MEDIA_TYPE, expiry(cm), altocast_proto::json::cost_map_json(&cm.map))
 }
@@ -251,11 +314,11 @@ fn string_list<'a>(obj: &'a Map<String, Value>, at: &str, key: &str) -> Result<O
 }
 
 async fn filtered_cost_map(
-    State(view): State<Arc<View>>,
+    State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, AltoError> {
-    let st = view.load();
+    let st = shared.view.load();
     let cm = cost_map_of(&st, &id)?;
     let req = parse_body(&body)?;
     check_cost_type(&req, &cm.map)?;
@@ -291,11 +354,11 @@ fn typed_address(s: &str) -> Option<IpAddr> {
 }
 
 async fn endpoint_cost(
-    State(view): State<Arc<View>>,
+    State(shared): State<Arc<Shared>>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     body: Bytes,
 ) -> Result<Response, AltoError> {
-    let st = view.load();
+    let st = shared.view.load();
     let req = parse_body(&body)?;
     // The cost map with the requested cost type (the first by id if several).
     let mut cms: Vec<_> = st.cost_maps.values().collect();
@@ -357,6 +420,190 @@ async fn endpoint_cost(
     }
     let body = json!({"meta": {"cost-type": cost_type_json(&cm.map)}, "endpoint-cost-map": out}).to_string();
     fresh(ECS_TYPE, expiry(cm), body)
+}
+
+/// One followed resource of an update stream.
+struct Followed {
+    client_id: String,
+    resource_id: String,
+    incremental: bool,
+    /// The cost map last sent, to diff the next one against.
+    last: Option<Arc<CostMapVersion>>,
+    /// The seq last sent (0: nothing yet).
+    seq: u64,
+}
+
+/// The SSE event carrying `f`'s current state: the full map, or (for a cost
+/// map followed incrementally, with a previous version sent) a merge patch.
+fn event_for(st: &ViewState, f: &mut Followed) -> Option<axum::response::sse::Event> {
+    use axum::response::sse::Event;
+    if let Some(nm) = st.network_maps.get(f.resource_id.as_str()) {
+        if nm.seq == f.seq {
+            return None;
+        }
+        f.seq = nm.seq;
+        let body = altocast_proto::json::network_map_json(&nm.resource_id, &nm.map);
+        return Some(
+            Event::default()
+                .event(format!("{},{}", altocast_proto::json::NETWORK_MAP_MEDIA_TYPE, f.client_id))
+                .data(body),
+        );
+    }
+    let cm = st.cost_maps.get(f.resource_id.as_str())?;
+    if cm.seq == f.seq {
+        return None;
+    }
+    f.seq = cm.seq;
+    let event = match f.last.as_ref().filter(|_| f.incremental) {
+        Some(prev) => Event::default()
+            .event(format!("{},{}", altocast_proto::json::MERGE_PATCH_MEDIA_TYPE, f.client_id))
+            .data(altocast_proto::json::cost_map_merge_patch(&prev.map, &cm.map)),
+        None => Event::default()
+            .event(format!("{},{}", altocast_proto::json::COST_MAP_MEDIA_TYPE, f.client_id))
+            .data(altocast_proto::json::cost_map_json(&cm.map)),
+    };
+    f.last = Some(cm.clone());
+    Some(event)
+}
+
+/// Gives the stream slot and its control entry back when the stream's task ends.
+struct StreamSlot(Arc<Shared>, u64);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.controls.remove(&self.1);
+        self.0.streams.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// RFC 8895 §7 stream control: `{"remove": [CLIENT-ID, …]}` stops those
+/// resources on the stream (all of them ends it). Adding resources to an open
+/// stream is not offered: open another stream.
+async fn stream_control(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<Response, AltoError> {
+    let ctl = shared.controls.get(&id).map(|c| c.clone()).ok_or_else(|| AltoError::not_found(&id.to_string()))?;
+    let req = parse_body(&body)?;
+    if req.contains_key("add") {
+        return Err(AltoError::value("add", "adding to an open stream is not supported; open a new stream"));
+    }
+    let remove = string_list(&req, "", "remove")?.ok_or_else(|| AltoError::missing("remove"))?;
+    ctl.removed.lock().unwrap_or_else(|e| e.into_inner()).extend(remove.iter().map(|s| s.to_string()));
+    ctl.changed.notify_one();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// RFC 8895 §6: `POST /updates` with `{"add": {CLIENT-ID: {"resource-id": ID,
+/// "incremental-changes": BOOL}}}` opens a server-sent-event stream: a
+/// control event, then each resource's full map, then its changes as they are
+/// verified. The stream ends when the client goes, on shutdown, or when the
+/// client reads so slowly that `STREAM_QUEUE` events are waiting.
+async fn update_stream(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AltoError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let req = parse_body(&body)?;
+    let add = match req.get("add") {
+        None => return Err(AltoError::missing("add")),
+        Some(Value::Object(a)) => a,
+        Some(_) => return Err(AltoError::field_type("add")),
+    };
+    if add.is_empty() || add.len() > MAX_STREAM_RESOURCES {
+        return Err(AltoError::value("add", format!("1 to {MAX_STREAM_RESOURCES} resources")));
+    }
+    let st = shared.view.load();
+    let mut followed = Vec::new();
+    for (client_id, spec) in add {
+        let at = format!("add/{client_id}");
+        altocast_proto::ResourceId::new(client_id).map_err(|_| AltoError::value("add", client_id.as_str()))?;
+        let Value::Object(spec) = spec else { return Err(AltoError::field_type(&at)) };
+        let resource_id = match spec.get("resource-id") {
+            Some(Value::String(r)) => r.clone(),
+            Some(_) => return Err(AltoError::field_type(&format!("{at}/resource-id"))),
+            None => return Err(AltoError::missing(&format!("{at}/resource-id"))),
+        };
+        if !st.network_maps.contains_key(resource_id.as_str()) && !st.cost_maps.contains_key(resource_id.as_str()) {
+            return Err(AltoError::value(&format!("{at}/resource-id"), resource_id));
+        }
+        let incremental = match spec.get("incremental-changes") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(AltoError::field_type(&format!("{at}/incremental-changes"))),
+        };
+        followed.push(Followed { client_id: client_id.clone(), resource_id, incremental, last: None, seq: 0 });
+    }
+    use std::sync::atomic::Ordering;
+    if shared.streams.fetch_add(1, Ordering::AcqRel) >= MAX_UPDATE_STREAMS {
+        shared.streams.fetch_sub(1, Ordering::AcqRel);
+        return Err(AltoError::unavailable(format!("{MAX_UPDATE_STREAMS} update streams are open; try later")));
+    }
+    let id = shared.next_stream.fetch_add(1, Ordering::AcqRel);
+    let ctl = Arc::new(StreamControl::default());
+    shared.controls.insert(id, ctl.clone());
+    let slot = StreamSlot(shared.clone(), id);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(STREAM_QUEUE);
+    let mut changes = shared.view.changes();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let send = |e: Event| tx.try_send(Ok(e)).is_ok();
+        // Full maps first, then whatever changes; on a lagged change feed
+        // everything is compared against what was sent, so nothing is missed.
+        let mut lagged = true;
+        loop {
+            {
+                let removed = ctl.removed.lock().unwrap_or_else(|e| e.into_inner());
+                followed.retain(|f| !removed.contains(&f.client_id));
+            }
+            if followed.is_empty() {
+                return;
+            }
+            if lagged {
+                let st = slot_view(&_slot).load();
+                for f in &mut followed {
+                    if let Some(e) = event_for(&st, f)
+                        && !send(e)
+                    {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = _slot.0.shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = ctl.changed.notified() => continue,
+                c = changes.recv() => match c {
+                    Ok(c) => {
+                        lagged = false;
+                        let st = slot_view(&_slot).load();
+                        for f in followed.iter_mut().filter(|f| f.resource_id == c.update.resource_id.as_str()) {
+                            if let Some(e) = event_for(&st, f)
+                                && !send(e)
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => lagged = true,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let control = Event::default()
+        .event("application/alto-updatestreamcontrol+json")
+        .data(json!({"control-uri": format!("http://{host}/updates/control/{id}")}).to_string());
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(control) })
+        .chain(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20))).into_response())
+}
+
+fn slot_view(slot: &StreamSlot) -> &View {
+    &slot.0.view
 }
 
 #[cfg(test)]

@@ -69,6 +69,12 @@ async fn an_rfc7285_client_reads_the_verified_maps() {
     assert_eq!(ird["resources"]["default-cost-map"]["uses"][0], "default-network-map");
     assert_eq!(ird["resources"]["endpoint-cost"]["accepts"], "application/alto-endpointcostparams+json");
     assert_eq!(ird["resources"]["default-network-map"]["uri"], format!("http://{addr}/networkmap/default-network-map"));
+    let updates = &ird["resources"]["update-stream"];
+    assert_eq!(updates["media-type"], "text/event-stream");
+    assert_eq!(
+        updates["capabilities"]["incremental-change-media-types"]["default-cost-map"],
+        "application/merge-patch+json"
+    );
 
     let (status, ctype, cache, body) = http(addr, "GET", "/networkmap/default-network-map", "").await;
     assert_eq!((status, ctype.as_str()), (200, "application/alto-networkmap+json"), "{body}");
@@ -198,4 +204,93 @@ async fn the_origin_serves_the_same_interface_from_its_own_verified_stream() {
     assert_eq!(cm["cost-map"]["PID3"]["PID1"], 20);
     assert_eq!(r.seq, 1);
     origin.stop().await;
+}
+
+/// Reads from `s` into `buf` until it contains `needle` (bounded by 10 s).
+async fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !buf.contains(needle) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in 10 s; got: {buf}"))
+            .expect("read");
+        assert!(n > 0, "stream ended before {needle:?}: {buf}");
+        buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+}
+
+/// The `data:` line after `event: EVENT` in an SSE text.
+fn data_after(buf: &str, event: &str) -> String {
+    let at = buf.find(&format!("event: {event}\n")).unwrap_or_else(|| panic!("no event {event}: {buf}"));
+    let rest = &buf[at..];
+    let line = rest.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+    line.to_owned()
+}
+
+#[tokio::test]
+async fn an_rfc8895_update_stream_sends_the_map_then_merge_patches_until_removed() {
+    let (origin, client, addr, stop) = setup().await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let body = r#"{"add":{"my-cm":{"resource-id":"default-cost-map"},
+                  "my-nm":{"resource-id":"default-network-map","incremental-changes":false}}}"#;
+    let req = format!(
+        "POST /updates HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/alto-updatestreamparams+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    read_until(&mut s, &mut buf, "event: application/alto-networkmap+json,my-nm\n").await;
+    read_until(&mut s, &mut buf, "event: application/alto-costmap+json,my-cm\n").await;
+    read_until(&mut s, &mut buf, "\n\n").await;
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    assert!(buf.to_ascii_lowercase().contains("content-type: text/event-stream"), "{buf}");
+    let control = json(&data_after(&buf, "application/alto-updatestreamcontrol+json"));
+    let control_uri = control["control-uri"].as_str().expect("control-uri").to_owned();
+    let full = json(&data_after(&buf, "application/alto-costmap+json,my-cm"));
+    assert_eq!(full["cost-map"]["PID1"]["PID2"], 5);
+
+    // A change at the origin arrives as an RFC 7396 merge patch of the cost map.
+    let changed = example::COST_MAP.replace(r#""PID1":{"PID1":1,"PID2":5"#, r#""PID1":{"PID1":1,"PID2":7"#);
+    assert_ne!(changed, example::COST_MAP);
+    origin.publish(example::COST_MAP_ID, &changed).await.expect("changed cost map");
+    buf.clear();
+    read_until(&mut s, &mut buf, "event: application/merge-patch+json,my-cm\n").await;
+    read_until(&mut s, &mut buf, "\n\n").await;
+    let patch = json(&data_after(&buf, "application/merge-patch+json,my-cm"));
+    assert_eq!(patch["cost-map"]["PID1"]["PID2"], 7, "{patch}");
+    assert!(patch["cost-map"].get("PID2").is_none(), "only the changed row: {patch}");
+
+    // Removing every resource through the control URI ends the stream.
+    let path = control_uri.split_once(&addr.to_string()).map(|(_, p)| p.to_owned()).expect("path");
+    let (status, _, _, answer) = http(addr, "POST", &path, r#"{"remove":["my-cm","my-nm"]}"#).await;
+    assert_eq!(status, 204, "{answer}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.expect("stream ends").expect("read");
+    let (status, _, _, answer) = http(addr, "POST", &path, r#"{"remove":["my-cm"]}"#).await;
+    assert_eq!(status, 404, "the stream's control URI is gone: {answer}");
+
+    // Bad stream requests are RFC 7285 errors.
+    let (status, _, _, answer) = http(addr, "POST", "/updates", r#"{"add":{"x":{"resource-id":"nope"}}}"#).await;
+    assert_eq!((status, json(&answer)["meta"]["field"].as_str()), (400, Some("add/x/resource-id")), "{answer}");
+
+    // Shutting the server down ends open streams (graceful shutdown would
+    // otherwise wait for them forever).
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = String::new();
+    read_until(
+        &mut s,
+        &mut buf,
+        "event: application/alto-costmap+json,my-cm
+",
+    )
+    .await;
+    stop.cancel();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("ends on shutdown")
+        .expect("read");
+    client.stop().await;
 }
