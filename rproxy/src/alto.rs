@@ -61,6 +61,9 @@ struct Shared {
     /// Open update streams by id, for their stream control URIs.
     controls: dashmap::DashMap<u64, Arc<StreamControl>>,
     next_stream: std::sync::atomic::AtomicU64,
+    /// The JSON body of each full map, rendered once per version (the tag):
+    /// polling clients then cost a copy, not a rendering (12 MB takes ~50 ms).
+    rendered: dashmap::DashMap<String, (altocast_proto::Tag, Bytes)>,
 }
 
 /// What a stream control request (RFC 8895 §7) can change: client ids
@@ -81,6 +84,7 @@ pub fn router(view: View, shutdown: CancellationToken) -> Router {
         streams: Default::default(),
         controls: Default::default(),
         next_stream: Default::default(),
+        rendered: Default::default(),
     });
     let timed = Router::new()
         .route("/directory", get(directory))
@@ -162,7 +166,11 @@ impl IntoResponse for AltoError {
 }
 
 /// A fresh answer with its media type and a max-age up to `expires_at_ms`.
-fn fresh(media_type: &'static str, expires_at_ms: i64, body: String) -> Result<Response, AltoError> {
+fn fresh(
+    media_type: &'static str,
+    expires_at_ms: i64,
+    body: impl Into<axum::body::Body>,
+) -> Result<Response, AltoError> {
     let now = altocast_client::now_ms();
     if expires_at_ms < now {
         return Err(AltoError::unavailable(format!(
@@ -172,7 +180,7 @@ fn fresh(media_type: &'static str, expires_at_ms: i64, body: String) -> Result<R
     }
     let max_age = HeaderValue::from_str(&format!("max-age={}", (expires_at_ms - now) / 1000))
         .unwrap_or(HeaderValue::from_static("no-cache"));
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(media_type)), (header::CACHE_CONTROL, max_age)], body)
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(media_type)), (header::CACHE_CONTROL, max_age)], body.into())
         .into_response())
 }
 
@@ -251,11 +259,51 @@ async fn directory(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Res
     Ok(([(header::CONTENT_TYPE, IRD_TYPE)], body).into_response())
 }
 
-async fn network_map(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, AltoError> {
+/// A full map: fresh-checked, from the rendered cache, with the tag as its
+/// ETag (`If-None-Match` with it gets 304 Not Modified).
+fn full_map(
+    shared: &Shared,
+    headers: &HeaderMap,
+    media_type: &'static str,
+    (id, tag, expires_at_ms): (&str, altocast_proto::Tag, i64),
+    render: impl FnOnce() -> String,
+) -> Result<Response, AltoError> {
+    let etag = format!("\"{tag}\"");
+    let mut resp = fresh(media_type, expires_at_ms, Bytes::new())?;
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(resp);
+    }
+    let cached = shared.rendered.get(id).filter(|e| e.0 == tag).map(|e| e.1.clone());
+    let body = match cached {
+        Some(b) => b,
+        None => {
+            let b = Bytes::from(render());
+            shared.rendered.insert(id.to_owned(), (tag, b.clone()));
+            b
+        }
+    };
+    *resp.body_mut() = axum::body::Body::from(body);
+    Ok(resp)
+}
+
+async fn network_map(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AltoError> {
     let st = shared.view.load();
     let nm = st.network_maps.get(id.as_str()).ok_or_else(|| AltoError::not_found(&id))?;
-    let body = altocast_proto::json::network_map_json(&nm.resource_id, &nm.map);
-    fresh(altocast_proto::json::NETWORK_MAP_MEDIA_TYPE, nm.expires_at_ms, body)
+    full_map(&shared, &headers, altocast_proto::json::NETWORK_MAP_MEDIA_TYPE, (&id, nm.tag, nm.expires_at_ms), || {
+        altocast_proto::json::network_map_json(&nm.resource_id, &nm.map)
+    })
 }
 
 fn cost_map_of<'a>(st: &'a ViewState, id: &str) -> Result<&'a Arc<CostMapVersion>, AltoError> {
@@ -266,10 +314,16 @@ fn expiry(cm: &CostMapVersion) -> i64 {
     cm.expires_at_ms.min(cm.network_map.expires_at_ms)
 }
 
-async fn cost_map(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Result<Response, AltoError> {
+async fn cost_map(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AltoError> {
     let st = shared.view.load();
     let cm = cost_map_of(&st, &id)?;
-    fresh(altocast_proto::json::COST_MAP_MEDIA_TYPE, expiry(cm), altocast_proto::json::cost_map_json(&cm.map))
+    full_map(&shared, &headers, altocast_proto::json::COST_MAP_MEDIA_TYPE, (&id, cm.tag, expiry(cm)), || {
+        altocast_proto::json::cost_map_json(&cm.map)
+    })
 }
 
 fn parse_body(body: &[u8]) -> Result<Map<String, Value>, AltoError> {
@@ -613,10 +667,10 @@ mod tests {
     #[test]
     fn expired_data_is_refused_and_fresh_data_carries_its_remaining_lifetime() {
         let now = altocast_client::now_ms();
-        let err = fresh(IRD_TYPE, now - 5_000, "{}".into()).expect_err("expired");
+        let err = fresh(IRD_TYPE, now - 5_000, "{}").expect_err("expired");
         assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.into_response().headers()[header::CONTENT_TYPE], ERROR_TYPE);
-        let ok = fresh(IRD_TYPE, now + 30_500, "{}".into()).expect("fresh");
+        let ok = fresh(IRD_TYPE, now + 30_500, "{}").expect("fresh");
         let max_age = ok.headers()[header::CACHE_CONTROL].to_str().expect("ascii").to_owned();
         assert!(max_age == "max-age=30" || max_age == "max-age=29", "{max_age}");
     }

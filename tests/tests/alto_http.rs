@@ -14,9 +14,20 @@ use tokio_util::sync::CancellationToken;
 
 /// One HTTP/1.1 request; returns (status, content type, cache-control, body).
 async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String, String, String) {
+    http_with(addr, method, path, "", body).await
+}
+
+/// [`http`] with extra header lines (each ending in CRLF).
+async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &str,
+    body: &str,
+) -> (u16, String, String, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
@@ -90,6 +101,14 @@ async fn an_rfc7285_client_reads_the_verified_maps() {
     let cm = json(&body);
     assert_eq!(cm["cost-map"]["PID1"]["PID2"], 5);
     assert_eq!(cm["meta"]["dependent-vtags"][0]["tag"], tag);
+    // Polling clients revalidate with the ETag (the content tag): 304 while unchanged.
+    let cm_tag = client.view().load().cost_maps["default-cost-map"].tag.to_string();
+    let (status, _, _, body) =
+        http_with(addr, "GET", "/costmap/default-cost-map", &format!("if-none-match: \"{cm_tag}\"\r\n"), "").await;
+    assert_eq!((status, body.as_str()), (304, ""));
+    let (status, _, _, _) =
+        http_with(addr, "GET", "/costmap/default-cost-map", "if-none-match: \"other\"\r\n", "").await;
+    assert_eq!(status, 200);
 
     // Filtered cost map (§11.3.2): only the asked PIDs; unknown ones left out.
     let filter = r#"{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"},
