@@ -101,19 +101,7 @@ pub(crate) async fn load(
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("data");
-    let origin = Children(vec![
-        Command::new(sibling("altocast-server")?)
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--maps-dir")
-            .arg(&maps)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--publish-token", TOKEN, "--no-example"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting altocast-server")?,
-    ]);
+    let origin = start_origin(&data, Some(&maps), port, None)?;
     let meter = CpuMeter::start(origin.0[0].id());
     wait_serving(&url, &cm_id).await?;
     let key = data.join("origin-pub.pem");
@@ -168,19 +156,103 @@ pub(crate) async fn load(
     }
     drop(tree);
 
-    // Polling: K clients fetch the full map once per epoch, straight from the origin.
-    let mut poll = Vec::new();
+    // Polling: K clients fetch the full map once per epoch, straight from the
+    // origin — first with altocast's gRPC Fetch, then as RFC 7285 clients do,
+    // `GET /costmap/ID` over HTTP (an origin restarted with --alto-http on the
+    // same data, so that the push runs above paid nothing for it).
+    let run = PollRun { cm_id: &cm_id, epochs, epoch_ms };
+    let mut grpc = Vec::new();
     for &k in ks {
+        grpc.push((k, run.poll(&url, None, k, &meter, &mut changes).await?));
+    }
+    drop(meter);
+    drop(origin);
+    let http_port = free_port()?;
+    let origin = start_origin(&data, None, port, Some(http_port))?;
+    let meter = CpuMeter::start(origin.0[0].id());
+    wait_serving(&url, &cm_id).await?;
+    let mut http = Vec::new();
+    for &k in ks {
+        http.push((k, run.poll(&url, Some(http_port), k, &meter, &mut changes).await?));
+    }
+    drop(origin);
+
+    println!("origin CPU per epoch, push vs polling, same run:");
+    let base = push.first().map_or(1.0, |p| p.1.max(1e-9));
+    for (((k, p), (_, q)), (_, h)) in push.iter().zip(&grpc).zip(&http) {
+        println!(
+            "  K={k:>6}: push {p:.1} ms ({:.2}× the K={} push figure); polling gRPC Fetch {q:.1} ms ({:.0}×), \
+             RFC 7285 HTTP GET {h:.1} ms ({:.0}×)",
+            p / base,
+            push[0].0,
+            q / p.max(1e-9),
+            h / p.max(1e-9)
+        );
+        rows.push(serde_json::json!({"k": k, "push_cpu_ms_per_update": p, "poll_grpc_cpu_ms_per_epoch": q,
+            "poll_http_cpu_ms_per_epoch": h}));
+    }
+    record("origin_load", serde_json::json!({"epoch_ms": epoch_ms, "rproxies": rproxies, "runs": rows}));
+    Ok(())
+}
+
+/// Starts `altocast-server` on `data` (publishing `maps` first, when given:
+/// a restart resumes from the store instead).
+fn start_origin(
+    data: &std::path::Path,
+    maps: Option<&std::path::Path>,
+    port: u16,
+    http: Option<u16>,
+) -> anyhow::Result<Children> {
+    let mut cmd = Command::new(sibling("altocast-server")?);
+    cmd.arg("--data-dir").arg(data);
+    if let Some(m) = maps {
+        cmd.arg("--maps-dir").arg(m);
+    }
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--publish-token", TOKEN, "--no-example"]);
+    if let Some(h) = http {
+        cmd.args(["--alto-http", &format!("127.0.0.1:{h}")]);
+    }
+    let child = cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting altocast-server")?;
+    Ok(Children(vec![child]))
+}
+
+/// One polling run's settings.
+struct PollRun<'a> {
+    cm_id: &'a ResourceId,
+    epochs: usize,
+    epoch_ms: u64,
+}
+
+impl PollRun<'_> {
+    /// K pollers for `epochs` epochs (gRPC `Fetch`, or HTTP GET on `http`),
+    /// one change published per epoch; returns origin CPU ms per epoch.
+    async fn poll(
+        &self,
+        url: &str,
+        http: Option<u16>,
+        k: usize,
+        meter: &CpuMeter,
+        changes: &mut Changes,
+    ) -> anyhow::Result<f64> {
+        let (epochs, epoch_ms) = (self.epochs, self.epoch_ms);
         let start = now_us() + 1_000_000;
         let mut cmd = Command::new(std::env::current_exe()?);
-        cmd.args(["pollers", "--endpoint", &url, "--resource", cm_id.as_str()])
+        cmd.args(["pollers", "--endpoint", url, "--resource", self.cm_id.as_str()])
             .args(["--clients", &k.to_string(), "--epochs", &epochs.to_string()])
             .args(["--epoch-ms", &epoch_ms.to_string(), "--start-us", &start.to_string()]);
+        if let Some(h) = http {
+            cmd.args(["--http", &format!("127.0.0.1:{h}")]);
+        }
         let pollers = ClientsProc::spawn(cmd)?;
         let cpu0 = meter.secs();
         for e in 0..epochs {
-            sleep_until_us(start + e as u64 * epoch_us).await;
-            publish(&url, &cm_id, &mut changes).await?;
+            sleep_until_us(start + e as u64 * epoch_ms * 1000).await;
+            publish(url, self.cm_id, changes).await?;
         }
         let line = pollers.wait_for("done", Duration::from_secs(epochs as u64 * epoch_ms / 1000 + 600))?;
         let cpu = (meter.secs() - cpu0) / epochs as f64 * 1e3;
@@ -189,31 +261,42 @@ pub(crate) async fn load(
         let failed = field(&line, "errors").unwrap_or(0);
         let mib = field(&line, "bytes").unwrap_or(0) as f64 / 1048576.0;
         println!(
-            "  poll, K={k:>6}: origin CPU {cpu:.1} ms per epoch; {fetched} fetches ({failed} failed, {mib:.0} MiB) \
+            "  poll ({}), K={k:>6}: origin CPU {cpu:.1} ms per epoch; {fetched} fetches ({failed} failed, {mib:.0} MiB) \
              took {secs:.1} s for {epochs} epochs of {:.1} s",
+            if http.is_some() { "RFC 7285 HTTP GET" } else { "gRPC Fetch" },
             epoch_ms as f64 / 1e3
         );
-        poll.push((k, cpu));
+        Ok(cpu)
     }
-    drop(origin);
+}
 
-    println!("origin CPU per epoch, push vs polling, same run:");
-    let base = push.first().map_or(1.0, |p| p.1.max(1e-9));
-    for ((k, p), (_, q)) in push.iter().zip(&poll) {
-        println!(
-            "  K={k:>6}: push {p:.1} ms ({:.2}× the K={} push figure), polling {q:.1} ms → polling/push = {:.1}",
-            p / base,
-            push[0].0,
-            q / p.max(1e-9)
-        );
-        rows.push(serde_json::json!({"k": k, "push_cpu_ms_per_update": p, "poll_cpu_ms_per_epoch": q}));
+/// One RFC 7285 poll: `GET /costmap/ID` on a new connection; returns the bytes read.
+async fn http_get(addr: &str, resource: &str) -> anyhow::Result<usize> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!("GET /costmap/{resource} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut n, mut head) = (0, Vec::new());
+    loop {
+        let r = s.read(&mut buf).await?;
+        if r == 0 {
+            break;
+        }
+        if head.len() < 16 {
+            head.extend_from_slice(&buf[..r.min(16 - head.len())]);
+        }
+        n += r;
     }
-    record("origin_load", serde_json::json!({"epoch_ms": epoch_ms, "rproxies": rproxies, "runs": rows}));
-    Ok(())
+    if !head.starts_with(b"HTTP/1.1 200") {
+        bail!("GET /costmap/{resource}: {}", String::from_utf8_lossy(&head));
+    }
+    Ok(n)
 }
 
 /// Helper: `k` clients on `k / 100` connections, each fetching `resource` once
-/// per epoch at its own offset; prints `done fetches N errors E bytes B wall_ms T`.
+/// per epoch at its own offset (with `http`, `GET /costmap/ID` on a new HTTP
+/// connection each time); prints `done fetches N errors E bytes B wall_ms T`.
 pub(crate) async fn pollers(
     endpoint: &str,
     resource: &str,
@@ -221,6 +304,7 @@ pub(crate) async fn pollers(
     epochs: usize,
     epoch_ms: u64,
     start_us: u64,
+    http: Option<String>,
 ) -> anyhow::Result<()> {
     let mut chans = Vec::new();
     for _ in 0..k.div_ceil(100) {
@@ -236,9 +320,22 @@ pub(crate) async fn pollers(
         let (fetches, errors, bytes) = (fetches.clone(), errors.clone(), bytes.clone());
         let resource = resource.to_owned();
         let offset = epoch_us * i as u64 / k as u64;
+        let http = http.clone();
         tasks.push(tokio::spawn(async move {
             for e in 0..epochs as u64 {
                 sleep_until_us(start_us + e * epoch_us + offset).await;
+                if let Some(addr) = &http {
+                    match http_get(addr, &resource).await {
+                        Ok(n) => {
+                            bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            fetches.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    continue;
+                }
                 match c.fetch(pb::FetchRequest { resource_id: resource.clone() }).await {
                     Ok(r) => {
                         let r = r.into_inner();

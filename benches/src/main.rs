@@ -188,6 +188,9 @@ enum Cmd {
         /// Wall-clock start of the first epoch, Unix microseconds.
         #[arg(long)]
         start_us: u64,
+        /// Poll with RFC 7285 `GET /costmap/ID` on this HTTP address instead of gRPC.
+        #[arg(long)]
+        http: Option<String>,
     },
     /// (helper) a client holding all resources; prints its RSS.
     Hold {
@@ -260,8 +263,8 @@ fn main() -> anyhow::Result<()> {
                 let topology = topology.or_else(|| shared_topology("cogentco"));
                 load::load(topology.as_deref(), &subscribers, epochs, epoch_ms, rproxies).await
             }
-            Cmd::Pollers { endpoint, resource, clients, epochs, epoch_ms, start_us } => {
-                load::pollers(&endpoint, &resource, clients, epochs, epoch_ms, start_us).await
+            Cmd::Pollers { endpoint, resource, clients, epochs, epoch_ms, start_us, http } => {
+                load::pollers(&endpoint, &resource, clients, epochs, epoch_ms, start_us, http).await
             }
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
             Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {

@@ -244,17 +244,29 @@ pub async fn fetch_into(
         .into_inner();
     let mut fetched = Vec::new();
     let mut chunks = resp.chunks;
+    // A cached snapshot (or diff) older than its expiry is authentic but not
+    // fresh: the verifier keeps it pending and the heartbeat that ends the
+    // answer makes it fresh. Only an answer that ends expired is an error.
+    let mut expired = None;
     for (i, signed) in resp.updates.into_iter().enumerate() {
         let opened = verifier.open(&signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
-        if opened.seq() <= verifier.get(resource.as_str()).map_or(0, |h| h.seq) && !opened.is_heartbeat() {
+        let held = verifier.get(resource.as_str()).map_or(0, |h| h.seq);
+        if opened.seq() <= held && !opened.is_heartbeat() {
             continue;
         }
         // The chunks belong to the first update (the snapshot).
         let chunks = if i == 0 { std::mem::take(&mut chunks) } else { Vec::new() };
-        let applied = verifier
-            .apply(&opened, &chunks, now_ms)
-            .map_err(|error| ConnectError::Verify { url: url.into(), error })?;
-        fetched.push(Fetched { opened, applied, signed, chunks });
+        match verifier.apply(&opened, &chunks, now_ms) {
+            Ok(applied) => {
+                expired = None;
+                fetched.push(Fetched { opened, applied, signed, chunks });
+            }
+            Err(error @ altocast_proto::VerifyError::Expired { .. }) => expired = Some(error),
+            Err(error) => return Err(ConnectError::Verify { url: url.into(), error }),
+        }
     }
-    Ok(fetched)
+    match expired {
+        Some(error) => Err(ConnectError::Verify { url: url.into(), error }),
+        None => Ok(fetched),
+    }
 }

@@ -232,12 +232,17 @@ impl Cache {
         if have_seq == self.seq && have_tag == self.tag {
             return self.heartbeat.iter().filter(|h| h.seq == self.seq).cloned().collect();
         }
+        // A catch-up ends with the latest heartbeat: on a quiet resource the
+        // snapshot and diffs may be older than their expiry, and without it a
+        // new subscriber would hold nothing usable until the next heartbeat.
+        let heartbeat = self.heartbeat.iter().filter(|h| h.seq == self.seq).cloned();
         if let Some(i) = self.diffs.iter().position(|d| d.base_seq == have_seq && d.base_tag == have_tag) {
-            return self.diffs.iter().skip(i).cloned().collect();
+            return self.diffs.iter().skip(i).cloned().chain(heartbeat).collect();
         }
         let Some(snap) = &self.snapshot else { return Vec::new() };
         let mut out = vec![snap.clone()];
         out.extend(self.diffs.iter().filter(|d| d.base_seq >= snap.seq).cloned());
+        out.extend(heartbeat);
         out
     }
 
@@ -801,14 +806,18 @@ mod tests {
         let mut rx = hub.subscribe(vec![(rid(), 3, o.tag(3))]).expect("sub");
         settle().await;
         assert_eq!(drain(&mut rx), vec![(UpdateKind::Heartbeat, 3)]);
-        // Behind by one, still in the ring → the diff.
+        // Behind by one, still in the ring → the diff, then the latest
+        // heartbeat (the diff alone may already have expired).
         let mut rx = hub.subscribe(vec![(rid(), 2, o.tag(2))]).expect("sub");
         settle().await;
-        assert_eq!(drain(&mut rx), vec![(UpdateKind::Diff, 3)]);
-        // Nothing held → snapshot then diffs.
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Diff, 3), (UpdateKind::Heartbeat, 3)]);
+        // Nothing held → snapshot, diffs, heartbeat.
         let mut rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
         settle().await;
-        assert_eq!(drain(&mut rx), vec![(UpdateKind::Snapshot, 1), (UpdateKind::Diff, 2), (UpdateKind::Diff, 3)]);
+        assert_eq!(
+            drain(&mut rx),
+            vec![(UpdateKind::Snapshot, 1), (UpdateKind::Diff, 2), (UpdateKind::Diff, 3), (UpdateKind::Heartbeat, 3)]
+        );
         // A bogus tag at a real seq gets the snapshot path, never a diff that would not apply.
         let mut rx = hub.subscribe(vec![(rid(), 2, Tag([9; 32]))]).expect("sub");
         settle().await;

@@ -240,3 +240,23 @@ async fn a_resource_added_at_the_origin_reaches_clients_through_a_running_rproxy
     client.stop().await;
     rp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_a_quiet_resource_older_than_its_ttl_is_fresh_through_the_heartbeat() {
+    let opts = altocast_tests::OriginOptions { ttl_secs: 2, heartbeat_secs: 1, ..Default::default() };
+    let origin = TestOrigin::start_with(opts, None).await;
+    let maps = Maps::synthetic(8);
+    publish_both(&origin, &maps).await;
+    // The snapshot expires; only heartbeats keep the resource fresh now.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let mut client = altocast_client::connect::connect(&origin.url, Duration::from_secs(3)).await.expect("connect");
+    let limits = altocast_proto::Limits { max_skew_ms: 0, ..Default::default() };
+    let mut v = altocast_proto::Verifier::new(origin.trusted(), limits, [altocast_tests::rid(NM)]);
+    let now = altocast_client::now_ms();
+    let fetched = altocast_client::connect::fetch_into(&mut client, &origin.url, &altocast_tests::rid(NM), &mut v, now)
+        .await
+        .expect("an expired snapshot followed by a fresh heartbeat is a fresh answer");
+    assert_eq!(fetched.last().map(|f| f.applied.kind), Some(UpdateKind::Heartbeat));
+    assert!(matches!(v.freshness(NM, now), altocast_proto::Freshness::Fresh { .. }), "{:?}", v.freshness(NM, now));
+    origin.stop().await;
+}
