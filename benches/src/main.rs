@@ -123,7 +123,7 @@ enum Cmd {
         /// Subscriber (and polling client) counts.
         #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
         subscribers: Vec<usize>,
-        /// Epochs (one published change each) per run.
+        /// Epochs (one published change each) per polling run; push runs use twice as many.
         #[arg(long, default_value_t = 3)]
         epochs: usize,
         /// The 30 s ALTO epoch compressed to this many milliseconds.
