@@ -2,8 +2,12 @@
 //! sibling binary) and reads its report lines from stdout.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -113,4 +117,62 @@ pub(crate) async fn wait_serving(url: &str, id: &ResourceId) -> anyhow::Result<(
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// What every subscriber helper (`clients`, `redis-clients`) reports on its
+/// stdout for [`ClientsProc`] to read: `ready` once all K subscribers hold
+/// the resource, and for each seq `seq N last_us T received R` when the last
+/// of the K got it (T: that moment; R: updates received so far by all, so a
+/// throughput figure counts what was delivered, not what was published).
+pub(crate) struct Arrivals {
+    k: u32,
+    /// Per seq: subscribers that got it, and the latest arrival time.
+    counts: Vec<(AtomicU32, AtomicU64)>,
+    ready: AtomicU32,
+    received: AtomicU64,
+    out: std::sync::Mutex<std::io::Stdout>,
+}
+
+impl Arrivals {
+    pub(crate) fn new(k: usize, max_seq: u64) -> Arc<Arrivals> {
+        Arc::new(Arrivals {
+            k: k as u32,
+            counts: (0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect(),
+            ready: AtomicU32::new(0),
+            received: AtomicU64::new(0),
+            out: std::sync::Mutex::new(std::io::stdout()),
+        })
+    }
+
+    fn line(&self, line: std::fmt::Arguments<'_>) {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// One subscriber holds the resource.
+    pub(crate) fn ready(&self) {
+        if self.ready.fetch_add(1, Ordering::AcqRel) + 1 == self.k {
+            self.line(format_args!("ready"));
+        }
+    }
+
+    /// Subscribers ready so far.
+    pub(crate) fn ready_count(&self) -> usize {
+        self.ready.load(Ordering::Acquire) as usize
+    }
+
+    /// One subscriber received `seq` at `at_us`.
+    pub(crate) fn arrived(&self, seq: u64, at_us: u64) {
+        self.received.fetch_add(1, Ordering::AcqRel);
+        let Some((n, last)) = self.counts.get(seq as usize) else { return };
+        last.fetch_max(at_us, Ordering::AcqRel);
+        if n.fetch_add(1, Ordering::AcqRel) + 1 == self.k {
+            self.line(format_args!(
+                "seq {seq} last_us {} received {}",
+                last.load(Ordering::Acquire),
+                self.received.load(Ordering::Acquire)
+            ));
+        }
+    }
 }

@@ -2,14 +2,7 @@
 //! side) delivering to K subscribers in a helper process: propagation,
 //! throughput, memory.
 
-use std::{
-    io::Write as _,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use altocast_proto::{
     CostMapBuilder, CostType, MapState, OriginKey, Pid, ResourceId, TrustedKeys, Verifier, pb,
@@ -23,7 +16,7 @@ use altocast_rproxy::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    child::ClientsProc,
+    child::{Arrivals, ClientsProc},
     report::{cpu_secs, field, now_us, pct, record, rss_kib},
 };
 
@@ -223,13 +216,7 @@ pub(crate) async fn clients(
     key: Option<String>,
     resource: Option<String>,
 ) -> anyhow::Result<()> {
-    let counts: Arc<Vec<(AtomicU32, AtomicU64)>> =
-        Arc::new((0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect());
-    let ready = Arc::new(AtomicU32::new(0));
-    // Every update received after "ready", so a throughput figure counts what
-    // was delivered, not what was published (a lagging subscriber resynced
-    // from a snapshot skips diffs).
-    let received = Arc::new(AtomicU64::new(0));
+    let arrivals = Arrivals::new(k, max_seq);
     let keys = match key {
         Some(p) => Some(TrustedKeys::new([altocast_proto::PublicKey::from_spki_pem(&std::fs::read_to_string(p)?)?])),
         None => None,
@@ -240,7 +227,6 @@ pub(crate) async fn clients(
         let url = &endpoints[i % endpoints.len()];
         chans.push(tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?);
     }
-    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let resource = Arc::new(resource);
     for i in 0..k {
         // Subscribe in waves of 1,000 (each wave holding the resource before
@@ -249,13 +235,12 @@ pub(crate) async fn clients(
         // stuck deadline, which measures the ramp-up, not propagation.
         if i % WAVE == 0 && i > 0 {
             let t = std::time::Instant::now();
-            while (ready.load(Ordering::Acquire) as usize) < i && t.elapsed() < Duration::from_secs(60) {
+            while arrivals.ready_count() < i && t.elapsed() < Duration::from_secs(60) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
         let ch = chans[i / per_conn].clone();
-        let (counts, ready, out, keys, resource, received) =
-            (counts.clone(), ready.clone(), out.clone(), keys.clone(), resource.clone(), received.clone());
+        let (arrivals, keys, resource) = (arrivals.clone(), keys.clone(), resource.clone());
         tokio::spawn(async move {
             let mut c = pb::distribution_client::DistributionClient::new(ch).max_decoding_message_size(64 << 20);
             let Ok(resp) = c.subscribe(pb::SubscribeRequest { resources: vec![] }).await else { return };
@@ -288,25 +273,11 @@ pub(crate) async fn clients(
                 // committed by a heartbeat); after that, heartbeats are not counted.
                 if first {
                     first = false;
-                    if ready.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
-                        let _ = writeln!(out.lock().expect("stdout"), "ready");
-                    }
+                    arrivals.ready();
                     continue;
                 }
-                if heartbeat {
-                    continue;
-                }
-                received.fetch_add(1, Ordering::AcqRel);
-                if let Some((n, last)) = counts.get(seq as usize) {
-                    last.fetch_max(t, Ordering::AcqRel);
-                    if n.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
-                        let _ = writeln!(
-                            out.lock().expect("stdout"),
-                            "seq {seq} last_us {} received {}",
-                            last.load(Ordering::Acquire),
-                            received.load(Ordering::Acquire)
-                        );
-                    }
+                if !heartbeat {
+                    arrivals.arrived(seq, t);
                 }
             }
         });

@@ -2,19 +2,14 @@
 //! pub/sub (`redis-server` on a private loopback port, started and stopped here).
 
 use std::{
-    io::Write as _,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
-    },
     time::Duration,
 };
 
 use anyhow::Context as _;
 
 use crate::{
-    child::ClientsProc,
+    child::{Arrivals, ClientsProc},
     fanout::FanoutResult,
     report::{field, now_us, pct},
 };
@@ -120,7 +115,8 @@ pub(crate) async fn redis_fanout(ks: &[usize], updates: usize, tk: usize, tu: us
     let line = proc_.0.wait_for(&format!("seq {last} "), Duration::from_secs(120))?;
     let _ = drain.await;
     let secs = field(&line, "last_us").unwrap_or(t0).saturating_sub(t0) as f64 / 1e6;
-    let msgs = (tk * tu) as f64;
+    // Counted like altocast's: what the subscribers received.
+    let msgs = field(&line, "received").unwrap_or(0) as f64;
     println!(
         "  throughput: {tu} messages of 913 bytes to {tk} subscribers: {:.0} delivered messages/s ({secs:.2} s)",
         msgs / secs
@@ -142,12 +138,9 @@ impl RedisClientsProc {
 /// Helper: K Redis subscribers, one connection each, reporting like `clients`.
 pub(crate) async fn redis_clients(port: u16, k: usize, max_seq: u64) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let counts: Arc<Vec<(AtomicU32, AtomicU64)>> =
-        Arc::new((0..=max_seq).map(|_| (AtomicU32::new(0), AtomicU64::new(0))).collect());
-    let ready = Arc::new(AtomicU32::new(0));
-    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let arrivals = Arrivals::new(k, max_seq);
     for _ in 0..k {
-        let (counts, ready, out) = (counts.clone(), ready.clone(), out.clone());
+        let arrivals = arrivals.clone();
         let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         c.set_nodelay(true)?;
         c.write_all(&resp(&[b"SUBSCRIBE", b"bench"])).await?;
@@ -166,22 +159,11 @@ pub(crate) async fn redis_clients(port: u16, k: usize, max_seq: u64) -> anyhow::
                     buf.drain(..used);
                     if kind == b"subscribe" && !subscribed {
                         subscribed = true;
-                        if ready.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
-                            let _ = writeln!(out.lock().expect("stdout"), "ready");
-                        }
+                        arrivals.ready();
                     } else if kind == b"message" && payload.len() >= 8 {
                         let t = now_us();
                         let seq = u64::from_le_bytes(payload[..8].try_into().unwrap_or([0; 8]));
-                        if let Some((n, last)) = counts.get(seq as usize) {
-                            last.fetch_max(t, Ordering::AcqRel);
-                            if n.fetch_add(1, Ordering::AcqRel) + 1 == k as u32 {
-                                let _ = writeln!(
-                                    out.lock().expect("stdout"),
-                                    "seq {seq} last_us {}",
-                                    last.load(Ordering::Acquire)
-                                );
-                            }
-                        }
+                        arrivals.arrived(seq, t);
                     }
                 }
             }
