@@ -297,6 +297,26 @@ async fn http_get(addr: &str, resource: &str) -> anyhow::Result<usize> {
     Ok(n)
 }
 
+/// One polling client: altocast's gRPC `Fetch`, or RFC 7285 HTTP GET.
+enum Poller {
+    Grpc(pb::distribution_client::DistributionClient<tonic::transport::Channel>),
+    Http(String),
+}
+
+impl Poller {
+    /// Fetches the full map once; returns the bytes received.
+    async fn fetch(&mut self, resource: &str) -> anyhow::Result<usize> {
+        match self {
+            Poller::Http(addr) => http_get(addr, resource).await,
+            Poller::Grpc(c) => {
+                let r = c.fetch(pb::FetchRequest { resource_id: resource.to_owned() }).await?.into_inner();
+                Ok(r.updates.iter().map(|u| u.body.len()).sum::<usize>()
+                    + r.chunks.iter().map(|c| c.data.len()).sum::<usize>())
+            }
+        }
+    }
+}
+
 /// Helper: `k` clients on `k / 100` connections, each fetching `resource` once
 /// per epoch at its own offset (with `http`, `GET /costmap/ID` on a new HTTP
 /// connection each time); prints `done fetches N errors E bytes B wall_ms T`.
@@ -309,41 +329,35 @@ pub(crate) async fn pollers(
     start_us: u64,
     http: Option<String>,
 ) -> anyhow::Result<()> {
+    // gRPC pollers share a connection per 100 (HTTP pollers open their own
+    // per request, as simple RFC 7285 clients do).
     let mut chans = Vec::new();
-    for _ in 0..k.div_ceil(100) {
-        chans.push(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await?);
+    if http.is_none() {
+        for _ in 0..k.div_ceil(100) {
+            chans
+                .push(tonic::transport::Endpoint::from_shared(endpoint.to_owned())?.tcp_nodelay(true).connect().await?);
+        }
     }
     let (fetches, errors, bytes) =
         (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let epoch_us = epoch_ms * 1000;
     let mut tasks = Vec::with_capacity(k);
     for i in 0..k {
-        let mut c = pb::distribution_client::DistributionClient::new(chans[i / 100].clone())
-            .max_decoding_message_size(altocast_client::connect::MAX_MESSAGE);
+        let mut poller = match &http {
+            Some(addr) => Poller::Http(addr.clone()),
+            None => Poller::Grpc(
+                pb::distribution_client::DistributionClient::new(chans[i / 100].clone())
+                    .max_decoding_message_size(altocast_client::connect::MAX_MESSAGE),
+            ),
+        };
         let (fetches, errors, bytes) = (fetches.clone(), errors.clone(), bytes.clone());
         let resource = resource.to_owned();
         let offset = epoch_us * i as u64 / k as u64;
-        let http = http.clone();
         tasks.push(tokio::spawn(async move {
             for e in 0..epochs as u64 {
                 sleep_until_us(start_us + e * epoch_us + offset).await;
-                if let Some(addr) = &http {
-                    match http_get(addr, &resource).await {
-                        Ok(n) => {
-                            bytes.fetch_add(n as u64, Ordering::Relaxed);
-                            fetches.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    continue;
-                }
-                match c.fetch(pb::FetchRequest { resource_id: resource.clone() }).await {
-                    Ok(r) => {
-                        let r = r.into_inner();
-                        let n = r.updates.iter().map(|u| u.body.len()).sum::<usize>()
-                            + r.chunks.iter().map(|c| c.data.len()).sum::<usize>();
+                match poller.fetch(&resource).await {
+                    Ok(n) => {
                         bytes.fetch_add(n as u64, Ordering::Relaxed);
                         fetches.fetch_add(1, Ordering::Relaxed);
                     }

@@ -603,6 +603,7 @@ async fn update_stream(
     let mut changes = shared.view.changes();
     tokio::spawn(async move {
         let _slot = slot;
+        let (view, shutdown) = (shared.view.clone(), shared.shutdown.clone());
         let send = |e: Event| tx.try_send(Ok(e)).is_ok();
         // Full maps first, then whatever changes; on a lagged change feed
         // everything is compared against what was sent, so nothing is missed.
@@ -616,7 +617,7 @@ async fn update_stream(
                 return;
             }
             if lagged {
-                let st = slot_view(&_slot).load();
+                let st = view.load();
                 for f in &mut followed {
                     if let Some(e) = event_for(&st, f)
                         && !send(e)
@@ -626,13 +627,13 @@ async fn update_stream(
                 }
             }
             tokio::select! {
-                _ = _slot.0.shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return,
                 _ = tx.closed() => return,
                 _ = ctl.changed.notified() => continue,
                 c = changes.recv() => match c {
                     Ok(c) => {
                         lagged = false;
-                        let st = slot_view(&_slot).load();
+                        let st = view.load();
                         for f in followed.iter_mut().filter(|f| f.resource_id == c.update.resource_id.as_str()) {
                             if let Some(e) = event_for(&st, f)
                                 && !send(e)
@@ -654,10 +655,6 @@ async fn update_stream(
     let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(control) })
         .chain(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(20))).into_response())
-}
-
-fn slot_view(slot: &StreamSlot) -> &View {
-    &slot.0.view
 }
 
 #[cfg(test)]
