@@ -33,7 +33,8 @@ pub use config::ServeConfig;
 /// Runs the origin on `listener` until `shutdown` is cancelled (and the RFC
 /// 7285 HTTP/JSON interface on `--alto-http`, when set).
 pub async fn run(cfg: ServeConfig, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    cfg.validate()?;
+    // `run_with_http` validates the configuration (the binary already did,
+    // before binding anything).
     let http = match cfg.alto_http {
         Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?),
         None => None,
