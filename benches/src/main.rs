@@ -114,7 +114,8 @@ enum Cmd {
         no_verify: bool,
     },
     /// Origin CPU per update with K subscribers behind RProxies, against K
-    /// clients polling the full map once per (compressed) ALTO epoch.
+    /// clients polling the full map once per (compressed) ALTO epoch, over
+    /// gRPC `Fetch` and RFC 7285 HTTP `GET`.
     Load {
         /// Topology JSON (default: cogentco from ../shared if present, else a
         /// synthetic 186-PoP backbone).
