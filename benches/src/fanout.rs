@@ -252,10 +252,10 @@ pub(crate) async fn clients(
                 let t = now_us();
                 let (res, seq, heartbeat) = match &mut verifier {
                     Some(v) => match v.verify(&su, &[], altocast_client::now_ms()) {
-                        Ok(a) => (a.resource_id.to_string(), a.seq, a.kind == altocast_proto::UpdateKind::Heartbeat),
                         // A cached snapshot older than the TTL: authentic, kept
                         // pending until the heartbeat after it (as a client does).
-                        Err(altocast_proto::VerifyError::Expired { .. }) => continue,
+                        Ok(a) if !a.is_committed() => continue,
+                        Ok(a) => (a.resource_id.to_string(), a.seq, a.kind == altocast_proto::UpdateKind::Heartbeat),
                         Err(e) => {
                             eprintln!("verification failed: {e}");
                             return;

@@ -68,6 +68,7 @@ async fn publish(url: &str, id: &ResourceId, changes: &mut Changes) -> anyhow::R
         resource_id: id.to_string(),
         json: changes.next_patch().into_bytes().into(),
         media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+        more: vec![],
     };
     let r = altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60), None).await?;
     Ok(if r.changed { r.seq } else { 0 })

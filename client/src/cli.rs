@@ -183,22 +183,47 @@ async fn pull(common: &Common, wanted: &[ResourceId]) -> anyhow::Result<(Verifie
         }
     }
     let resources = connect::resources_for(&dir, wanted);
-    let mut verifier = Verifier::new(keys, Limits::default(), resources.iter().cloned());
+    // Each resource is a separate Fetch: a network map published between two
+    // of them makes the cost map depend on a version fetched too early. That
+    // is a race, not an attack: pull everything again (a few times).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match pull_once(&mut client, &url, &keys, &resources).await {
+            Err(e)
+                if attempt < 3
+                    && e.downcast_ref::<altocast_proto::VerifyError>()
+                        .is_some_and(|v| v.check() == altocast_proto::Check::Dependency) => {}
+            r => return r.map(|v| (v, dir)),
+        }
+    }
+}
+
+async fn pull_once(
+    client: &mut connect::DistributionClient,
+    url: &str,
+    keys: &altocast_proto::TrustedKeys,
+    resources: &[ResourceId],
+) -> anyhow::Result<Verifier> {
+    let mut verifier = Verifier::new(keys.clone(), Limits::default(), resources.iter().cloned());
     let now = now_ms();
-    for r in &resources {
-        connect::fetch_into(&mut client, &url, r, &mut verifier, now).await.map_err(|e| match &e {
-            connect::ConnectError::Verify {
-                error: altocast_proto::VerifyError::Expired { expires_at_ms, .. }, ..
+    for r in resources {
+        connect::fetch_into(client, url, r, &mut verifier, now).await.map_err(|e| match e {
+            connect::ConnectError::Verify { error, .. } if error.check() == altocast_proto::Check::Dependency => {
+                anyhow!(error)
+            }
+            connect::ConnectError::NotExposable {
+                waiting: altocast_proto::Waiting::Expired { expires_at_ms }, ..
             } => {
                 anyhow!("stale data: {r} expired {} s ago at {url}", (now - expires_at_ms) / 1000)
             }
-            _ => anyhow!(e),
+            e => anyhow!(e),
         })?;
         if let Freshness::Stale { since_ms } = verifier.freshness(r.as_str(), now) {
             bail!("stale data: {r} expired {} s ago at {url}", (now - since_ms) / 1000);
         }
     }
-    Ok((verifier, dir))
+    Ok(verifier)
 }
 
 fn first_of(dir: &pb::Directory, kind: pb::ResourceKind) -> anyhow::Result<ResourceId> {

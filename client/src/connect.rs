@@ -46,6 +46,17 @@ pub enum ConnectError {
         /// The failed check.
         error: VerifyError,
     },
+    /// The answer verified but did not end at an exposable version (it ended
+    /// expired, or a cost map ahead of its network map).
+    #[error("{url}: {resource} is not usable yet: {waiting}")]
+    NotExposable {
+        /// The URL.
+        url: String,
+        /// The resource.
+        resource: ResourceId,
+        /// Why its last version waits.
+        waiting: altocast_proto::Waiting,
+    },
 }
 
 /// A typed client for one endpoint.
@@ -246,8 +257,8 @@ pub async fn fetch_into(
     let mut chunks = resp.chunks;
     // A cached snapshot (or diff) older than its expiry is authentic but not
     // fresh: the verifier keeps it pending and the heartbeat that ends the
-    // answer makes it fresh. Only an answer that ends expired is an error.
-    let mut expired = None;
+    // answer commits it. Only an answer that ends pending is an error.
+    let mut waiting = None;
     for (i, signed) in resp.updates.into_iter().enumerate() {
         let opened = verifier.open(&signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
         let held = verifier.get(resource.as_str()).map_or(0, |h| h.seq);
@@ -256,17 +267,14 @@ pub async fn fetch_into(
         }
         // The chunks belong to the first update (the snapshot).
         let chunks = if i == 0 { std::mem::take(&mut chunks) } else { Vec::new() };
-        match verifier.apply(&opened, &chunks, now_ms) {
-            Ok(applied) => {
-                expired = None;
-                fetched.push(Fetched { opened, applied, signed, chunks });
-            }
-            Err(error @ altocast_proto::VerifyError::Expired { .. }) => expired = Some(error),
-            Err(error) => return Err(ConnectError::Verify { url: url.into(), error }),
-        }
+        let applied = verifier
+            .apply(&opened, &chunks, now_ms)
+            .map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+        waiting = applied.waiting.clone();
+        fetched.push(Fetched { opened, applied, signed, chunks });
     }
-    match expired {
-        Some(error) => Err(ConnectError::Verify { url: url.into(), error }),
+    match waiting {
+        Some(waiting) => Err(ConnectError::NotExposable { url: url.into(), resource: resource.clone(), waiting }),
         None => Ok(fetched),
     }
 }

@@ -12,7 +12,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use altocast_proto::{Applied, Limits, ResourceId, TrustedKeys, UpdateKind, Verifier, VerifyError, pb, verify::Opened};
+use altocast_proto::{Applied, Limits, ResourceId, TrustedKeys, Verifier, VerifyError, pb, verify::Opened};
 use rand::Rng as _;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -23,9 +23,10 @@ use crate::{
     view::{Change, View},
 };
 
-/// Expired catch-up updates accepted in a row before the endpoint is abandoned
-/// (a ring is 64 diffs; this leaves room for several).
-const MAX_EXPIRED_RUN: usize = 1024;
+/// Pending (verified but not yet exposable) updates accepted in a row before
+/// the endpoint is abandoned (a hub ring is at most 128 diffs per resource;
+/// this leaves room for several resources' catch-ups).
+const MAX_PENDING_RUN: usize = 1024;
 
 /// A source of Unix milliseconds. The default follows tokio's clock, so tests
 /// with paused time control expiry.
@@ -389,7 +390,7 @@ impl Runner {
         mut follow: Option<(DistributionClient, Vec<ResourceId>)>,
     ) -> End {
         let mut delivered = false;
-        let mut expired_run = 0;
+        let mut pending_run = 0;
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + Duration::from_secs(10);
         let mut refresh = tokio::time::interval_at(
@@ -449,13 +450,16 @@ impl Runner {
                 }
             }
             match self.apply(url, opened, signed, chunks).await {
-                Ok(()) => {
+                Ok(true) => {
                     delivered = true;
-                    expired_run = 0;
+                    pending_run = 0;
                 }
-                // Catch-up older than the TTL: authentic, chained, held as pending
-                // until the heartbeat at the end of the catch-up makes it fresh.
-                Err(VerifyError::Expired { .. }) if expired_run < MAX_EXPIRED_RUN => expired_run += 1,
+                // Authentic and chained but not exposable yet (a catch-up older
+                // than the TTL, or a cost map ahead of its network map): the
+                // rest of the catch-up commits it. A run without end is an
+                // upstream replaying history.
+                Ok(false) if pending_run < MAX_PENDING_RUN => pending_run += 1,
+                Ok(false) => return End::Bad { reason: format!("{MAX_PENDING_RUN} updates in a row not exposable") },
                 Err(error) => return self.rejected(url, error).await,
             }
         }
@@ -470,48 +474,23 @@ impl Runner {
         End::Bad { reason }
     }
 
+    /// Verifies and applies one update; true when it committed (is exposed).
     async fn apply(
         &mut self,
         url: &str,
         opened: Opened,
         signed: pb::SignedUpdate,
         chunks: Vec<pb::SnapshotChunk>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<bool, VerifyError> {
         let now = (self.cfg.clock)();
-        match self.verifier.apply(&opened, &chunks, now) {
-            Ok(applied) => {
-                self.publish(url, opened, applied, signed, chunks, now).await;
-                Ok(())
-            }
-            Err(e @ VerifyError::Expired { .. }) => {
-                // Relays (RProxies) still need the authentic bytes to keep their chain.
-                if let (Some(p), Some(_)) = (self.verifier.pending(opened.resource_id.as_str()), &self.events) {
-                    let applied = Applied {
-                        resource_id: opened.resource_id.clone(),
-                        kind: if opened.is_heartbeat() { UpdateKind::Heartbeat } else { UpdateKind::Diff },
-                        seq: p.seq,
-                        tag: p.tag,
-                        entries_changed: 0,
-                        bytes: opened.body_len,
-                        issued_at_ms: opened.update.issued_at_ms,
-                    };
-                    let mut header = opened.update;
-                    strip_payload(&mut header);
-                    self.emit(Event::Verified {
-                        endpoint: url.into(),
-                        applied,
-                        header: Box::new(header),
-                        signed,
-                        chunks,
-                    })
-                    .await;
-                }
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
+        let applied = self.verifier.apply(&opened, &chunks, now)?;
+        let committed = applied.is_committed();
+        self.publish(url, opened, applied, signed, chunks, now).await;
+        Ok(committed)
     }
 
+    /// Shows a committed update in the view; relays every verified update,
+    /// pending ones included (an RProxy needs the whole authentic chain).
     async fn publish(
         &mut self,
         url: &str,
@@ -521,10 +500,14 @@ impl Runner {
         chunks: Vec<pb::SnapshotChunk>,
         now: i64,
     ) {
-        let kind = self.verifier.get(applied.resource_id.as_str()).map_or("", |h| h.state.kind().as_str());
-        metrics::counter!("altocast_client_updates_total", "kind" => applied.kind.as_str()).increment(1);
-        let change = Change { update: applied.clone(), applied_at_ms: now, resource_kind: kind };
-        self.view.update_from(&self.verifier, change);
+        if applied.is_committed() {
+            let kind = self.verifier.get(applied.resource_id.as_str()).map_or("", |h| h.state.kind().as_str());
+            metrics::counter!("altocast_client_updates_total", "kind" => applied.kind.as_str()).increment(1);
+            let change = Change { update: applied.clone(), applied_at_ms: now, resource_kind: kind };
+            self.view.update_from(&self.verifier, change);
+        } else {
+            metrics::counter!("altocast_client_pending_total").increment(1);
+        }
         if self.events.is_some() {
             let mut header = opened.update;
             strip_payload(&mut header);

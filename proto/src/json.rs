@@ -168,6 +168,34 @@ fn pid_at(s: &str, at: impl FnOnce() -> String) -> Result<Pid, ModelError> {
     Pid::new(s).map_err(|source| ModelError::InvalidPid { at: at(), source })
 }
 
+/// The kind of an RFC 7285 map body, from its top-level members: `Some` when
+/// it has exactly one of `network-map` and `cost-map` (a PID may be named
+/// "cost-map"; only the top level counts). Reads the body without building it.
+pub fn body_kind(body: &[u8]) -> Option<crate::Kind> {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = (bool, bool);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let (mut nm, mut cm) = (false, false);
+            while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                nm |= k == "network-map";
+                cm |= k == "cost-map";
+                m.next_value::<serde::de::IgnoredAny>()?;
+            }
+            Ok((nm, cm))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde::Deserializer::deserialize_map(&mut de, Members).ok()? {
+        (true, false) => Some(crate::Kind::NetworkMap),
+        (false, true) => Some(crate::Kind::CostMap),
+        _ => None,
+    }
+}
+
 /// Parses and validates an RFC 7285 network map body.
 pub fn parse_network_map(body: &[u8]) -> Result<NetworkMapDoc, ModelError> {
     let b: NmBody = serde_json::from_slice(body).map_err(json_err)?;

@@ -46,5 +46,5 @@ pub use network_map::{NetworkMap, NetworkMapDiff, PidPrefixes};
 pub use pid::{NameError, Pid, ResourceId};
 pub use tag::Tag;
 pub use update::{Header, Kind, MapDiff, MapState, Payload, Signed};
-pub use verify::{Applied, Check, Freshness, Held, Limits, UpdateKind, Verifier, VerifyError};
+pub use verify::{Applied, Check, Freshness, Held, Limits, UpdateKind, Verifier, VerifyError, Waiting};
 pub use wire::cost_map_from_pb;

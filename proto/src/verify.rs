@@ -9,6 +9,21 @@
 //! held state exactly as it was: apply builds a new state and only a fully
 //! checked one replaces the old.
 //!
+//! # Held, pending, recent
+//!
+//! Per resource the verifier keeps the **held** version (verified, fresh when
+//! it was committed, what a client exposes), at most one **pending** version
+//! and the last [`RECENT_VERSIONS`] superseded versions. An update that passes
+//! every check but is not yet exposable — it is expired (a catch-up from a
+//! cache older than the TTL), or it depends on a network-map version this
+//! verifier does not have (a cost map from before the catch-up's network-map
+//! snapshot) — is *authentic and chained*: it becomes the pending version and
+//! the result says why it waits ([`Waiting`]). The next update may build on the
+//! pending version; the first one that is fresh and whose dependencies resolve
+//! commits the chain. Every version that leaves held or pending goes to the
+//! recent list, so a cost map may depend on a network-map version that was
+//! only ever pending. Nothing pending is ever exposed.
+//!
 //! Sans-IO: time is passed in as Unix milliseconds.
 
 use std::collections::HashMap;
@@ -157,14 +172,6 @@ pub enum VerifyError {
         /// The computed tag.
         computed: Tag,
     },
-    /// Check 7: expired.
-    #[error("expired at {expires_at_ms} ms, now {now_ms} ms")]
-    Expired {
-        /// When it expired.
-        expires_at_ms: i64,
-        /// Now.
-        now_ms: i64,
-    },
     /// Check 7: issued in the future beyond the allowed skew.
     #[error("issued at {issued_at_ms} ms, in the future (now {now_ms} ms)")]
     FromTheFuture {
@@ -195,7 +202,7 @@ impl VerifyError {
             VerifyError::Rollback { .. } | VerifyError::Gap { .. } => Check::Sequence,
             VerifyError::BaseSeq { .. } | VerifyError::BaseTag { .. } => Check::Base,
             VerifyError::Malformed(_) | VerifyError::Payload(_) | VerifyError::TagMismatch { .. } => Check::Apply,
-            VerifyError::Expired { .. } | VerifyError::FromTheFuture { .. } => Check::Expiry,
+            VerifyError::FromTheFuture { .. } => Check::Expiry,
             VerifyError::Dependency { .. } => Check::Dependency,
         }
     }
@@ -272,6 +279,44 @@ pub struct Applied {
     pub bytes: usize,
     /// When the origin issued it.
     pub issued_at_ms: i64,
+    /// `None`: committed (the held version now). `Some`: authentic and chained
+    /// but kept pending, not exposed, for this reason.
+    pub waiting: Option<Waiting>,
+}
+
+impl Applied {
+    /// True when the update is now the held (exposable) version.
+    pub fn is_committed(&self) -> bool {
+        self.waiting.is_none()
+    }
+}
+
+/// Why a verified update is pending instead of committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// Past its expiry (plus skew): a fresh update or heartbeat must extend it.
+    Expired {
+        /// When it expired.
+        expires_at_ms: i64,
+    },
+    /// It depends on a version of `resource` this verifier does not have (yet).
+    Dependency {
+        /// The resource depended on.
+        resource: ResourceId,
+        /// Seq of the version depended on.
+        seq: u64,
+        /// Tag of the version depended on.
+        tag: Tag,
+    },
+}
+
+impl std::fmt::Display for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waiting::Expired { expires_at_ms } => write!(f, "expired at {expires_at_ms} ms"),
+            Waiting::Dependency { resource, seq, tag } => write!(f, "waits for {resource} seq {seq} tag {tag}"),
+        }
+    }
 }
 
 /// A verified resource version.
@@ -409,35 +454,44 @@ impl Verifier {
         self.apply(&opened, chunks, now_ms)
     }
 
-    /// Checks 4–8 on an opened update and, if all pass, commits the new state.
+    /// Checks 4–8 on an opened update. If all pass, the new state is committed
+    /// (held) — or, when it is expired or its dependency is not held yet, kept
+    /// pending ([`Applied::waiting`]). An error changes nothing.
     pub fn apply(
         &mut self,
         opened: &Opened,
         chunks: &[pb::SnapshotChunk],
         now_ms: i64,
     ) -> Result<Applied, VerifyError> {
-        let (next, applied) = match self.check(opened, chunks, now_ms) {
-            Ok(ok) => ok,
-            Err(e @ VerifyError::Expired { .. }) => {
-                // Authentic and chained but expired: keep it as a pending
-                // continuation that a fresh update may complete.
-                if let Ok((next, _)) = self.check_at(opened, chunks, now_ms, false) {
-                    self.pending.insert(opened.resource_id.clone(), next);
-                }
-                return Err(e);
+        let (next, applied, on_pending) = self.check_at(opened, chunks, now_ms)?;
+        let id = &opened.resource_id;
+        if applied.waiting.is_some() {
+            if let Some(old) = self.pending.insert(id.clone(), next).filter(|o| o.seq != applied.seq) {
+                self.remember(id, old);
             }
-            Err(e) => return Err(e),
-        };
-        self.pending.remove(&opened.resource_id);
-        let old = self.held.insert(opened.resource_id.clone(), Some(next)).flatten();
+            return Ok(applied);
+        }
+        let pending = self.pending.remove(id);
+        let old = self.held.insert(id.clone(), Some(next)).flatten();
         if let Some(old) = old.filter(|o| o.seq != applied.seq) {
-            let r = self.recent.entry(opened.resource_id.clone()).or_default();
-            r.push_back((old.seq, old.tag, old.state));
-            if r.len() > RECENT_VERSIONS {
-                r.pop_front();
-            }
+            self.remember(id, old);
+        }
+        if let Some(p) = pending.filter(|p| on_pending && p.seq != applied.seq) {
+            self.remember(id, p);
         }
         Ok(applied)
+    }
+
+    /// Keeps a superseded version for dependency checks.
+    fn remember(&mut self, id: &ResourceId, old: Held) {
+        let r = self.recent.entry(id.clone()).or_default();
+        if r.iter().any(|(s, t, _)| *s == old.seq && *t == old.tag) {
+            return;
+        }
+        r.push_back((old.seq, old.tag, old.state));
+        if r.len() > RECENT_VERSIONS {
+            r.pop_front();
+        }
     }
 
     /// Check 6 alone for a snapshot whose (seq, tag) the caller already trusts
@@ -479,30 +533,31 @@ impl Verifier {
         self.recent.get(id)?.iter().rev().find(|(_, t, _)| *t == tag).map(|(s, _, st)| (*s, st))
     }
 
-    /// Like [`Verifier::apply`] but commits nothing: returns the state the update
-    /// would produce.
+    /// Like [`Verifier::apply`] but changes nothing: returns the state the
+    /// update would produce (committed or pending, as `Applied::waiting` says).
     pub fn check(
         &self,
         opened: &Opened,
         chunks: &[pb::SnapshotChunk],
         now_ms: i64,
     ) -> Result<(Held, Applied), VerifyError> {
-        self.check_at(opened, chunks, now_ms, true)
+        self.check_at(opened, chunks, now_ms).map(|(h, a, _)| (h, a))
     }
 
+    /// Checks 4–8. Also says whether the update builds on the pending version.
     fn check_at(
         &self,
         opened: &Opened,
         chunks: &[pb::SnapshotChunk],
         now_ms: i64,
-        enforce_expiry: bool,
-    ) -> Result<(Held, Applied), VerifyError> {
+    ) -> Result<(Held, Applied, bool), VerifyError> {
         let u = &opened.update;
         // Build on a pending (expired) continuation when this update extends it.
         let pending = self.pending.get(opened.resource_id.as_str()).filter(|p| {
             let hb = matches!(u.payload, Some(pb::update::Payload::Heartbeat(_)));
             (hb && u.seq == p.seq) || (!hb && u.base_seq == p.seq && u.base_tag[..] == p.tag.0[..])
         });
+        let on_pending = pending.is_some();
         let held = pending.or(self.get(opened.resource_id.as_str()));
         let held_seq = held.map_or(0, |h| h.seq);
         let payload = u.payload.as_ref().ok_or_else(|| VerifyError::Malformed("no payload".into()))?;
@@ -580,10 +635,8 @@ impl Verifier {
         if state.tag() != tag {
             return Err(VerifyError::TagMismatch { signed: tag, computed: state.tag() });
         }
-        // Check 7: freshness.
-        if enforce_expiry && u.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms {
-            return Err(VerifyError::Expired { expires_at_ms: u.expires_at_ms, now_ms });
-        }
+        // Check 7: freshness. Expired is not an error: the update waits pending.
+        let expired = u.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms;
         if u.issued_at_ms > now_ms.saturating_add(self.limits.max_skew_ms) {
             return Err(VerifyError::FromTheFuture { issued_at_ms: u.issued_at_ms, now_ms });
         }
@@ -600,7 +653,12 @@ impl Verifier {
                 })
             })
             .collect::<Result<Vec<_>, VerifyError>>()?;
-        self.check_dependencies(&state, &dependencies, is_heartbeat.then_some(held).flatten())?;
+        let unresolved = self.check_dependencies(&state, &dependencies, is_heartbeat.then_some(held).flatten())?;
+        let waiting = if expired {
+            Some(Waiting::Expired { expires_at_ms: u.expires_at_ms })
+        } else {
+            unresolved.map(|d| Waiting::Dependency { resource: d.resource_id.clone(), seq: d.seq, tag: d.tag })
+        };
 
         let bytes = opened.body_len + chunks.iter().map(|c| c.data.len()).sum::<usize>();
         let applied = Applied {
@@ -611,27 +669,32 @@ impl Verifier {
             entries_changed,
             bytes,
             issued_at_ms: u.issued_at_ms,
+            waiting,
         };
         let next =
             Held { seq: u.seq, tag, state, issued_at_ms: u.issued_at_ms, expires_at_ms: u.expires_at_ms, dependencies };
-        Ok((next, applied))
+        Ok((next, applied, on_pending))
     }
 
-    fn check_dependencies(
+    /// Check 8. The signed header and the signed content must name the same
+    /// dependency, a heartbeat must carry those of the version it re-signs,
+    /// and a dependency newer than what is held of it is an error (the update
+    /// it needs was withheld). Returns a dependency on an older version that is
+    /// no longer remembered, or on the pending one (the update then waits).
+    fn check_dependencies<'d>(
         &self,
         state: &MapState,
-        deps: &[Dependency],
+        deps: &'d [Dependency],
         heartbeat_of: Option<&Held>,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Option<&'d Dependency>, VerifyError> {
         let state_dep = state.depends_on();
         let mismatch = |resource: &str, wanted: String, held: String| VerifyError::Dependency {
             resource: resource.into(),
             wanted,
             held,
         };
-        // The signed header and the signed content must agree on the dependency.
         match (state_dep, deps.first()) {
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(None),
             (Some(s), Some(d)) if s.resource_id == d.resource_id && s.tag == d.tag && deps.len() == 1 => {}
             (s, d) => {
                 return Err(mismatch(
@@ -642,26 +705,44 @@ impl Verifier {
             }
         }
         for d in deps {
-            if let Some(h) = heartbeat_of {
-                // A heartbeat re-signs the held version; it must carry its dependencies.
-                if h.dependencies.iter().any(|x| x == d) {
-                    continue;
-                }
+            // A heartbeat re-signs the held version; it must carry its dependencies.
+            if let Some(h) = heartbeat_of
+                && !h.dependencies.iter().any(|x| x == d)
+            {
                 return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "another version".into()));
             }
-            match (self.version(d.resource_id.as_str(), d.tag), self.get(d.resource_id.as_str())) {
-                (Some((seq, _)), _) if d.seq == 0 || seq == d.seq => {}
-                (_, Some(nm)) => {
-                    return Err(mismatch(
-                        d.resource_id.as_str(),
-                        d.tag.to_hex(),
-                        format!("seq {} tag {}", nm.seq, nm.tag),
-                    ));
+            if self.resolves(d) {
+                continue;
+            }
+            // Not resolvable. A version *older* than the newest one known here
+            // is history this verifier skipped (a cost map from before the
+            // catch-up's network-map snapshot): wait for the cost map to catch
+            // up. The newest pending one: wait for it to commit. A *newer* one,
+            // or another version at a known seq, means the network map update
+            // was withheld or forged: an error.
+            let id = d.resource_id.as_str();
+            let newest = [self.get(id), self.pending.get(id)].into_iter().flatten().max_by_key(|h| h.seq);
+            match newest {
+                Some(h) if d.seq != 0 && d.seq < h.seq => return Ok(Some(d)),
+                Some(h) if d.seq == h.seq && d.tag == h.tag => return Ok(Some(d)),
+                Some(h) => {
+                    return Err(mismatch(id, d.tag.to_hex(), format!("seq {} tag {}", h.seq, h.tag)));
                 }
-                (_, None) => return Err(mismatch(d.resource_id.as_str(), d.tag.to_hex(), "nothing".into())),
+                None => return Err(mismatch(id, d.tag.to_hex(), "nothing".into())),
             }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// True when the version `d` names is held or recently superseded (a
+    /// pending version does not count: it is not exposed either).
+    fn resolves(&self, d: &Dependency) -> bool {
+        let id = d.resource_id.as_str();
+        let matches = |seq: u64| d.seq == 0 || seq == d.seq;
+        if let Some(h) = self.get(id).filter(|h| h.tag == d.tag) {
+            return matches(h.seq);
+        }
+        self.recent.get(id).is_some_and(|r| r.iter().any(|(s, t, _)| *t == d.tag && matches(*s)))
     }
 
     /// Whether a resource is fresh at `now_ms`.
@@ -913,17 +994,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_expired_and_future_updates() {
+    fn expired_updates_wait_and_future_updates_are_rejected() {
         let f = fixture();
         let mut v = f.primed();
         let s = f.diff12();
-        let err = rejected(&mut v, &s.update, &[], NOW + 60_000 + 5_001, Check::Expiry);
-        assert!(matches!(err, VerifyError::Expired { .. }));
-        // Within the skew allowance it is still accepted.
+        let late = NOW + 60_000 + 5_001;
+        let a = v.verify(&s.update, &[], late).expect("authentic and chained");
+        assert_eq!(a.waiting, Some(Waiting::Expired { expires_at_ms: NOW + 60_000 }));
+        assert_eq!(v.get("cm").map(|h| h.seq), Some(1), "nothing expired is committed");
+        // Within the skew allowance it is committed.
         let mut v2 = f.primed();
-        v2.verify(&s.update, &[], NOW + 60_000 + 4_999).expect("within skew");
+        assert!(v2.verify(&s.update, &[], NOW + 60_000 + 4_999).expect("within skew").is_committed());
         let future = resign(&f, &s, |u| u.issued_at_ms = NOW + 10_000);
-        let err = rejected(&mut v, &future, &[], NOW, Check::Expiry);
+        let err = rejected(&mut f.primed(), &future, &[], NOW, Check::Expiry);
         assert!(matches!(err, VerifyError::FromTheFuture { .. }));
     }
 
@@ -932,18 +1015,98 @@ mod tests {
         let f = fixture();
         let mut v = f.primed();
         let late = NOW + 200_000;
-        // The diff was issued at NOW and expired at NOW + 60 s: rejected now...
-        let err = v.verify(&f.diff12().update, &[], late).expect_err("expired");
-        assert_eq!(err.check(), Check::Expiry);
+        // The diff was issued at NOW and expired at NOW + 60 s: pending now...
+        let a = v.verify(&f.diff12().update, &[], late).expect("pending");
+        assert!(!a.is_committed());
         assert_eq!(v.get("cm").map(|h| h.seq), Some(1), "nothing expired is committed");
-        // ...but a fresh heartbeat of the version it leads to commits the chain.
+        assert_eq!(v.pending("cm").map(|h| h.seq), Some(2));
+        // ...and a fresh heartbeat of the version it leads to commits the chain.
         let hb = f.signer.heartbeat(&rid("cm"), &f.cm2, late);
-        v.verify(&hb.update, &[], late).expect("fresh heartbeat extends the pending chain");
+        assert!(v.verify(&hb.update, &[], late).expect("fresh heartbeat").is_committed());
         assert_eq!(v.get("cm").map(|h| (h.seq, h.expires_at_ms)), Some((2, late + 60_000)));
+        assert!(v.pending("cm").is_none());
+    }
+
+    /// nm@k and the cost map re-bound to it, for k = 1..=n, as the origin
+    /// publishes them: (network map versions, cost map versions).
+    fn rebinding_history(n: u64) -> (Vec<Version>, Vec<Version>) {
+        let mut nms = Vec::new();
+        let mut cms = Vec::new();
+        for k in 1..=n {
+            // b's prefix moves with k, so each network map version differs.
+            let mut pids = BTreeMap::new();
+            pids.insert(
+                Pid::new("a").expect("pid"),
+                PidPrefixes::parse("a", &["10.0.0.0/8"], &[] as &[&str]).expect("p"),
+            );
+            let b = format!("{}.0.0.0/8", 20 + k);
+            pids.insert(Pid::new("b").expect("pid"), PidPrefixes::parse("b", &[b.as_str()], &[]).expect("p"));
+            let m = NetworkMap::new(pids).expect("nm");
+            let dep = vec![Dependency { resource_id: rid("nm"), seq: k, tag: m.tag() }];
+            cms.push(Version { seq: k, state: cm(&m, 5.0), dependencies: dep });
+            nms.push(Version { seq: k, state: MapState::Network(m), dependencies: vec![] });
+        }
+        (nms, cms)
+    }
+
+    fn chain(f: &Fixture, id: &str, vs: &[Version], at: i64) -> Vec<Signed> {
+        let mut out = vec![f.signer.snapshot(&rid(id), &vs[0], at)];
+        for w in vs.windows(2) {
+            let d = w[0].state.diff(&w[1].state).expect("diff");
+            out.push(f.signer.diff(&rid(id), &w[0], &w[1], &d, at));
+        }
+        out
     }
 
     #[test]
-    fn rejects_dependency_mismatch() {
+    fn late_joiner_accepts_any_catch_up_of_a_rebinding_history() {
+        // The class behind "late joiners rejected after a network-map change":
+        // a cache holds an old snapshot of each map and every diff since; the
+        // network map changed more often than the verifier remembers versions,
+        // and the old parts are expired. The catch-up is the network map's
+        // chain, then the cost map's, then fresh heartbeats.
+        let f = fixture();
+        for (n, age) in [(2, 0), (3, 200_000), (RECENT_VERSIONS as u64 + 5, 0), (RECENT_VERSIONS as u64 + 5, 200_000)] {
+            let (nms, cms) = rebinding_history(n);
+            let now = NOW + age;
+            let mut v = f.verifier();
+            for s in chain(&f, "nm", &nms, NOW).iter().chain(&chain(&f, "cm", &cms, NOW)) {
+                v.verify(&s.update, &s.chunks, now).unwrap_or_else(|e| panic!("n={n} age={age}: {e}"));
+            }
+            for (id, last) in [("nm", nms.last()), ("cm", cms.last())] {
+                let hb = f.signer.heartbeat(&rid(id), last.expect("v"), now);
+                let a = v.verify(&hb.update, &[], now).unwrap_or_else(|e| panic!("n={n} age={age} {id} hb: {e}"));
+                assert!(a.is_committed(), "n={n} age={age} {id}: {:?}", a.waiting);
+                assert_eq!(v.get(id).map(|h| h.seq), Some(n), "n={n} age={age} {id}");
+            }
+        }
+    }
+
+    #[test]
+    fn cost_map_bound_to_a_forgotten_network_map_waits_and_commits_when_it_catches_up() {
+        let f = fixture();
+        let n = RECENT_VERSIONS as u64 + 3;
+        let (nms, cms) = rebinding_history(n);
+        let mut v = f.verifier();
+        for s in chain(&f, "nm", &nms, NOW) {
+            v.verify(&s.update, &[], NOW).expect("nm");
+        }
+        // cm@1 depends on nm@1, which this verifier saw but no longer remembers:
+        // authentic, kept pending, not exposed.
+        let cm_chain = chain(&f, "cm", &cms, NOW);
+        let a = v.verify(&cm_chain[0].update, &[], NOW).expect("pending");
+        assert!(matches!(a.waiting, Some(Waiting::Dependency { seq: 1, .. })), "{:?}", a.waiting);
+        assert!(v.get("cm").is_none());
+        // The cost map's diffs catch up to a network map version it has.
+        for s in &cm_chain[1..] {
+            v.verify(&s.update, &[], NOW).expect("cm diff");
+        }
+        assert_eq!(v.get("cm").map(|h| h.seq), Some(n));
+        assert!(v.pending("cm").is_none());
+    }
+
+    #[test]
+    fn dependency_on_a_newer_network_map_than_held_is_rejected() {
         let f = fixture();
         // Held nm is version 1; a cost map computed against another network map
         // version must not be accepted with it.
@@ -955,6 +1118,7 @@ mod tests {
             dependencies: vec![Dependency { resource_id: rid("nm"), seq: 2, tag: n2.tag() }],
         };
         let s = f.signer.snapshot(&rid("cm"), &cm3, NOW);
+        // nm@2 was withheld: an error, not a wait.
         let err = rejected(&mut v, &s.update, &[], NOW, Check::Dependency);
         assert!(matches!(err, VerifyError::Dependency { .. }), "{err}");
         // A header dependency that disagrees with the signed content is refused too.

@@ -96,6 +96,9 @@ pub struct Entry {
     pub base_tag: Tag,
     /// Tag after it.
     pub tag: Tag,
+    /// When the origin signed it (Unix ms): orders a heartbeat against a
+    /// snapshot of the same version.
+    pub issued_at_ms: i64,
     /// Unix ms.
     pub expires_at_ms: i64,
     /// The signed update as received.
@@ -137,6 +140,7 @@ impl Entry {
             base_seq: update.base_seq,
             base_tag: tag(&update.base_tag)?,
             tag: tag(&update.tag)?,
+            issued_at_ms: update.issued_at_ms,
             expires_at_ms: update.expires_at_ms,
             frames: frames(&signed, &chunks),
             signed,
@@ -155,6 +159,7 @@ impl Entry {
             base_seq: h.base_seq,
             base_tag: h.base_tag,
             tag: h.tag,
+            issued_at_ms: h.issued_at_ms,
             expires_at_ms: h.expires_at_ms,
             frames: frames(&s.update, &s.chunks),
             signed: s.update,
@@ -224,32 +229,56 @@ struct Cache {
 }
 
 impl Cache {
-    /// The entries that bring a holder of `(have_seq, have_tag)` to `seq`.
+    /// The entries that bring a holder of `(have_seq, have_tag)` to `seq`:
+    /// the missing diffs, or the snapshot and the diffs after it, then the
+    /// latest heartbeat — unless the last entry was signed after it (a
+    /// checkpoint snapshot newer than the heartbeat round): a verifier holding
+    /// the newer signature calls the older one a rollback.
     fn catch_up(&self, have_seq: u64, have_tag: Tag) -> Vec<Arc<Entry>> {
         if self.seq == 0 || have_seq > self.seq {
             return Vec::new();
         }
+        let mut out = Vec::new();
         if have_seq == self.seq && have_tag == self.tag {
-            return self.heartbeat.iter().filter(|h| h.seq == self.seq).cloned().collect();
+            // Up to date: only a heartbeat (its issue time is checked by the
+            // subscriber against what it last sent).
+        } else if let Some(i) = self.diffs.iter().position(|d| d.base_seq == have_seq && d.base_tag == have_tag) {
+            out.extend(self.diffs.iter().skip(i).cloned());
+        } else if let Some(snap) = self.snapshot.as_ref().filter(|s| self.chains_from(s)) {
+            out.push(snap.clone());
+            out.extend(self.diffs.iter().filter(|d| d.base_seq >= snap.seq).cloned());
+        } else {
+            // No snapshot this cache can bring a newcomer up from (see `trim`).
+            return Vec::new();
         }
         // A catch-up ends with the latest heartbeat: on a quiet resource the
         // snapshot and diffs may be older than their expiry, and without it a
         // new subscriber would hold nothing usable until the next heartbeat.
-        let heartbeat = self.heartbeat.iter().filter(|h| h.seq == self.seq).cloned();
-        if let Some(i) = self.diffs.iter().position(|d| d.base_seq == have_seq && d.base_tag == have_tag) {
-            return self.diffs.iter().skip(i).cloned().chain(heartbeat).collect();
-        }
-        let Some(snap) = &self.snapshot else { return Vec::new() };
-        let mut out = vec![snap.clone()];
-        out.extend(self.diffs.iter().filter(|d| d.base_seq >= snap.seq).cloned());
-        out.extend(heartbeat);
+        let last_issued = out.last().map_or(i64::MIN, |e| e.issued_at_ms);
+        out.extend(self.heartbeat.iter().filter(|h| h.seq == self.seq && h.issued_at_ms > last_issued).cloned());
         out
     }
 
-    /// Number of diffs after the snapshot: what the snapshot needs to reach `seq`.
-    fn diffs_after_snapshot(&self) -> usize {
-        let s = self.snapshot.as_ref().map_or(0, |s| s.seq);
-        self.diffs.iter().filter(|d| d.base_seq >= s).count()
+    /// True when the diffs after `snap` form one chain from it to `seq`.
+    fn chains_from(&self, snap: &Entry) -> bool {
+        let mut at = (snap.seq, snap.tag);
+        for d in self.diffs.iter().filter(|d| d.seq > snap.seq) {
+            if (d.base_seq, d.base_tag) != at {
+                return false;
+            }
+            at = (d.seq, d.tag);
+        }
+        at == (self.seq, self.tag)
+    }
+
+    /// True when a newcomer's catch-up has become costlier than a fresh
+    /// snapshot would make it: more than `ring` diffs after the snapshot, more
+    /// diff bytes than the snapshot itself, or no usable snapshot at all.
+    fn wants_snapshot(&self, ring: usize) -> bool {
+        let Some(snap) = self.snapshot.as_ref().filter(|s| self.chains_from(s)) else { return self.seq > 0 };
+        let after = self.diffs.iter().filter(|d| d.base_seq >= snap.seq);
+        let (n, bytes) = after.fold((0, 0), |(n, b), d| (n + 1, b + d.wire_len()));
+        n > ring || (n > 1 && bytes > snap.wire_len())
     }
 }
 
@@ -346,69 +375,100 @@ impl Hub {
 
     /// Adds an update to the cache and sends it to live subscribers.
     pub fn publish(&self, entry: Arc<Entry>) -> Result<(), PublishError> {
+        self.publish_batch(vec![entry])
+    }
+
+    /// Adds several updates as one step: no subscriber's catch-up sees some of
+    /// them without the others (a network map and the cost maps re-bound to
+    /// it), and live subscribers get them in this order. Entries the cache
+    /// cannot take are skipped and the first error is returned; the rest go in.
+    pub fn publish_batch(&self, entries: Vec<Arc<Entry>>) -> Result<(), PublishError> {
         let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let ch = self.channel(&entry.resource_id);
-        *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.resource_kind);
-        let broadcast = {
-            let mut c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let old = |cached| PublishError::Old { resource: entry.resource_id.to_string(), cached, seq: entry.seq };
-            match entry.kind {
-                UpdateKind::Snapshot => {
-                    if entry.seq > c.seq {
-                        // A jump: the ring no longer ends at the cached seq.
-                        c.diffs.clear();
-                        c.seq = entry.seq;
-                        c.tag = entry.tag;
-                        c.snapshot = Some(entry.clone());
-                        true
-                    } else if c.snapshot.as_ref().is_none_or(|s| entry.seq >= s.seq)
-                        && (entry.seq == c.seq
-                            || c.diffs.iter().any(|d| d.base_seq == entry.seq && d.base_tag == entry.tag))
-                    {
-                        // A fresher snapshot of a version the ring continues from.
-                        c.snapshot = Some(entry.clone());
-                        self.trim(&mut c);
-                        false
-                    } else {
-                        return Err(old(c.seq));
+        let mut first_error = None;
+        for entry in entries {
+            match self.cache_entry(&entry) {
+                Ok(broadcast) => {
+                    metrics::counter!(m::UPDATES_IN, "kind" => entry.kind.as_str()).increment(1);
+                    if broadcast {
+                        // No receivers is fine: nobody is subscribed yet.
+                        let _ = self.live.send(entry);
                     }
                 }
-                UpdateKind::Diff => {
-                    if entry.seq <= c.seq {
-                        return Err(old(c.seq));
-                    }
-                    if entry.base_seq != c.seq || entry.base_tag != c.tag {
-                        return Err(PublishError::Gap {
-                            resource: entry.resource_id.to_string(),
-                            cached: c.seq,
-                            base_seq: entry.base_seq,
-                            seq: entry.seq,
-                        });
-                    }
-                    c.seq = entry.seq;
-                    c.tag = entry.tag;
-                    c.diffs.push_back(entry.clone());
-                    self.trim(&mut c);
-                    true
-                }
-                UpdateKind::Heartbeat => {
-                    if entry.seq != c.seq || entry.tag != c.tag {
-                        return Err(old(c.seq));
-                    }
-                    c.heartbeat = Some(entry.clone());
-                    true
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
-        };
-        metrics::counter!(m::UPDATES_IN, "kind" => entry.kind.as_str()).increment(1);
-        if broadcast {
-            // No receivers is fine: nobody is subscribed yet.
-            let _ = self.live.send(entry);
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Puts one entry in its resource's cache (publish lock held). True when
+    /// live subscribers should get it.
+    fn cache_entry(&self, entry: &Arc<Entry>) -> Result<bool, PublishError> {
+        let ch = self.channel(&entry.resource_id);
+        *ch.kind.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.resource_kind);
+        let mut c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let old = |cached| PublishError::Old { resource: entry.resource_id.to_string(), cached, seq: entry.seq };
+        match entry.kind {
+            UpdateKind::Snapshot => {
+                if entry.seq > c.seq {
+                    // A jump: the ring no longer ends at the cached seq.
+                    c.diffs.clear();
+                    c.seq = entry.seq;
+                    c.tag = entry.tag;
+                    c.snapshot = Some(entry.clone());
+                    Ok(true)
+                } else if c.snapshot.as_ref().is_none_or(|s| entry.seq >= s.seq || !c.chains_from(s))
+                    && ((entry.seq == c.seq && entry.tag == c.tag)
+                        || c.diffs.iter().any(|d| d.base_seq == entry.seq && d.base_tag == entry.tag))
+                {
+                    // A fresher snapshot of a version the ring continues from.
+                    c.snapshot = Some(entry.clone());
+                    self.trim(&mut c);
+                    Ok(false)
+                } else {
+                    Err(old(c.seq))
+                }
+            }
+            UpdateKind::Diff => {
+                if entry.seq <= c.seq {
+                    return Err(old(c.seq));
+                }
+                if entry.base_seq != c.seq || entry.base_tag != c.tag {
+                    return Err(PublishError::Gap {
+                        resource: entry.resource_id.to_string(),
+                        cached: c.seq,
+                        base_seq: entry.base_seq,
+                        seq: entry.seq,
+                    });
+                }
+                c.seq = entry.seq;
+                c.tag = entry.tag;
+                c.diffs.push_back(entry.clone());
+                self.trim(&mut c);
+                Ok(true)
+            }
+            UpdateKind::Heartbeat => {
+                if entry.seq != c.seq || entry.tag != c.tag {
+                    return Err(old(c.seq));
+                }
+                // Keep the newest signature only: an older heartbeat relayed
+                // late must not replace a newer one.
+                if c.heartbeat.as_ref().is_some_and(|h| h.seq == entry.seq && h.issued_at_ms >= entry.issued_at_ms) {
+                    return Ok(false);
+                }
+                c.heartbeat = Some(entry.clone());
+                Ok(true)
+            }
+        }
     }
 
     /// Evicts diffs beyond the ring size that the snapshot no longer needs.
+    /// Diffs the snapshot needs are kept up to twice the ring; past that the
+    /// oldest go and so does the snapshot they joined (a catch-up from nothing
+    /// must be one unbroken chain: with none, newcomers get nothing here and
+    /// try elsewhere, while resuming subscribers still get diffs) until a
+    /// fresher snapshot arrives.
     fn trim(&self, c: &mut Cache) {
         let snap_seq = c.snapshot.as_ref().map_or(0, |s| s.seq);
         while c.diffs.len() > self.cfg.ring_size {
@@ -416,20 +476,17 @@ impl Hub {
                 Some(d) if d.seq <= snap_seq => {
                     c.diffs.pop_front();
                 }
-                // Still needed to get from the snapshot to now: keep it, up to a
-                // hard cap, and ask for a fresher snapshot.
-                Some(_) if c.diffs.len() <= self.cfg.ring_size * 2 => {
-                    self.snapshot_wanted.notify_one();
-                    break;
-                }
+                Some(_) if c.diffs.len() <= self.cfg.ring_size * 2 => break,
                 Some(_) => {
                     c.diffs.pop_front();
-                    metrics::counter!(m::RING_OVERFLOW).increment(1);
+                    if c.snapshot.take().is_some() {
+                        metrics::counter!(m::RING_OVERFLOW).increment(1);
+                    }
                 }
                 None => break,
             }
         }
-        if c.diffs_after_snapshot() > self.cfg.ring_size {
+        if c.wants_snapshot(self.cfg.ring_size) {
             self.snapshot_wanted.notify_one();
         }
     }
@@ -463,11 +520,11 @@ impl Hub {
         self.snapshot_wanted.notified().await
     }
 
-    /// Resources whose snapshot is more than a ring behind.
+    /// Resources whose cached snapshot should be refreshed (see `Cache::wants_snapshot`).
     pub fn stale_snapshots(&self) -> Vec<ResourceId> {
         self.channels
             .iter()
-            .filter(|c| c.cache.lock().map(|c| c.diffs_after_snapshot() > self.cfg.ring_size).unwrap_or(false))
+            .filter(|c| c.cache.lock().map(|c| c.wants_snapshot(self.cfg.ring_size)).unwrap_or(false))
             .map(|c| c.key().clone())
             .collect()
     }
@@ -594,9 +651,13 @@ impl Drop for SubscriberGuard {
     }
 }
 
+/// What a subscriber has been sent of one resource.
 struct Position {
     seq: u64,
     tag: Tag,
+    /// Issue time of the last entry sent at `seq`: a heartbeat signed earlier
+    /// would look like a rollback to the verifier, so it is not sent.
+    issued_at_ms: i64,
 }
 
 struct Subscriber<'a> {
@@ -614,8 +675,10 @@ impl Subscriber<'_> {
         // `live` was subscribed before the cache is read, so nothing published
         // in between is missed (duplicates are skipped by seq).
         let mut live = BroadcastStream::new(live);
-        let mut pos: std::collections::HashMap<ResourceId, Position> =
-            channels.iter().map(|(id, _, seq, tag)| (id.clone(), Position { seq: *seq, tag: *tag })).collect();
+        let mut pos: std::collections::HashMap<ResourceId, Position> = channels
+            .iter()
+            .map(|(id, _, seq, tag)| (id.clone(), Position { seq: *seq, tag: *tag, issued_at_ms: i64::MIN }))
+            .collect();
         self.resync_all(&channels, &mut pos).await?;
         loop {
             let next = tokio::select! {
@@ -631,7 +694,9 @@ impl Subscriber<'_> {
                     let follows = match entry.kind {
                         UpdateKind::Diff => entry.base_seq == p.seq && entry.base_tag == p.tag,
                         UpdateKind::Snapshot => entry.seq > p.seq,
-                        UpdateKind::Heartbeat => entry.seq == p.seq && entry.tag == p.tag,
+                        UpdateKind::Heartbeat => {
+                            entry.seq == p.seq && entry.tag == p.tag && entry.issued_at_ms > p.issued_at_ms
+                        }
                     };
                     if follows {
                         self.send(&entry, p).await?;
@@ -650,26 +715,30 @@ impl Subscriber<'_> {
         }
     }
 
+    /// Sends every resource's catch-up, read from the caches as one cut under
+    /// the publish lock: a batch (a network map and its re-bound cost maps) is
+    /// in all of them or in none.
     async fn resync_all(
         &mut self,
         channels: &[(ResourceId, Arc<Channel>, u64, Tag)],
         pos: &mut std::collections::HashMap<ResourceId, Position>,
     ) -> Result<(), &'static str> {
-        for (id, ch, _, _) in channels {
-            self.resync(id, ch, pos).await?;
-        }
-        Ok(())
-    }
-
-    async fn resync(
-        &mut self,
-        id: &ResourceId,
-        ch: &Channel,
-        pos: &mut std::collections::HashMap<ResourceId, Position>,
-    ) -> Result<(), &'static str> {
-        let p = pos.get_mut(id).ok_or("unknown resource")?;
-        let entries = ch.cache.lock().unwrap_or_else(|e| e.into_inner()).catch_up(p.seq, p.tag);
+        let entries: Vec<Arc<Entry>> = {
+            let _cut = self.hub.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+            channels
+                .iter()
+                .filter_map(|(id, ch, _, _)| {
+                    let p = pos.get(id)?;
+                    Some(ch.cache.lock().unwrap_or_else(|e| e.into_inner()).catch_up(p.seq, p.tag))
+                })
+                .flatten()
+                .collect()
+        };
         for e in entries {
+            let p = pos.get_mut(&e.resource_id).ok_or("unknown resource")?;
+            if e.kind == UpdateKind::Heartbeat && e.issued_at_ms <= p.issued_at_ms {
+                continue;
+            }
             self.send(&e, p).await?;
         }
         Ok(())
@@ -701,6 +770,7 @@ impl Subscriber<'_> {
             p.seq = entry.seq;
             p.tag = entry.tag;
         }
+        p.issued_at_ms = entry.issued_at_ms;
         debug!(resource = %entry.resource_id, seq = entry.seq, kind = entry.kind.as_str(), "sent");
         Ok(())
     }
@@ -826,6 +896,56 @@ mod tests {
         hub.publish(o.next_diff()).expect("diff");
         settle().await;
         assert_eq!(drain(&mut rx).last(), Some(&(UpdateKind::Diff, 4)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_never_follows_a_newer_snapshot_of_its_version() {
+        // The heartbeat round signs at T0, the background checkpoint of the
+        // same version at T1 > T0: a newcomer must get the snapshot alone,
+        // and a subscriber that got the snapshot never gets the older heartbeat.
+        let (hub, _t) = hub(HubConfig::default());
+        let o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot"); // issued at 0
+        let v = o.versions.last().expect("v");
+        hub.publish(entry(o.signer.heartbeat(&rid(), v, 10))).expect("hb T0");
+        hub.publish(entry(o.signer.snapshot(&rid(), v, 20))).expect("checkpoint T1");
+        let mut rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Snapshot, 1)]);
+        // An older heartbeat relayed late is dropped; a newer one goes to everyone.
+        hub.publish(entry(o.signer.heartbeat(&rid(), v, 5))).expect("old hb is ignored");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![]);
+        hub.publish(entry(o.signer.heartbeat(&rid(), v, 30))).expect("hb T2");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Heartbeat, 1)]);
+        let mut late = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut late), vec![(UpdateKind::Snapshot, 1), (UpdateKind::Heartbeat, 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cache_that_lost_its_snapshot_chain_offers_newcomers_nothing_rather_than_a_broken_chain() {
+        let (hub, _t) = hub(HubConfig { ring_size: 2, ..Default::default() });
+        let mut o = Origin::new();
+        hub.publish(o.snapshot()).expect("snapshot");
+        // No fresher snapshot ever arrives: past twice the ring the chain from
+        // the snapshot is gone.
+        for _ in 0..6 {
+            hub.publish(o.next_diff()).expect("diff");
+        }
+        assert_eq!(hub.stale_snapshots(), vec![rid()]);
+        let mut rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![], "a newcomer must never get a chain with a hole");
+        // A resumer still gets its diffs; a fresh snapshot restores newcomers.
+        let mut rx = hub.subscribe(vec![(rid(), 6, o.tag(6))]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Diff, 7)]);
+        hub.publish(o.snapshot()).expect("fresh snapshot");
+        let mut rx = hub.subscribe(vec![(rid(), 0, Tag::ZERO)]).expect("sub");
+        settle().await;
+        assert_eq!(drain(&mut rx), vec![(UpdateKind::Snapshot, 7)]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -307,6 +307,14 @@ impl Default for ServerLimits {
 
 /// A tonic router with `Distribution`, gRPC health and server reflection.
 pub async fn router(service: DistributionService, limits: &ServerLimits) -> anyhow::Result<Router> {
+    Ok(router_with_health(service, limits).await?.0)
+}
+
+/// [`router`], and the health reporter for services added to it later.
+pub async fn router_with_health(
+    service: DistributionService,
+    limits: &ServerLimits,
+) -> anyhow::Result<(Router, tonic_health::server::HealthReporter)> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<FanoutServer>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -317,13 +325,14 @@ pub async fn router(service: DistributionService, limits: &ServerLimits) -> anyh
     if let Some(tls) = &limits.tls {
         builder = builder.tls_config(tls.clone()).context("TLS settings")?;
     }
-    Ok(builder
+    let router = builder
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
-        .add_service(service.into_server()))
+        .add_service(service.into_server());
+    Ok((router, reporter))
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; open streams

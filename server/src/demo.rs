@@ -59,8 +59,12 @@ async fn publish(url: &str, id: &str, body: String) -> anyhow::Result<pb::Publis
 
 /// Publishes `body` with `media_type` (empty: a full RFC 7285 body).
 async fn publish_as(url: &str, id: &str, body: String, media_type: &str) -> anyhow::Result<pb::PublishResponse> {
-    let req =
-        pb::PublishRequest { resource_id: id.into(), json: body.into_bytes().into(), media_type: media_type.into() };
+    let req = pb::PublishRequest {
+        resource_id: id.into(),
+        json: body.into_bytes().into(),
+        media_type: media_type.into(),
+        more: vec![],
+    };
     altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60), None)
         .await
         .with_context(|| format!("publishing {id}"))

@@ -16,8 +16,15 @@ pub fn pubkey_path(data_dir: &Path) -> PathBuf {
     data_dir.join("origin-pub.pem")
 }
 
+/// Writes a secret file atomically, mode 0600: a temporary file in the same
+/// directory, fsync, rename over `path`, fsync of the directory. A crash or a
+/// full disk leaves the old file (or none), never a short one.
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("secret");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -25,24 +32,29 @@ fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    let written = (|| -> anyhow::Result<()> {
+        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Creates a new key (refusing to replace one unless `force`).
 pub fn generate(data_dir: &Path, force: bool) -> anyhow::Result<OriginKey> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let path = key_path(data_dir);
-    if path.exists() {
-        if !force {
-            bail!(
-                "{} exists; pass --force to replace it (clients trusting it will reject new updates)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(&path)?;
+    // Replaced atomically by `write_secret` when forced.
+    if path.exists() && !force {
+        bail!("{} exists; pass --force to replace it (clients trusting it will reject new updates)", path.display());
     }
     let key = OriginKey::generate()?;
     write_secret(&path, &key.to_pkcs8_pem()?)?;
@@ -74,11 +86,34 @@ pub fn load(data_dir: &Path) -> anyhow::Result<OriginKey> {
     Ok(key)
 }
 
-/// The Publish bearer token: read from DATA_DIR/publish-token, created once.
+/// Shortest publish token accepted: shorter ones are guessable (and an empty
+/// one would accept `Bearer ` with nothing after it).
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks a publish token from `source` (a file or a flag).
+pub fn check_token(token: &str, source: &str) -> anyhow::Result<()> {
+    if token.chars().count() < MIN_TOKEN_LEN {
+        bail!(
+            "{source}: the publish token is {} characters; at least {MIN_TOKEN_LEN} are required \
+             (delete the file to have a new one generated)",
+            token.chars().count()
+        );
+    }
+    Ok(())
+}
+
+/// The Publish bearer token: read from DATA_DIR/publish-token, created once
+/// (atomically). A token file that is empty or too short stops the server.
 pub fn publish_token(data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join("publish-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        return Ok(t.trim().to_owned());
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            let t = t.trim().to_owned();
+            check_token(&t, &path.display().to_string())?;
+            return Ok(t);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let mut raw = [0u8; 24];
     getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;

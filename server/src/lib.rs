@@ -96,9 +96,10 @@ pub async fn run_with_http(
 
     let svc = service::DistributionService::new(hub.clone(), directory, None);
     let limits = service::ServerLimits { tls: cfg.tls.server_config()?, ..Default::default() };
-    let router = service::router(svc, &limits)
-        .await?
-        .add_service(publisher::PublisherService::new(origin.clone(), &token).into_server(cfg.max_map_bytes));
+    let (router, health) = service::router_with_health(svc, &limits).await?;
+    tasks.spawn(publisher::health(origin.clone(), health, shutdown.clone()));
+    let router =
+        router.add_service(publisher::PublisherService::new(origin.clone(), &token).into_server(cfg.max_map_bytes));
     if let Some(http) = http {
         let addr = http.local_addr()?;
         // Served from what a verifying subscription to this very origin holds,

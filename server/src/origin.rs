@@ -10,14 +10,14 @@
 use std::{collections::BTreeMap, sync::Arc, sync::Mutex, time::Duration};
 
 use altocast_proto::{
-    Kind, MapState, ModelError, ResourceId, Signed, Tag, TrustedKeys, Verifier, json, pb,
+    Kind, MapState, ModelError, ResourceId, Tag, TrustedKeys, Verifier, json, pb,
     update::{Dependency, Signer, Version, sign_directory},
 };
 use altocast_rproxy::hub::{Entry, Hub};
 use arc_swap::ArcSwapOption;
 use tracing::{info, warn};
 
-use crate::store::{Record, Store};
+use crate::store::{Record, Store, Write};
 
 /// Origin settings.
 #[derive(Debug, Clone)]
@@ -80,6 +80,63 @@ pub enum IngestError {
     /// The store failed; nothing was published.
     #[error("store: {0:#}")]
     Store(anyhow::Error),
+    /// A network map with no PIDs.
+    #[error("network map {0} has no PIDs; an empty network map is refused")]
+    EmptyNetworkMap(String),
+    /// A network map change would leave a cost map bound to PIDs it removes.
+    #[error(
+        "network map {network_map} no longer has PID(s) {} that cost map {cost_map} uses; publish the new cost map \
+         in the same step (one Publish call carrying both, or one maps-dir burst)",
+        missing.iter().take(8).map(String::as_str).collect::<Vec<_>>().join(", ")
+    )]
+    Orphaned {
+        /// The network map.
+        network_map: String,
+        /// The cost map that would be orphaned.
+        cost_map: String,
+        /// PIDs the cost map uses that the new network map lacks.
+        missing: Vec<String>,
+    },
+    /// The same resource twice in one step.
+    #[error("resource {0} appears more than once in one publish")]
+    Duplicate(String),
+    /// A step with no inputs.
+    #[error("nothing to publish")]
+    NothingToPublish,
+    /// One resource of a step was refused (so the whole step was).
+    #[error("{id}: {error}")]
+    In {
+        /// The resource whose input was refused.
+        id: String,
+        /// Why.
+        error: Box<IngestError>,
+    },
+}
+
+impl IngestError {
+    fn about(self, id: &ResourceId) -> IngestError {
+        match self {
+            e @ (IngestError::In { .. } | IngestError::Store(_)) => e,
+            e => IngestError::In { id: id.to_string(), error: Box::new(e) },
+        }
+    }
+
+    /// The resource whose input caused the refusal, when it is one.
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            IngestError::In { id, .. } | IngestError::Duplicate(id) | IngestError::EmptyNetworkMap(id) => Some(id),
+            IngestError::Orphaned { network_map, .. } => Some(network_map),
+            _ => None,
+        }
+    }
+
+    /// The underlying error (without the resource it is about).
+    pub fn cause(&self) -> &IngestError {
+        match self {
+            IngestError::In { error, .. } => error.cause(),
+            e => e,
+        }
+    }
 }
 
 /// What an ingest did.
@@ -110,6 +167,228 @@ struct Current {
     source_tag: String,
 }
 
+/// One body to ingest.
+#[derive(Debug, Clone)]
+pub struct Input<'a> {
+    /// The resource it publishes.
+    pub id: ResourceId,
+    /// The RFC 7285 JSON body (or merge patch).
+    pub body: &'a [u8],
+    /// What the body is.
+    pub form: Form,
+}
+
+/// What an input body is, from its media type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Unspecified: the resource's kind, or for a new resource the body's
+    /// top-level member (`network-map` or `cost-map`).
+    Any,
+    /// `application/alto-networkmap+json`.
+    NetworkMap,
+    /// `application/alto-costmap+json`.
+    CostMap,
+    /// `application/merge-patch+json` of the current cost map body.
+    MergePatch,
+}
+
+/// A new version made by one step, before it is installed.
+struct Published {
+    id: ResourceId,
+    version: Version,
+    source_tag: String,
+    is_diff: bool,
+    entries_changed: usize,
+    bytes: usize,
+}
+
+/// The next content of one resource within a step.
+struct Next {
+    state: MapState,
+    dependencies: Vec<Dependency>,
+    source_tag: String,
+}
+
+/// One ingest step: the current state and what the step changes, so that
+/// every input is validated against what the others produce.
+struct Stage<'a> {
+    cur: &'a BTreeMap<ResourceId, Current>,
+    next: BTreeMap<ResourceId, Next>,
+    /// Resources in the order their versions are committed and published
+    /// (network maps before the cost maps bound to them).
+    order: Vec<ResourceId>,
+}
+
+impl Stage<'_> {
+    fn state(&self, id: &ResourceId) -> Option<&MapState> {
+        self.next.get(id).map(|n| &n.state).or_else(|| self.cur.get(id).map(|c| &c.version.state))
+    }
+
+    fn changed(&self, id: &ResourceId) -> bool {
+        self.next.get(id).is_some_and(|n| self.cur.get(id).is_none_or(|c| c.version.state.tag() != n.state.tag()))
+    }
+
+    /// The seq `id` has after this step.
+    fn seq(&self, id: &ResourceId) -> u64 {
+        let cur = self.cur.get(id).map_or(0, |c| c.version.seq);
+        if self.changed(id) { cur + 1 } else { cur }
+    }
+
+    fn source_tag(&self, id: &ResourceId) -> &str {
+        match self.next.get(id).map(|n| n.source_tag.as_str()) {
+            Some(t) if !t.is_empty() => t,
+            _ => self.cur.get(id).map_or("", |c| c.source_tag.as_str()),
+        }
+    }
+
+    fn set(&mut self, id: ResourceId, next: Next) {
+        if !self.next.contains_key(&id) {
+            self.order.push(id.clone());
+        }
+        self.next.insert(id, next);
+    }
+
+    /// The kind an input publishes; a resource keeps its kind.
+    fn kind_of(&self, input: &Input<'_>) -> Result<Kind, IngestError> {
+        let existing = self.state(&input.id).map(|s| s.kind());
+        let want = match input.form {
+            Form::NetworkMap => Kind::NetworkMap,
+            Form::CostMap | Form::MergePatch => Kind::CostMap,
+            Form::Any => existing.unwrap_or_else(|| json::body_kind(input.body).unwrap_or(Kind::NetworkMap)),
+        };
+        match existing {
+            Some(k) if k != want => {
+                Err(IngestError::KindMismatch { id: input.id.to_string(), existing: k.as_str(), got: want.as_str() })
+            }
+            _ => Ok(want),
+        }
+    }
+
+    fn network_map(&self, id: &ResourceId, body: &[u8]) -> Result<Next, IngestError> {
+        let doc = json::parse_network_map(body)?;
+        if doc.map.is_empty() {
+            return Err(IngestError::EmptyNetworkMap(id.to_string()));
+        }
+        let source_tag = doc.vtag.map(|v| v.1).unwrap_or_default();
+        Ok(Next { state: MapState::Network(doc.map), dependencies: Vec::new(), source_tag })
+    }
+
+    /// The network map a cost map names (or the only one there is).
+    fn network_map_for(&self, named: Option<&str>) -> Result<(ResourceId, &altocast_proto::NetworkMap), IngestError> {
+        let id = match named {
+            Some(nm) => match ResourceId::new(nm) {
+                Ok(r) if self.state(&r).is_some_and(|s| s.kind() == Kind::NetworkMap) => r,
+                _ => return Err(IngestError::UnknownNetworkMap(nm.chars().take(80).collect())),
+            },
+            None => {
+                let nms: std::collections::BTreeSet<&ResourceId> = self
+                    .cur
+                    .keys()
+                    .chain(self.next.keys())
+                    .filter(|k| self.state(k).is_some_and(|s| s.kind() == Kind::NetworkMap))
+                    .collect();
+                match nms.into_iter().collect::<Vec<_>>().as_slice() {
+                    [one] => (*one).clone(),
+                    _ => return Err(IngestError::NoNetworkMap),
+                }
+            }
+        };
+        match self.state(&id) {
+            Some(MapState::Network(nm)) => Ok((id, nm)),
+            _ => Err(IngestError::NoNetworkMap),
+        }
+    }
+
+    fn dependency(&self, nm_id: &ResourceId, nm: &altocast_proto::NetworkMap) -> Vec<Dependency> {
+        vec![Dependency { resource_id: nm_id.clone(), seq: self.seq(nm_id), tag: nm.tag() }]
+    }
+
+    fn cost_map(&self, body: &[u8]) -> Result<Next, IngestError> {
+        let doc = json::parse_cost_map(body)?;
+        let (nm_id, nm) = self.network_map_for(doc.dependent_vtags.first().map(|(nm, _)| nm.as_str()))?;
+        // The producer may name the network map by the tag it gave it.
+        let source = self.source_tag(&nm_id);
+        let accepted: Vec<&str> = if source.is_empty() { Vec::new() } else { vec![source] };
+        let cm = doc.bind(&nm_id, nm, &accepted)?;
+        Ok(Next { state: MapState::Cost(cm), dependencies: self.dependency(&nm_id, nm), source_tag: String::new() })
+    }
+
+    fn patch_cost_map(&self, id: &ResourceId, body: &[u8]) -> Result<Next, IngestError> {
+        let Some(MapState::Cost(cur)) = self.state(id) else {
+            return Err(IngestError::Invalid(ModelError::DiffMismatch(format!(
+                "{id} is not a published cost map; publish its full body first"
+            ))));
+        };
+        let patch = json::parse_cost_map_patch(cur, body)?;
+        let next = cur.apply(&patch.diff)?;
+        let dep = cur.depends_on().cloned().ok_or(IngestError::NoNetworkMap)?;
+        let named = patch.dependent_vtags.as_ref().and_then(|v| v.first());
+        let (nm_id, nm) = self.network_map_for(Some(named.map_or(dep.resource_id.as_str(), |(nm, _)| nm.as_str())))?;
+        if let Some((_, tag)) = named
+            && !tag.eq_ignore_ascii_case(&nm.tag().to_hex())
+            && tag != self.source_tag(&nm_id)
+        {
+            return Err(IngestError::Invalid(ModelError::DependentVtagMismatch {
+                expected_id: nm_id.to_string(),
+                expected: nm.tag().to_hex(),
+                got_id: nm_id.to_string(),
+                got: tag.clone(),
+            }));
+        }
+        let next = next.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag: nm.tag() }));
+        next.check_against(&nm_id, nm)?;
+        Ok(Next { state: MapState::Cost(next), dependencies: self.dependency(&nm_id, nm), source_tag: String::new() })
+    }
+
+    /// Re-binds every cost map computed against a network map this step
+    /// changes, unless the step carries that cost map itself. A cost map that
+    /// no longer fits refuses the whole step: it would be left pointing at a
+    /// network map version nobody can have.
+    fn rebind(&mut self) -> Result<(), IngestError> {
+        let changed: Vec<ResourceId> = self
+            .order
+            .iter()
+            .filter(|id| self.changed(id) && self.state(id).is_some_and(|s| s.kind() == Kind::NetworkMap))
+            .cloned()
+            .collect();
+        for nm_id in changed {
+            let Some(MapState::Network(nm)) = self.state(&nm_id).cloned() else { continue };
+            let dependents: Vec<(ResourceId, altocast_proto::CostMap)> = self
+                .cur
+                .iter()
+                .filter(|(id, _)| !self.next.contains_key(*id))
+                .filter_map(|(id, c)| match &c.version.state {
+                    MapState::Cost(cm) if cm.depends_on().is_some_and(|d| d.resource_id == nm_id) => {
+                        Some((id.clone(), cm.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (cm_id, cm) in dependents {
+                let missing: Vec<String> =
+                    cm.pids().iter().filter(|p| !nm.contains(p.as_str())).map(|p| p.to_string()).collect();
+                if !missing.is_empty() {
+                    return Err(IngestError::Orphaned {
+                        network_map: nm_id.to_string(),
+                        cost_map: cm_id.to_string(),
+                        missing,
+                    });
+                }
+                let rebound =
+                    cm.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag: nm.tag() }));
+                rebound.check_against(&nm_id, &nm)?;
+                let next = Next {
+                    state: MapState::Cost(rebound),
+                    dependencies: self.dependency(&nm_id, &nm),
+                    source_tag: String::new(),
+                };
+                self.set(cm_id, next);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The origin.
 pub struct Origin {
     cfg: OriginConfig,
@@ -134,16 +413,6 @@ impl std::fmt::Debug for Origin {
 /// Unix ms.
 pub fn now_ms() -> i64 {
     altocast_client::now_ms()
-}
-
-/// A resource keeps its kind: a body of the other kind is refused.
-fn check_kind(st: &BTreeMap<ResourceId, Current>, id: &ResourceId, want: Kind) -> Result<(), IngestError> {
-    match st.get(id).map(|c| c.version.state.kind()) {
-        Some(k) if k != want => {
-            Err(IngestError::KindMismatch { id: id.to_string(), existing: k.as_str(), got: want.as_str() })
-        }
-        _ => Ok(()),
-    }
 }
 
 impl Origin {
@@ -256,6 +525,16 @@ impl Origin {
         let _ = self.hub.publish(Arc::new(Entry::from_signed(snap)));
     }
 
+    /// False while store writes fail (publishing is refused meanwhile).
+    pub fn store_healthy(&self) -> bool {
+        self.store.healthy()
+    }
+
+    /// Retries a failed store (blocking, a few ms): see [`Store::probe`].
+    pub fn probe_store(&self) {
+        self.store.probe()
+    }
+
     /// The signer's public key.
     pub fn public_key(&self) -> altocast_proto::PublicKey {
         self.signer.key().public()
@@ -278,224 +557,178 @@ impl Origin {
         st.get(id).map(|c| c.version.clone())
     }
 
-    /// Ingests an RFC 7285 JSON body as resource `id`. Blocking (CPU and fsync):
-    /// call from a blocking thread.
+    /// Ingests an RFC 7285 JSON body as resource `id` (a network map or a cost
+    /// map, told apart by the resource's kind or the body). Blocking (CPU and
+    /// fsync): call from a blocking thread.
     pub fn ingest(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
-        self.ingest_with(id, body, "body", |o, st| {
-            let is_cost = match st.get(id).map(|c| c.version.state.kind()) {
-                Some(k) => k == Kind::CostMap,
-                None => looks_like_cost_map(body),
-            };
-            if is_cost { o.ingest_cost_map(st, id, body) } else { o.ingest_network_map(st, id, body) }
-        })
+        self.ingest_one(Input { id: id.clone(), body, form: Form::Any })
     }
 
     /// Ingests an RFC 7396 merge patch of cost map `id`'s current body (RFC
     /// 8895's update form). Blocking, like [`Origin::ingest`].
     pub fn ingest_patch(&self, id: &ResourceId, body: &[u8]) -> Result<Outcome, IngestError> {
-        self.ingest_with(id, body, "patch", |o, st| o.apply_patch(st, id, body))
+        self.ingest_one(Input { id: id.clone(), body, form: Form::MergePatch })
     }
 
-    /// The size limit, the writer lock, and the logs and metrics of one ingest.
-    fn ingest_with(
-        &self,
-        id: &ResourceId,
-        body: &[u8],
-        what: &'static str,
-        ingest: impl FnOnce(&Self, &mut BTreeMap<ResourceId, Current>) -> Result<Outcome, IngestError>,
-    ) -> Result<Outcome, IngestError> {
-        if body.len() > self.cfg.max_body {
-            return Err(IngestError::TooLarge { len: body.len(), limit: self.cfg.max_body });
-        }
+    fn ingest_one(&self, input: Input<'_>) -> Result<Outcome, IngestError> {
+        let mut out = self.ingest_batch(&[input])?;
+        Ok(out.remove(0).1)
+    }
+
+    /// Ingests several bodies as **one step**: every input is validated
+    /// against the state the others produce (network maps first), the cost
+    /// maps that depend on a changed network map are re-bound to it, and all
+    /// new versions are committed in one store transaction and reach the hub
+    /// as one batch — or, if anything is wrong, nothing changes at all. A
+    /// network map that would leave a dependent cost map unable to follow
+    /// (its PIDs gone) is refused unless the same batch carries that cost map.
+    /// Returns one outcome per input, in input order. Blocking.
+    pub fn ingest_batch(&self, inputs: &[Input<'_>]) -> Result<Vec<(ResourceId, Outcome)>, IngestError> {
         let t0 = std::time::Instant::now();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let result = ingest(self, &mut st);
-        drop(st);
+        let result = self.try_ingest_batch(inputs);
         match &result {
-            Ok(Outcome::Published { seq, entries_changed, .. }) => {
+            Ok(outcomes) => {
+                for (id, o) in outcomes {
+                    match o {
+                        Outcome::Published { seq, entries_changed, .. } => {
+                            info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, "published")
+                        }
+                        Outcome::Unchanged { seq, .. } => info!(resource = %id, seq, "unchanged; no new version"),
+                    }
+                }
                 metrics::histogram!("altocast_origin_publish_seconds").record(t0.elapsed().as_secs_f64());
-                info!(resource = %id, seq, entries_changed, ms = t0.elapsed().as_millis() as u64, what, "published");
-                self.sign_directory();
             }
-            Ok(Outcome::Unchanged { seq, .. }) => info!(resource = %id, seq, what, "unchanged; no new version"),
             Err(e) => {
                 metrics::counter!("altocast_origin_rejected_total").increment(1);
-                warn!(resource = %id, error = %e, what, "input rejected; published state unchanged");
+                let ids: Vec<&str> = inputs.iter().map(|i| i.id.as_str()).collect();
+                warn!(resources = ?ids, error = %e, "input rejected; published state unchanged");
             }
         }
         result
     }
 
-    fn apply_patch(
-        &self,
-        st: &mut BTreeMap<ResourceId, Current>,
-        id: &ResourceId,
-        body: &[u8],
-    ) -> Result<Outcome, IngestError> {
-        let Some(MapState::Cost(cur)) = st.get(id).map(|c| &c.version.state) else {
-            return Err(IngestError::Invalid(ModelError::DiffMismatch(format!(
-                "{id} is not a published cost map; publish its full body first"
-            ))));
-        };
-        let patch = json::parse_cost_map_patch(cur, body)?;
-        let next = cur.apply(&patch.diff)?;
-        let dep = cur.depends_on().cloned().ok_or(IngestError::NoNetworkMap)?;
-        let nm_id = match patch.dependent_vtags.as_ref().and_then(|v| v.first()) {
-            Some((nm, _)) => {
-                ResourceId::new(nm).map_err(|_| IngestError::UnknownNetworkMap(nm.chars().take(80).collect()))?
+    fn try_ingest_batch(&self, inputs: &[Input<'_>]) -> Result<Vec<(ResourceId, Outcome)>, IngestError> {
+        if inputs.is_empty() {
+            return Err(IngestError::NothingToPublish);
+        }
+        for (i, input) in inputs.iter().enumerate() {
+            if input.body.len() > self.cfg.max_body {
+                return Err(IngestError::TooLarge { len: input.body.len(), limit: self.cfg.max_body }.about(&input.id));
             }
-            None => dep.resource_id.clone(),
-        };
-        let nm_cur = st.get(&nm_id).ok_or_else(|| IngestError::UnknownNetworkMap(nm_id.to_string()))?;
-        let MapState::Network(nm) = &nm_cur.version.state else {
-            return Err(IngestError::UnknownNetworkMap(nm_id.to_string()));
-        };
-        if let Some((_, tag)) = patch.dependent_vtags.as_ref().and_then(|v| v.first())
-            && !tag.eq_ignore_ascii_case(&nm.tag().to_hex())
-            && *tag != nm_cur.source_tag
-        {
-            return Err(IngestError::Invalid(ModelError::DependentVtagMismatch {
-                expected_id: nm_id.to_string(),
-                expected: nm.tag().to_hex(),
-                got_id: nm_id.to_string(),
-                got: tag.clone(),
-            }));
+            if inputs[..i].iter().any(|o| o.id == input.id) {
+                return Err(IngestError::Duplicate(input.id.to_string()));
+            }
         }
-        let next = next.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag: nm.tag() }));
-        next.check_against(&nm_id, nm)?;
-        let deps = vec![Dependency { resource_id: nm_id, seq: nm_cur.version.seq, tag: nm.tag() }];
-        self.commit(st, id, MapState::Cost(next), deps, String::new())
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stage = Stage { cur: &st, next: BTreeMap::new(), order: Vec::new() };
+        // Network maps first: cost maps in the same batch bind to the new ones.
+        let kinds: Vec<Kind> =
+            inputs.iter().map(|i| stage.kind_of(i).map_err(|e| e.about(&i.id))).collect::<Result<_, _>>()?;
+        for pass in [Kind::NetworkMap, Kind::CostMap] {
+            for (input, _) in inputs.iter().zip(&kinds).filter(|(_, k)| **k == pass) {
+                let next = match (pass, input.form) {
+                    (Kind::CostMap, Form::MergePatch) => stage.patch_cost_map(&input.id, input.body),
+                    (Kind::CostMap, _) => stage.cost_map(input.body),
+                    (Kind::NetworkMap, _) => stage.network_map(&input.id, input.body),
+                }
+                .map_err(|e| e.about(&input.id))?;
+                stage.set(input.id.clone(), next);
+            }
+        }
+        stage.rebind()?;
+        let published = self.commit(&stage)?;
+        drop(stage);
+        let mut outcomes = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let o = match published.iter().find(|p| p.id == input.id) {
+                Some(p) => Outcome::Published {
+                    seq: p.version.seq,
+                    tag: p.version.state.tag(),
+                    entries_changed: p.entries_changed,
+                    bytes: p.bytes,
+                },
+                None => {
+                    let c = &st[&input.id];
+                    Outcome::Unchanged { seq: c.version.seq, tag: c.version.state.tag() }
+                }
+            };
+            outcomes.push((input.id.clone(), o));
+        }
+        let mut checkpoint = Vec::new();
+        for p in published {
+            if p.is_diff {
+                checkpoint.push(p.id.clone());
+            }
+            st.insert(p.id, Current { version: p.version, source_tag: p.source_tag });
+        }
+        drop(st);
+        for id in checkpoint {
+            // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
+            self.request_checkpoint(id);
+        }
+        if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Published { .. })) {
+            self.sign_directory();
+        }
+        Ok(outcomes)
     }
 
-    fn ingest_network_map(
-        &self,
-        st: &mut BTreeMap<ResourceId, Current>,
-        id: &ResourceId,
-        body: &[u8],
-    ) -> Result<Outcome, IngestError> {
-        let doc = json::parse_network_map(body)?;
-        check_kind(st, id, Kind::NetworkMap)?;
-        let source_tag = doc.vtag.map(|v| v.1).unwrap_or_default();
-        let state = MapState::Network(doc.map);
-        let outcome = self.commit(st, id, state, Vec::new(), source_tag)?;
-        if let Outcome::Published { seq, tag, .. } = &outcome {
-            self.rebind_cost_maps(st, id, *seq, *tag);
-        }
-        Ok(outcome)
-    }
-
-    /// Re-publishes the cost maps computed against network map `nm_id` bound to
-    /// its new version, when all their PIDs still exist in it.
-    fn rebind_cost_maps(&self, st: &mut BTreeMap<ResourceId, Current>, nm_id: &ResourceId, seq: u64, tag: Tag) {
-        let Some(MapState::Network(nm)) = st.get(nm_id).map(|c| c.version.state.clone()) else { return };
-        let dependents: Vec<ResourceId> = st
-            .iter()
-            .filter(|(_, c)| c.version.state.depends_on().is_some_and(|d| d.resource_id == *nm_id && d.tag != tag))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for cm_id in dependents {
-            let Some(MapState::Cost(cm)) = st.get(&cm_id).map(|c| c.version.state.clone()) else { continue };
-            let rebound = cm.with_dependency(Some(altocast_proto::VersionTag { resource_id: nm_id.clone(), tag }));
-            if let Err(e) = rebound.check_against(nm_id, &nm) {
-                warn!(resource = %cm_id, error = %e, "cost map no longer fits its network map; keeping it on the previous version until a new cost map arrives");
+    /// Signs every changed resource of `stage`, persists them all in one store
+    /// transaction (fsync), then hands them to the hub as one batch. Nothing
+    /// is changed if the store fails.
+    fn commit(&self, stage: &Stage<'_>) -> Result<Vec<Published>, IngestError> {
+        let now = now_ms();
+        let mut writes = Vec::new();
+        let mut entries = Vec::new();
+        let mut published = Vec::new();
+        for id in &stage.order {
+            let Some(n) = stage.next.get(id) else { continue };
+            let old = stage.cur.get(id);
+            if old.is_some_and(|c| c.version.state.tag() == n.state.tag()) {
                 continue;
             }
-            let deps = vec![Dependency { resource_id: nm_id.clone(), seq, tag }];
-            if let Err(e) = self.commit(st, &cm_id, MapState::Cost(rebound), deps, String::new()) {
-                warn!(resource = %cm_id, error = %e, "re-binding cost map failed");
-            }
-        }
-    }
-
-    fn ingest_cost_map(
-        &self,
-        st: &mut BTreeMap<ResourceId, Current>,
-        id: &ResourceId,
-        body: &[u8],
-    ) -> Result<Outcome, IngestError> {
-        let doc = json::parse_cost_map(body)?;
-        check_kind(st, id, Kind::CostMap)?;
-        let nm_id = match doc.dependent_vtags.first() {
-            Some((nm, _)) => match ResourceId::new(nm) {
-                Ok(r) if st.get(&r).is_some_and(|c| c.version.state.kind() == Kind::NetworkMap) => r,
-                _ => return Err(IngestError::UnknownNetworkMap(nm.chars().take(80).collect())),
-            },
-            None => {
-                let nms: Vec<&ResourceId> =
-                    st.iter().filter(|(_, c)| c.version.state.kind() == Kind::NetworkMap).map(|(k, _)| k).collect();
-                match nms.as_slice() {
-                    [one] => (*one).clone(),
-                    _ => return Err(IngestError::NoNetworkMap),
+            let next = Version {
+                seq: old.map_or(1, |c| c.version.seq + 1),
+                state: n.state.clone(),
+                dependencies: n.dependencies.clone(),
+            };
+            let source_tag = stage.source_tag(id).to_owned();
+            let diff = old.and_then(|c| c.version.state.diff(&next.state).map(|d| (c, d)));
+            let entries_changed = diff.as_ref().map_or(next.state.entry_count(), |(_, d)| d.entries_changed());
+            // Durable before anyone can see it: the signed diff (small), or the
+            // snapshot for a version no diff can express.
+            let (edge, write) = match diff {
+                Some((c, d)) => {
+                    let edge = self.signer.diff(id, &c.version, &next, &d, now);
+                    let (seq, diff) = (next.seq, edge.update.clone());
+                    (edge, Write::Diff { id: id.to_string(), seq, diff, source_tag: source_tag.clone() })
                 }
-            }
-        };
-        let nm_cur = &st[&nm_id];
-        let MapState::Network(nm) = &nm_cur.version.state else { return Err(IngestError::NoNetworkMap) };
-        let accepted: Vec<&str> =
-            if nm_cur.source_tag.is_empty() { Vec::new() } else { vec![nm_cur.source_tag.as_str()] };
-        let cm = doc.bind(&nm_id, nm, &accepted)?;
-        let deps = vec![Dependency { resource_id: nm_id.clone(), seq: nm_cur.version.seq, tag: nm.tag() }];
-        self.commit(st, id, MapState::Cost(cm), deps, String::new())
-    }
-
-    /// Makes `state` the next version of `id`: sign, persist, then publish.
-    fn commit(
-        &self,
-        st: &mut BTreeMap<ResourceId, Current>,
-        id: &ResourceId,
-        state: MapState,
-        dependencies: Vec<Dependency>,
-        source_tag: String,
-    ) -> Result<Outcome, IngestError> {
-        let now = now_ms();
-        let old = st.get(id);
-        if let Some(c) = old
-            && c.version.state.tag() == state.tag()
-        {
-            return Ok(Outcome::Unchanged { seq: c.version.seq, tag: c.version.state.tag() });
+                None => {
+                    let snap = self.signer.snapshot(id, &next, now);
+                    let rec = Record {
+                        seq: next.seq,
+                        snapshot: Some(snap.update.clone()),
+                        chunks: snap.chunks.clone(),
+                        source_tag: source_tag.clone(),
+                        snapshot_seq: next.seq,
+                    };
+                    (snap, Write::Full { id: id.to_string(), rec })
+                }
+            };
+            let is_diff = edge.kind == altocast_proto::UpdateKind::Diff;
+            let bytes = edge.wire_len();
+            writes.push(write);
+            entries.push(Arc::new(Entry::from_signed(edge)));
+            published.push(Published { id: id.clone(), version: next, source_tag, is_diff, entries_changed, bytes });
         }
-        let next = Version { seq: old.map_or(1, |c| c.version.seq + 1), state, dependencies };
-        let diff = old.and_then(|c| c.version.state.diff(&next.state).map(|d| (c, d)));
-        let entries_changed = diff.as_ref().map_or(next.state.entry_count(), |(_, d)| d.entries_changed());
-        let source_tag =
-            if source_tag.is_empty() { old.map(|c| c.source_tag.clone()).unwrap_or_default() } else { source_tag };
-        // Durable before anyone can see it: the signed diff (small), or the
-        // snapshot for a version no diff can express.
-        let edge: Signed = match diff {
-            Some((c, d)) => {
-                let edge = self.signer.diff(id, &c.version, &next, &d, now);
-                self.store
-                    .commit_diff(id.as_str(), next.seq, &edge.update, &source_tag, self.cfg.history_depth)
-                    .map_err(IngestError::Store)?;
-                edge
-            }
-            None => {
-                let snap = self.signer.snapshot(id, &next, now);
-                let rec = Record {
-                    seq: next.seq,
-                    snapshot: Some(snap.update.clone()),
-                    chunks: snap.chunks.clone(),
-                    source_tag: source_tag.clone(),
-                    snapshot_seq: next.seq,
-                };
-                self.store.commit(id.as_str(), &rec, self.cfg.history_depth).map_err(IngestError::Store)?;
-                snap
-            }
-        };
-        let tag = next.state.tag();
-        let bytes = edge.wire_len();
-        let seq = next.seq;
-        let is_diff = edge.kind == altocast_proto::UpdateKind::Diff;
-        st.insert(id.clone(), Current { version: next, source_tag });
-        if let Err(err) = self.hub.publish(Arc::new(Entry::from_signed(edge))) {
-            warn!(resource = %id, error = %err, "hub refused an update");
+        if writes.is_empty() {
+            return Ok(published);
         }
-        if is_diff {
-            // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
-            self.request_checkpoint(id.clone());
+        self.store.commit_batch(&writes, self.cfg.history_depth).map_err(IngestError::Store)?;
+        if let Err(err) = self.hub.publish_batch(entries) {
+            warn!(error = %err, "hub refused an update");
         }
-        metrics::counter!("altocast_origin_versions_total").increment(1);
-        Ok(Outcome::Published { seq, tag, entries_changed, bytes })
+        metrics::counter!("altocast_origin_versions_total").increment(published.len() as u64);
+        Ok(published)
     }
 
     /// Re-signs every resource's current version as a heartbeat.
@@ -594,12 +827,6 @@ fn replay(cur: &Version, u: &pb::Update) -> anyhow::Result<Version> {
         anyhow::bail!("tag after apply differs from the signed tag");
     }
     Ok(Version { seq: u.seq, state, dependencies: dependencies(u) })
-}
-
-/// A cost map body has a top-level `cost-map` member.
-fn looks_like_cost_map(body: &[u8]) -> bool {
-    let needle = b"\"cost-map\"";
-    body.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]

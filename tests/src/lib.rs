@@ -160,7 +160,7 @@ impl TestOrigin {
         token: Option<&str>,
     ) -> Result<pb::PublishResponse, tonic::Status> {
         self.publish_request(
-            pb::PublishRequest { resource_id: id.into(), json: body.into(), media_type: String::new() },
+            pb::PublishRequest { resource_id: id.into(), json: body.into(), media_type: String::new(), more: vec![] },
             token,
         )
         .await

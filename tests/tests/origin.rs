@@ -179,6 +179,7 @@ async fn merge_patch_publishes_the_same_version_as_the_full_map() {
             resource_id: CM.into(),
             json: patch.into_bytes().into(),
             media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+            more: vec![],
         };
         let r = o.publish_request(req, Some(TOKEN)).await.expect("patch");
         // Publishing the full new body afterwards is a no-op: same content, same tag.
@@ -194,6 +195,7 @@ async fn merge_patch_publishes_the_same_version_as_the_full_map() {
             resource_id: id.into(),
             json: body.as_bytes().to_vec().into(),
             media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+            more: vec![],
         };
         let err = o.publish_request(req, Some(TOKEN)).await.expect_err("rejected");
         assert_eq!(err.code(), Code::InvalidArgument, "{body}: {err}");
