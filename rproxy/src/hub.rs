@@ -402,6 +402,21 @@ impl Hub {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Replaces the cached snapshot with a fresher one of a version the cached
+    /// chain already holds (an RProxy's refresh pulled from upstream). Never
+    /// moves the resource forward: new versions come only through the
+    /// verified subscription, whose verifier checks their dependencies.
+    pub fn refresh_snapshot(&self, entry: Arc<Entry>) -> Result<(), PublishError> {
+        let _order = self.publish_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = self
+            .existing(entry.resource_id.as_str())
+            .map_or(0, |ch| ch.cache.lock().unwrap_or_else(|e| e.into_inner()).seq);
+        if entry.kind != UpdateKind::Snapshot || entry.seq > cached {
+            return Err(PublishError::Old { resource: entry.resource_id.to_string(), cached, seq: entry.seq });
+        }
+        self.cache_entry(&entry).map(|_| ())
+    }
+
     /// Puts one entry in its resource's cache (publish lock held). True when
     /// live subscribers should get it.
     fn cache_entry(&self, entry: &Arc<Entry>) -> Result<bool, PublishError> {
@@ -518,6 +533,18 @@ impl Hub {
     /// Resolves when some resource wants a fresher snapshot.
     pub async fn snapshot_wanted(&self) {
         self.snapshot_wanted.notified().await
+    }
+
+    /// True when `id`'s snapshot chain is about to break: the next diff would
+    /// evict one the snapshot needs (or none is usable). The origin then signs
+    /// a snapshot at once instead of waiting for its background checkpoint.
+    pub fn snapshot_needed(&self, id: &str) -> bool {
+        let Some(ch) = self.existing(id) else { return false };
+        let c = ch.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match c.snapshot.as_ref().filter(|s| c.chains_from(s)) {
+            Some(s) => c.diffs.iter().filter(|d| d.seq > s.seq).count() >= self.cfg.ring_size * 2,
+            None => c.seq > 0,
+        }
     }
 
     /// Resources whose cached snapshot should be refreshed (see `Cache::wants_snapshot`).

@@ -130,26 +130,43 @@ impl Refresher {
     async fn fetch(&self, id: &ResourceId) -> Result<(), Status> {
         let (url, mut client) = self.client().await?;
         let resp = client.fetch(pb::FetchRequest { resource_id: id.to_string() }).await?.into_inner();
-        let verifier = Verifier::accepting_all(self.keys.clone(), self.limits);
-        for (i, signed) in resp.updates.into_iter().enumerate() {
-            let opened = verifier.open(&signed).map_err(|e| Status::data_loss(format!("{url}: {e}")))?;
-            if opened.resource_id != *id {
-                return Err(Status::data_loss(format!("{url} answered for {}", opened.resource_id)));
-            }
-            let chunks = if i == 0 { resp.chunks.clone() } else { Vec::new() };
-            if opened.chunks_expected().is_some()
-                || matches!(opened.update.payload, Some(pb::update::Payload::Snapshot(_)))
-            {
-                Verifier::check_snapshot_content(&opened, &chunks)
-                    .map_err(|e| Status::data_loss(format!("{url}: {e}")))?;
-            }
-            if let Some(entry) = Entry::new(&opened.update, signed, chunks) {
-                // Entries the hub cannot chain are refused by it; that is fine here.
-                let _ = self.hub.publish(Arc::new(entry));
-            }
-        }
-        Ok(())
+        apply_fetched(&self.hub, &self.keys, self.limits, id, resp)
+            .map_err(|e| Status::data_loss(format!("{url}: {e}")))
     }
+}
+
+/// Puts what an upstream's `Fetch` answered for `id` into `hub`: every update
+/// must be signed by a trusted key and be for `id`; a snapshot's content must
+/// hash to its signed tag. For a resource the hub follows, only a fresher
+/// snapshot of a version its verified chain holds is taken (new versions come
+/// through the verifying subscription, which checks their dependencies); a
+/// resource it does not have yet (pull-through) is taken whole.
+pub fn apply_fetched(
+    hub: &Hub,
+    keys: &TrustedKeys,
+    limits: Limits,
+    id: &ResourceId,
+    resp: pb::FetchResponse,
+) -> Result<(), altocast_proto::VerifyError> {
+    let verifier = Verifier::accepting_all(keys.clone(), limits);
+    let followed = hub.status().iter().any(|s| s.resource_id == *id && s.seq > 0);
+    let mut chunks = resp.chunks;
+    for (i, signed) in resp.updates.into_iter().enumerate() {
+        let opened = verifier.open(&signed)?;
+        if opened.resource_id != *id {
+            return Err(altocast_proto::VerifyError::UnexpectedResource(opened.resource_id.to_string()));
+        }
+        let chunks = if i == 0 { std::mem::take(&mut chunks) } else { Vec::new() };
+        if opened.chunks_expected().is_some() || matches!(opened.update.payload, Some(pb::update::Payload::Snapshot(_)))
+        {
+            Verifier::check_snapshot_content(&opened, &chunks)?;
+        }
+        if let Some(entry) = Entry::new(&opened.update, signed, chunks) {
+            // Entries the hub cannot take are refused by it; that is fine here.
+            let _ = if followed { hub.refresh_snapshot(Arc::new(entry)) } else { hub.publish(Arc::new(entry)) };
+        }
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]

@@ -148,7 +148,7 @@ impl ServeConfig {
             history_depth: self.history,
             max_body: self.max_map_bytes,
             rproxies: self.rproxies.clone(),
-            checkpoints: true,
+            ..Default::default()
         }
     }
 }

@@ -31,8 +31,26 @@ pub struct OriginConfig {
     /// RProxy URLs advertised in the directory.
     pub rproxies: Vec<String>,
     /// Write snapshot checkpoints in the background (off only in tests, to
-    /// exercise recovery from the diffs).
+    /// exercise recovery from the diffs, or to run them at chosen moments).
     pub checkpoints: bool,
+    /// The time everything is signed at (tests simulate time with it).
+    pub clock: Clock,
+}
+
+/// A source of Unix milliseconds.
+#[derive(Clone)]
+pub struct Clock(pub Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock(Arc::new(altocast_client::now_ms))
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 impl Default for OriginConfig {
@@ -43,6 +61,7 @@ impl Default for OriginConfig {
             max_body: 64 << 20,
             rproxies: Vec::new(),
             checkpoints: true,
+            clock: Clock::default(),
         }
     }
 }
@@ -488,7 +507,7 @@ impl Origin {
         for id in behind {
             origin.request_checkpoint(id);
         }
-        origin.heartbeat_all(now_ms());
+        origin.heartbeat_all(origin.now());
         origin.sign_directory();
         Ok(origin)
     }
@@ -510,11 +529,24 @@ impl Origin {
         }
     }
 
+    /// Now, by the origin's clock (Unix ms).
+    pub fn now(&self) -> i64 {
+        (self.cfg.clock.0)()
+    }
+
+    /// Checkpoints every resource now (what the background worker does after
+    /// each version; tests with `checkpoints: false` choose the moment).
+    pub fn checkpoint_all(&self) {
+        for (id, ..) in self.resources() {
+            self.checkpoint(&id);
+        }
+    }
+
     /// Signs a snapshot of `id`'s current version, stores it as the checkpoint
     /// and refreshes the hub's cached snapshot.
     fn checkpoint(&self, id: &ResourceId) {
         let Some(v) = self.current(id.as_str()) else { return };
-        let snap = self.signer.snapshot(id, &v, now_ms());
+        let snap = self.signer.snapshot(id, &v, self.now());
         if let Err(e) =
             self.store.checkpoint(id.as_str(), v.seq, snap.update.clone(), snap.chunks.clone(), self.cfg.history_depth)
         {
@@ -663,8 +695,14 @@ impl Origin {
         }
         drop(st);
         for id in checkpoint {
-            // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
-            self.request_checkpoint(id);
+            if self.hub.snapshot_needed(id.as_str()) {
+                // The background checkpoints are a whole ring behind: without a
+                // snapshot now, newcomers would get no chain at all.
+                self.checkpoint(&id);
+            } else {
+                // A fresh snapshot (store checkpoint, hub cache) follows off the hot path.
+                self.request_checkpoint(id);
+            }
         }
         if outcomes.iter().any(|(_, o)| matches!(o, Outcome::Published { .. })) {
             self.sign_directory();
@@ -676,7 +714,7 @@ impl Origin {
     /// transaction (fsync), then hands them to the hub as one batch. Nothing
     /// is changed if the store fails.
     fn commit(&self, stage: &Stage<'_>) -> Result<Vec<Published>, IngestError> {
-        let now = now_ms();
+        let now = self.now();
         let mut writes = Vec::new();
         let mut entries = Vec::new();
         let mut published = Vec::new();
@@ -762,7 +800,7 @@ impl Origin {
         let key = self.signer.key().public();
         let dir = pb::Directory {
             origin_id: key.id().to_string(),
-            issued_at_ms: now_ms(),
+            issued_at_ms: self.now(),
             resources,
             keys: vec![pb::PublicKey {
                 key_id: key.id().to_string(),
@@ -785,7 +823,7 @@ pub async fn heartbeats(origin: Arc<Origin>, every: Duration, stop: tokio_util::
             _ = tick.tick() => {}
         }
         let o = origin.clone();
-        let _ = tokio::task::spawn_blocking(move || o.heartbeat_all(now_ms())).await;
+        let _ = tokio::task::spawn_blocking(move || o.heartbeat_all(o.now())).await;
     }
 }
 
