@@ -7,7 +7,7 @@ use altocast_proto::{PublicKey, TrustedKeys};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
-use crate::hub::HubConfig;
+use crate::{alto::HttpLimits, hub::HubConfig};
 
 /// An altocast redistribution proxy: verifies what its upstreams send and fans
 /// it out to many subscribers.
@@ -33,6 +33,9 @@ pub struct Config {
     /// and cost maps, filtered cost map, endpoint cost) on this address.
     #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
     pub alto_http: Option<SocketAddr>,
+    /// Bounds and public URL of the --alto-http interface.
+    #[command(flatten)]
+    pub alto: AltoArgs,
     /// Diffs kept per resource for resuming subscribers.
     #[arg(long, env = "ALTOCAST_RING_SIZE", default_value_t = 64)]
     pub ring_size: usize,
@@ -87,6 +90,7 @@ impl Config {
                 bail!("--upstream {u:?} must be an http:// or https:// URL");
             }
         }
+        self.alto.limits()?;
         self.tls.server_config()?;
         self.upstream_tls()?;
         trust_key(&self.trust_key)
@@ -100,6 +104,104 @@ impl Config {
             self.upstream_key.as_deref(),
         )
         .map_err(|e| anyhow::anyhow!("upstream TLS: {e}"))
+    }
+}
+
+const D: HttpLimits = HttpLimits::DEFAULT;
+
+/// The bounds of the RFC 7285 HTTP/JSON interface (`--alto-http`) and the
+/// URL it is reached at; shared by `altocast-rproxy` and `altocast-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AltoArgs {
+    /// Public base URL of the --alto-http interface (e.g. https://alto.example.net), for the absolute URIs in the
+    /// IRD and update stream control events; without it they are relative paths. Never taken from `Host`.
+    #[arg(long, env = "ALTOCAST_ALTO_PUBLIC_URL")]
+    pub alto_public_url: Option<String>,
+    /// Most open HTTP connections; more are accepted and closed at once.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_CONNECTIONS", default_value_t = D.max_connections)]
+    pub alto_max_connections: usize,
+    /// Seconds from a request's first byte to the end of its header before the connection is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_HEADER_TIMEOUT", default_value_t = D.header_timeout.as_secs())]
+    pub alto_header_timeout_secs: u64,
+    /// Seconds a connection may wait for its next request before it is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_IDLE_TIMEOUT", default_value_t = D.idle_timeout.as_secs())]
+    pub alto_idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (also for POST /updates) before 408.
+    #[arg(long, env = "ALTOCAST_ALTO_BODY_TIMEOUT", default_value_t = D.body_timeout.as_secs())]
+    pub alto_body_timeout_secs: u64,
+    /// Seconds a write to a client may stay blocked (a reader that stopped) before the connection is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_WRITE_TIMEOUT", default_value_t = D.write_timeout.as_secs())]
+    pub alto_write_timeout_secs: u64,
+    /// Seconds a query (IRD, maps, filtered cost map, endpoint cost) may take, body included, before 408.
+    #[arg(long, env = "ALTOCAST_ALTO_REQUEST_TIMEOUT", default_value_t = D.request_timeout.as_secs())]
+    pub alto_request_timeout_secs: u64,
+    /// Largest request body, bytes (413 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_REQUEST_BYTES", default_value_t = D.max_request_bytes)]
+    pub alto_max_request_bytes: usize,
+    /// Most endpoints per side of an endpoint cost request.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_ENDPOINTS", default_value_t = D.max_endpoints)]
+    pub alto_max_endpoints: usize,
+    /// Most source × destination pairs one endpoint cost request may ask for.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_PAIRS", default_value_t = D.max_pairs)]
+    pub alto_max_pairs: usize,
+    /// Most filtered cost map and endpoint cost requests answered at once (503 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_QUERIES", default_value_t = D.max_queries)]
+    pub alto_max_queries: usize,
+    /// Most RFC 8895 update streams open at once (503 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_STREAMS", default_value_t = D.max_streams)]
+    pub alto_max_streams: usize,
+    /// Most resources one update stream may follow.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_STREAM_RESOURCES", default_value_t = D.max_stream_resources)]
+    pub alto_max_stream_resources: usize,
+}
+
+impl AltoArgs {
+    /// The checked limits.
+    pub fn limits(&self) -> anyhow::Result<HttpLimits> {
+        let public_url = match &self.alto_public_url {
+            None => None,
+            Some(u) => {
+                let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(['?', '#', ' '])) {
+                    bail!("--alto-public-url {u:?} must be an http:// or https:// URL with a host and no query");
+                }
+                Some(u.trim_end_matches('/').to_owned())
+            }
+        };
+        let counts = [
+            self.alto_max_connections,
+            self.alto_max_request_bytes,
+            self.alto_max_endpoints,
+            self.alto_max_pairs,
+            self.alto_max_queries,
+            self.alto_max_streams,
+            self.alto_max_stream_resources,
+        ];
+        let secs = [
+            self.alto_header_timeout_secs,
+            self.alto_idle_timeout_secs,
+            self.alto_body_timeout_secs,
+            self.alto_write_timeout_secs,
+            self.alto_request_timeout_secs,
+        ];
+        if counts.contains(&0) || secs.contains(&0) {
+            bail!("the --alto-max-* limits and --alto-*-timeout-secs must be at least 1");
+        }
+        Ok(HttpLimits {
+            public_url,
+            max_connections: self.alto_max_connections,
+            header_timeout: Duration::from_secs(self.alto_header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.alto_idle_timeout_secs),
+            body_timeout: Duration::from_secs(self.alto_body_timeout_secs),
+            write_timeout: Duration::from_secs(self.alto_write_timeout_secs),
+            request_timeout: Duration::from_secs(self.alto_request_timeout_secs),
+            max_request_bytes: self.alto_max_request_bytes,
+            max_endpoints: self.alto_max_endpoints,
+            max_pairs: self.alto_max_pairs,
+            max_queries: self.alto_max_queries,
+            max_streams: self.alto_max_streams,
+            max_stream_resources: self.alto_max_stream_resources,
+        })
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use altocast_rproxy::alto::{AltoHttp, HttpLimits};
+
 use altocast_server::example;
 use altocast_tests::{TestClient, TestOrigin};
 use tokio::{
@@ -26,8 +28,9 @@ async fn http_with(
     body: &str,
 ) -> (u16, String, String, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
+    let host = if extra.to_ascii_lowercase().contains("host:") { String::new() } else { format!("host: {addr}\r\n") };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\n{host}{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
@@ -56,6 +59,12 @@ fn json(body: &str) -> serde_json::Value {
 /// An origin with the RFC 7285 example maps, a verifying subscription to it,
 /// and the HTTP interface over that subscription's view.
 async fn setup() -> (TestOrigin, TestClient, std::net::SocketAddr, CancellationToken) {
+    let (origin, client, addr, stop, _) = setup_with(HttpLimits::default()).await;
+    (origin, client, addr, stop)
+}
+
+/// [`setup`] with these limits; also returns the interface, for its stats.
+async fn setup_with(limits: HttpLimits) -> (TestOrigin, TestClient, std::net::SocketAddr, CancellationToken, AltoHttp) {
     let origin = TestOrigin::start().await;
     origin.publish(example::NETWORK_MAP_ID, example::NETWORK_MAP).await.expect("network map");
     origin.publish(example::COST_MAP_ID, example::COST_MAP).await.expect("cost map");
@@ -64,8 +73,9 @@ async fn setup() -> (TestOrigin, TestClient, std::net::SocketAddr, CancellationT
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
-    tokio::spawn(altocast_rproxy::alto::serve(client.view().clone(), listener, stop.clone()));
-    (origin, client, addr, stop)
+    let alto = AltoHttp::new(client.view().clone(), limits, stop.clone());
+    tokio::spawn(alto.clone().serve(listener));
+    (origin, client, addr, stop, alto)
 }
 
 #[tokio::test]
@@ -79,7 +89,8 @@ async fn an_rfc7285_client_reads_the_verified_maps() {
     assert_eq!(ird["meta"]["cost-types"]["numerical-routingcost"]["cost-metric"], "routingcost");
     assert_eq!(ird["resources"]["default-cost-map"]["uses"][0], "default-network-map");
     assert_eq!(ird["resources"]["endpoint-cost"]["accepts"], "application/alto-endpointcostparams+json");
-    assert_eq!(ird["resources"]["default-network-map"]["uri"], format!("http://{addr}/networkmap/default-network-map"));
+    // Relative URIs (resolved against the IRD's own): none is built from `Host`.
+    assert_eq!(ird["resources"]["default-network-map"]["uri"], "/networkmap/default-network-map");
     let updates = &ird["resources"]["update-stream"];
     assert_eq!(updates["media-type"], "text/event-stream");
     assert_eq!(
@@ -225,17 +236,59 @@ async fn the_origin_serves_the_same_interface_from_its_own_verified_stream() {
     origin.stop().await;
 }
 
-/// Reads from `s` into `buf` until it contains `needle` (bounded by 10 s).
-async fn read_until(s: &mut TcpStream, buf: &mut String, needle: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !buf.contains(needle) {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} in 10 s; got: {buf}"))
-            .expect("read");
-        assert!(n > 0, "stream ended before {needle:?}: {buf}");
-        buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+/// An HTTP/1.1 response read off a raw socket: `text` is its head and its
+/// body so far with the chunked transfer coding removed (an event's prefix,
+/// shared map body and blank line are separate chunks).
+struct Sse {
+    tcp: TcpStream,
+    raw: Vec<u8>,
+    in_body: bool,
+    text: String,
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Sse {
+    fn new(tcp: TcpStream) -> Sse {
+        Sse { tcp, raw: Vec::new(), in_body: false, text: String::new() }
+    }
+
+    fn decode(&mut self) {
+        if !self.in_body {
+            let Some(i) = find(&self.raw, b"\r\n\r\n") else { return };
+            self.text.push_str(&String::from_utf8_lossy(&self.raw[..i + 4]));
+            self.raw.drain(..i + 4);
+            self.in_body = true;
+        }
+        while let Some(i) = find(&self.raw, b"\r\n") {
+            let line = String::from_utf8_lossy(&self.raw[..i]).into_owned();
+            let size = usize::from_str_radix(line.trim(), 16).unwrap_or_else(|_| panic!("chunk size {line:?}"));
+            if self.raw.len() < i + 2 + size + 2 {
+                return;
+            }
+            self.text.push_str(&String::from_utf8_lossy(&self.raw[i + 2..i + 2 + size]));
+            self.raw.drain(..i + 2 + size + 2);
+        }
+    }
+
+    /// Reads until `text` contains `needle` (bounded by 10 s).
+    async fn until(&mut self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            self.decode();
+            if self.text.contains(needle) {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.tcp.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in 10 s; got: {}", self.text))
+                .expect("read");
+            assert!(n > 0, "stream ended before {needle:?}: {}", self.text);
+            self.raw.extend_from_slice(&chunk[..n]);
+        }
     }
 }
 
@@ -258,34 +311,40 @@ async fn an_rfc8895_update_stream_sends_the_map_then_merge_patches_until_removed
         body.len()
     );
     s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    read_until(&mut s, &mut buf, "event: application/alto-networkmap+json,my-nm\n").await;
-    read_until(&mut s, &mut buf, "event: application/alto-costmap+json,my-cm\n").await;
-    read_until(&mut s, &mut buf, "\n\n").await;
+    let mut s = Sse::new(s);
+    s.until("event: application/alto-networkmap+json,my-nm\n").await;
+    s.until("event: application/alto-costmap+json,my-cm\n").await;
+    s.until("}}\n\n").await;
+    let buf = &s.text;
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
     assert!(buf.to_ascii_lowercase().contains("content-type: text/event-stream"), "{buf}");
-    let control = json(&data_after(&buf, "application/alto-updatestreamcontrol+json"));
+    let control = json(&data_after(buf, "application/alto-updatestreamcontrol+json"));
     let control_uri = control["control-uri"].as_str().expect("control-uri").to_owned();
-    let full = json(&data_after(&buf, "application/alto-costmap+json,my-cm"));
+    let id = control_uri.strip_prefix("/updates/control/").expect("relative control URI");
+    assert!(id.len() >= 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "128 random bits: {id}");
+    let full = json(&data_after(buf, "application/alto-costmap+json,my-cm"));
     assert_eq!(full["cost-map"]["PID1"]["PID2"], 5);
 
     // A change at the origin arrives as an RFC 7396 merge patch of the cost map.
     let changed = example::COST_MAP.replace(r#""PID1":{"PID1":1,"PID2":5"#, r#""PID1":{"PID1":1,"PID2":7"#);
     assert_ne!(changed, example::COST_MAP);
     origin.publish(example::COST_MAP_ID, &changed).await.expect("changed cost map");
-    buf.clear();
-    read_until(&mut s, &mut buf, "event: application/merge-patch+json,my-cm\n").await;
-    read_until(&mut s, &mut buf, "\n\n").await;
-    let patch = json(&data_after(&buf, "application/merge-patch+json,my-cm"));
+    s.text.clear();
+    s.until("event: application/merge-patch+json,my-cm\n").await;
+    s.until("}}\n\n").await;
+    let patch = json(&data_after(&s.text, "application/merge-patch+json,my-cm"));
     assert_eq!(patch["cost-map"]["PID1"]["PID2"], 7, "{patch}");
     assert!(patch["cost-map"].get("PID2").is_none(), "only the changed row: {patch}");
 
     // Removing every resource through the control URI ends the stream.
-    let path = control_uri.split_once(&addr.to_string()).map(|(_, p)| p.to_owned()).expect("path");
+    let path = control_uri.clone();
     let (status, _, _, answer) = http(addr, "POST", &path, r#"{"remove":["my-cm","my-nm"]}"#).await;
     assert_eq!(status, 204, "{answer}");
     let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.expect("stream ends").expect("read");
+    tokio::time::timeout(Duration::from_secs(5), s.tcp.read_to_end(&mut rest))
+        .await
+        .expect("stream ends")
+        .expect("read");
     let (status, _, _, answer) = http(addr, "POST", &path, r#"{"remove":["my-cm"]}"#).await;
     assert_eq!(status, 404, "the stream's control URI is gone: {answer}");
 
@@ -297,17 +356,11 @@ async fn an_rfc8895_update_stream_sends_the_map_then_merge_patches_until_removed
     // otherwise wait for them forever).
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = String::new();
-    read_until(
-        &mut s,
-        &mut buf,
-        "event: application/alto-costmap+json,my-cm
-",
-    )
-    .await;
+    let mut s = Sse::new(s);
+    s.until("event: application/alto-costmap+json,my-cm\n").await;
     stop.cancel();
     let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+    tokio::time::timeout(Duration::from_secs(5), s.tcp.read_to_end(&mut rest))
         .await
         .expect("ends on shutdown")
         .expect("read");
