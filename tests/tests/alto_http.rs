@@ -1,8 +1,10 @@
 //! The RFC 7285 HTTP/JSON interface an existing ALTO client uses: IRD, maps,
 //! filtered cost map and endpoint cost, answered from verified data, with
-//! RFC 7285 error objects for bad requests.
+//! RFC 7285 error objects for bad requests; and the attacks on it that its
+//! bounds refuse (memory amplification through update streams and endpoint
+//! cost, guessable control URIs, `Host` injection, connections never reaped).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use altocast_rproxy::alto::{AltoHttp, HttpLimits};
 
@@ -364,5 +366,305 @@ async fn an_rfc8895_update_stream_sends_the_map_then_merge_patches_until_removed
         .await
         .expect("ends on shutdown")
         .expect("read");
+    client.stop().await;
+}
+
+/// `POST /updates` with `body`, as raw HTTP/1.1.
+fn updates_request(body: &str) -> String {
+    format!(
+        "POST /updates HTTP/1.1\r\nhost: alto\r\ncontent-type: application/alto-updatestreamparams+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A new connection that has sent `raw`.
+async fn send_raw(addr: std::net::SocketAddr, raw: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(raw.as_bytes()).await.expect("write");
+    s
+}
+
+/// An update stream opened with `body`.
+async fn open_stream(addr: std::net::SocketAddr, body: &str) -> Sse {
+    Sse::new(send_raw(addr, &updates_request(body)).await)
+}
+
+/// How long until the server closes `s` (EOF or reset), reading and
+/// discarding what it sends; `None` if still open after `limit`.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), s.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The control URI path of an update stream that has sent `buf`.
+fn control_path(buf: &str) -> String {
+    let control = json(&data_after(buf, "application/alto-updatestreamcontrol+json"));
+    control["control-uri"].as_str().expect("control-uri").to_owned()
+}
+
+#[tokio::test]
+async fn uris_come_from_the_configured_public_url_never_from_the_host_header() {
+    let (_origin, client, addr, stop) = setup().await;
+    let (status, _, _, body) = http_with(addr, "GET", "/directory", "host: attacker.example:9\r\n", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("attacker.example"), "the Host header leaked into the IRD: {body}");
+    stop.cancel();
+    client.stop().await;
+
+    let public = HttpLimits { public_url: Some("https://alto.example.net/".into()), ..HttpLimits::default() };
+    let (_origin, client, addr, stop, _) = setup_with(public).await;
+    let (_, _, _, body) = http_with(addr, "GET", "/directory", "host: attacker.example:9\r\n", "").await;
+    let ird = json(&body);
+    assert_eq!(ird["resources"]["default-cost-map"]["uri"], "https://alto.example.net/costmap/default-cost-map");
+    assert_eq!(ird["resources"]["update-stream"]["uri"], "https://alto.example.net/updates");
+    let mut s = Sse::new(
+        send_raw(
+            addr,
+            &updates_request(r#"{"add":{"c":{"resource-id":"default-cost-map"}}}"#)
+                .replace("host: alto", "host: attacker.example:9"),
+        )
+        .await,
+    );
+    s.until("event: application/alto-costmap+json,c\n").await;
+    assert!(control_path(&s.text).starts_with("https://alto.example.net/updates/control/"), "{}", s.text);
+    assert!(!s.text.contains("attacker.example"), "{}", s.text);
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_naming_one_map_under_many_client_ids_is_refused() {
+    let (_origin, client, addr, stop, alto) = setup_with(HttpLimits::default()).await;
+    // The measured attack: one cost map under 64 client ids.
+    let add: Vec<String> = (0..64).map(|i| format!(r#""c{i:02}":{{"resource-id":"default-cost-map"}}"#)).collect();
+    let (status, ctype, _, answer) =
+        http(addr, "POST", "/updates", &format!(r#"{{"add":{{{}}}}}"#, add.join(","))).await;
+    assert_eq!((status, ctype.as_str()), (400, "application/alto-error+json"), "{answer}");
+    let e = json(&answer);
+    assert_eq!(e["meta"]["code"], "E_INVALID_FIELD_VALUE");
+    assert_eq!(e["meta"]["field"], "add/c01/resource-id", "names the second client id: {answer}");
+    // More resources than a stream may follow.
+    let add: Vec<String> = (0..65).map(|i| format!(r#""c{i}":{{"resource-id":"r{i}"}}"#)).collect();
+    let (status, _, _, answer) = http(addr, "POST", "/updates", &format!(r#"{{"add":{{{}}}}}"#, add.join(","))).await;
+    assert_eq!((status, json(&answer)["meta"]["field"].as_str()), (400, Some("add")), "{answer}");
+    assert_eq!(alto.stats().streams, 0);
+    assert_eq!(alto.stats().renderings, 0, "nothing was rendered for refused streams");
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn update_streams_share_one_rendering_per_version_and_patch() {
+    let (origin, client, addr, stop, alto) = setup_with(HttpLimits::default()).await;
+    let body = r#"{"add":{"cm":{"resource-id":"default-cost-map"}}}"#;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut s = open_stream(addr, body).await;
+        s.until("event: application/alto-costmap+json,cm\n").await;
+        s.until("}}\n\n").await;
+        streams.push(s);
+    }
+    assert_eq!(alto.stats().streams, 5);
+    assert_eq!(alto.stats().renderings, 1, "five streams, one rendering of the cost map");
+    // A GET of the same version is served from the same rendering.
+    let (status, _, _, full) = http(addr, "GET", "/costmap/default-cost-map", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(full, data_after(&streams[0].text, "application/alto-costmap+json,cm"));
+    assert_eq!(alto.stats().renderings, 1);
+
+    let changed = example::COST_MAP.replace(r#""PID1":{"PID1":1,"PID2":5"#, r#""PID1":{"PID1":1,"PID2":7"#);
+    origin.publish(example::COST_MAP_ID, &changed).await.expect("changed cost map");
+    for s in &mut streams {
+        s.text.clear();
+        s.until("event: application/merge-patch+json,cm\n").await;
+        s.until("}}\n\n").await;
+        assert_eq!(json(&data_after(&s.text, "application/merge-patch+json,cm"))["cost-map"]["PID1"]["PID2"], 7);
+    }
+    assert_eq!(alto.stats().renderings, 2, "five streams, one rendering of the merge patch");
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn a_control_uri_acts_only_on_its_own_stream() {
+    let (_origin, client, addr, stop, alto) = setup_with(HttpLimits::default()).await;
+    let mut a = open_stream(addr, r#"{"add":{"a":{"resource-id":"default-cost-map"}}}"#).await;
+    a.until("event: application/alto-costmap+json,a\n").await;
+    let mut b = open_stream(addr, r#"{"add":{"b":{"resource-id":"default-network-map"}}}"#).await;
+    b.until("event: application/alto-networkmap+json,b\n").await;
+    let (path_a, path_b) = (control_path(&a.text), control_path(&b.text));
+    assert_ne!(path_a, path_b);
+
+    // A neighbouring id (the old attack: own id − 1) is no stream at all.
+    let mut near = path_b.clone();
+    let last = near.pop().expect("id");
+    near.push(if last == '0' { '1' } else { '0' });
+    let (status, _, _, answer) = http(addr, "POST", &near, r#"{"remove":["a"]}"#).await;
+    assert_eq!(status, 404, "{answer}");
+    // B's control URI cannot remove A's client id: it names the unknown id.
+    let (status, _, _, answer) = http(addr, "POST", &path_b, r#"{"remove":["a"]}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    let e = json(&answer);
+    assert_eq!((e["meta"]["field"].as_str(), &e["meta"]["value"]), (Some("remove"), &serde_json::json!(["a"])));
+    assert_eq!(alto.stats().streams, 2, "both streams still open");
+    // A's own control URI ends A, and only A.
+    let (status, _, _, answer) = http(addr, "POST", &path_a, r#"{"remove":["a"]}"#).await;
+    assert_eq!(status, 204, "{answer}");
+    assert!(closed_within(&mut a.tcp, Duration::from_secs(5)).await.is_some(), "stream A ends");
+    assert!(closed_within(&mut b.tcp, Duration::from_millis(300)).await.is_none(), "stream B goes on");
+    assert_eq!(alto.stats().streams, 1);
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn endpoint_cost_is_bounded_in_pairs_and_concurrency() {
+    let limits = HttpLimits { max_pairs: 4, max_queries: 1, ..HttpLimits::default() };
+    let (_origin, client, addr, stop, _) = setup_with(limits).await;
+    let ecs = |srcs: &str, dsts: &str| {
+        format!(
+            r#"{{"cost-type":{{"cost-mode":"numerical","cost-metric":"routingcost"}},"endpoints":{{"srcs":[{srcs}],"dsts":[{dsts}]}}}}"#
+        )
+    };
+    let three = r#""ipv4:192.0.2.1","ipv4:192.0.2.2","ipv4:192.0.2.3""#;
+    let (status, _, _, answer) =
+        http(addr, "POST", "/endpointcost", &ecs(three, r#""ipv4:10.0.0.1","ipv4:10.0.0.2""#)).await;
+    assert_eq!(status, 400, "6 pairs over a limit of 4: {answer}");
+    let e = json(&answer);
+    assert_eq!(
+        (e["meta"]["code"].as_str(), e["meta"]["field"].as_str()),
+        (Some("E_INVALID_FIELD_VALUE"), Some("endpoints"))
+    );
+
+    // One query in progress (its body still arriving) holds the only slot:
+    // the next is refused at once with an RFC 7285 error, not queued.
+    let ok = ecs(r#""ipv4:192.0.2.2""#, r#""ipv4:198.51.100.130""#);
+    let head = format!(
+        "POST /endpointcost HTTP/1.1\r\nhost: alto\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "application/alto-endpointcostparams+json",
+        ok.len()
+    );
+    let mut slow = send_raw(addr, &format!("{head}{}", &ok[..10])).await;
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, _, _, answer) = http(addr, "POST", "/endpointcost", &ok).await;
+        if status == 503 {
+            refused = Some(answer);
+            break;
+        }
+        // The slow request has not reached the server yet.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = refused.expect("a query over the concurrency limit gets 503");
+    assert_eq!(json(&answer)["meta"]["code"], "E_SERVICE_UNAVAILABLE");
+    slow.write_all(&ok.as_bytes()[10..]).await.expect("rest of body");
+    let mut out = String::new();
+    slow.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let (status, _, _, answer) = http(addr, "POST", "/endpointcost", &ok).await;
+    assert_eq!(status, 200, "the slot is free again: {answer}");
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn idle_and_slowloris_connections_are_closed_after_their_timeouts() {
+    let limits = HttpLimits {
+        idle_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        ..HttpLimits::default()
+    };
+    let (_origin, client, addr, stop, alto) = setup_with(limits).await;
+    // A connection that never sends a request.
+    let mut idle = TcpStream::connect(addr).await.expect("connect");
+    let t = closed_within(&mut idle, Duration::from_secs(5)).await.expect("idle connection closed within 5 s");
+    assert!(t >= Duration::from_millis(500), "not before the idle timeout: {t:?}");
+
+    // A keep-alive connection after its request has been answered.
+    let mut ka = Sse::new(send_raw(addr, "GET /directory HTTP/1.1\r\nhost: alto\r\n\r\n").await);
+    ka.until("HTTP/1.1 200").await;
+    assert!(closed_within(&mut ka.tcp, Duration::from_secs(5)).await.is_some(), "keep-alive connection closed");
+
+    // A slowloris: a header line every 200 ms, never finishing the head.
+    let mut slow = send_raw(addr, "GET /directory HTTP/1.1\r\nhost: alto\r\n").await;
+    let start = Instant::now();
+    let mut chunk = [0u8; 256];
+    let closed = loop {
+        if start.elapsed() > Duration::from_secs(5) {
+            break false;
+        }
+        if slow.write_all(b"x-slow: 1\r\n").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            _ => {}
+        }
+    };
+    assert!(closed, "a header sent byte by byte is cut off after the header timeout");
+
+    // A slow request body, on the long-lived /updates route too: 408.
+    let mut body = send_raw(
+        addr,
+        "POST /updates HTTP/1.1\r\nhost: alto\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n{\"add\":",
+    )
+    .await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), body.read_to_end(&mut out))
+        .await
+        .expect("answered within 5 s")
+        .expect("read");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert_eq!(alto.stats().connections, 0, "every connection reaped");
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_at_once() {
+    let limits = HttpLimits { max_connections: 2, ..HttpLimits::default() };
+    let (_origin, client, addr, stop, alto) = setup_with(limits).await;
+    let mut held = vec![TcpStream::connect(addr).await.expect("1"), TcpStream::connect(addr).await.expect("2")];
+    let mut third = TcpStream::connect(addr).await.expect("3");
+    assert!(closed_within(&mut third, Duration::from_secs(2)).await.is_some(), "the third connection is closed");
+    assert_eq!(alto.stats().connections, 2);
+    // A freed slot is usable again.
+    held.pop();
+    let mut answered = false;
+    for _ in 0..100 {
+        if alto.stats().connections < 2 {
+            let (status, _, _, _) = http(addr, "GET", "/directory", "").await;
+            answered = status == 200;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered, "served once a connection closed");
+    stop.cancel();
+    client.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_size_limit_and_streams_over_the_stream_limit_are_refused() {
+    let limits = HttpLimits { max_request_bytes: 100, max_streams: 1, ..HttpLimits::default() };
+    let (_origin, client, addr, stop, _) = setup_with(limits).await;
+    let big = format!(r#"{{"add":{{"c":{{"resource-id":"default-cost-map","x":"{}"}}}}}}"#, "y".repeat(200));
+    let (status, ctype, _, answer) = http(addr, "POST", "/updates", &big).await;
+    assert_eq!((status, ctype.as_str()), (413, "application/alto-error+json"), "{answer}");
+    let mut s = open_stream(addr, r#"{"add":{"c":{"resource-id":"default-cost-map"}}}"#).await;
+    s.until("event: application/alto-costmap+json,c\n").await;
+    let (status, _, _, answer) =
+        http(addr, "POST", "/updates", r#"{"add":{"c":{"resource-id":"default-cost-map"}}}"#).await;
+    assert_eq!((status, json(&answer)["meta"]["code"].as_str()), (503, Some("E_SERVICE_UNAVAILABLE")), "{answer}");
+    stop.cancel();
     client.stop().await;
 }
