@@ -259,3 +259,33 @@ fn toml_scalar(v: &toml::Value) -> anyhow::Result<String> {
 
 /// Exit status for a bad configuration (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alto(args: &[&str]) -> anyhow::Result<HttpLimits> {
+        let mut argv = vec!["altocast-rproxy", "--upstream", "http://127.0.0.1:7100", "--trust-key", "k.pem"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("parses").alto.limits()
+    }
+
+    #[test]
+    fn alto_limits_default_to_the_documented_values_and_refuse_nonsense() {
+        let d = alto(&[]).expect("defaults");
+        assert_eq!((d.max_pairs, d.max_queries, d.max_connections, d.public_url), (100_000, 8, 4096, None));
+        let set =
+            alto(&["--alto-idle-timeout-secs", "1", "--alto-public-url", "https://alto.example.net/"]).expect("valid");
+        assert_eq!(set.idle_timeout, Duration::from_secs(1));
+        assert_eq!(set.public_url.as_deref(), Some("https://alto.example.net"), "trailing slash dropped");
+        for bad in [
+            &["--alto-public-url", "alto.example.net"][..],
+            &["--alto-public-url", "https://"],
+            &["--alto-public-url", "https://a.example/?x=1"],
+            &["--alto-max-queries", "0"],
+            &["--alto-header-timeout-secs", "0"],
+        ] {
+            assert!(alto(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
