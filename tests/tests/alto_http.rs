@@ -668,3 +668,57 @@ async fn bodies_over_the_size_limit_and_streams_over_the_stream_limit_are_refuse
     stop.cancel();
     client.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_reader_that_stopped_reading_is_closed_after_the_write_timeout() {
+    // A map larger than the socket buffers between a non-reading client and us.
+    let maps = altocast_tests::Maps::synthetic(300);
+    let (nm, cm) = (maps.network_map_json(), maps.cost_map_json());
+    assert!(cm.len() > 1 << 20, "{} bytes", cm.len());
+    let origin = TestOrigin::start().await;
+    origin.publish(altocast_tests::NM, &nm).await.expect("network map");
+    origin.publish(altocast_tests::CM, &cm).await.expect("cost map");
+    let client = TestClient::start(&[&origin.url], origin.trusted());
+    client.wait_seq(altocast_tests::CM, 1, Duration::from_secs(30)).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = CancellationToken::new();
+    let limits = HttpLimits { write_timeout: Duration::from_secs(1), ..HttpLimits::default() };
+    let alto = AltoHttp::new(client.view().clone(), limits, stop.clone());
+    tokio::spawn(alto.clone().serve(listener));
+
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("small receive buffer");
+    let mut s = sock.connect(addr).await.expect("connect");
+    s.write_all(
+        updates_request(r#"{"add":{"cm":{"resource-id":"default-cost-map","incremental-changes":false}}}"#).as_bytes(),
+    )
+    .await
+    .expect("write");
+    // Never read. The kernel takes the first few MB (its send buffer grows to
+    // 4 MiB on loopback); a few new versions, sent whole, overflow it, the
+    // server's write blocks, and the connection is reaped.
+    let start = Instant::now();
+    while alto.stats().streams == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the stream did not open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut maps = maps;
+    for _ in 0..6 {
+        maps.step();
+        origin.publish(altocast_tests::NM, &maps.network_map_json()).await.expect("network map");
+        origin.publish(altocast_tests::CM, &maps.cost_map_json()).await.expect("changed cost map");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if alto.stats().connections == 0 {
+            break;
+        }
+    }
+    let start = Instant::now();
+    while alto.stats().connections > 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "a stalled reader held for 10 s: {:?}", alto.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(alto.stats().streams, 0);
+    stop.cancel();
+    client.stop().await;
+}
