@@ -377,6 +377,9 @@ pub async fn serve(
 
 /// Marks "no such moment" in [`Activity`]'s millisecond fields.
 const NEVER: u64 = u64::MAX;
+/// Timeouts beyond this are treated as this: `Instant` arithmetic panics on
+/// overflow, and a day is no limit anyway.
+const TIMER_CAP: Duration = Duration::from_secs(86_400);
 
 /// What one connection is doing, for its timeouts: times in ms since `start`.
 struct Activity {
@@ -408,7 +411,7 @@ impl Activity {
 
     /// The deadlines that apply now, each with the refusal reason it counts.
     fn deadlines(&self, l: &HttpLimits) -> impl Iterator<Item = (u64, &'static str)> {
-        let ms = |d: Duration| d.as_millis() as u64;
+        let ms = |d: Duration| d.min(TIMER_CAP).as_millis() as u64;
         let since = |t: u64, d: Duration| (t != NEVER).then(|| t.saturating_add(ms(d)));
         let idle = self.in_flight.load(Ordering::Acquire) == 0;
         let first = self.first_byte.load(Ordering::Acquire);
@@ -423,10 +426,9 @@ impl Activity {
     /// When to look again: the earliest deadline, and at least every
     /// smallest timeout (a request in flight may end meanwhile).
     fn next_check(&self, l: &HttpLimits) -> Instant {
-        let every = l.header_timeout.min(l.idle_timeout).min(l.write_timeout);
+        let every = l.header_timeout.min(l.idle_timeout).min(l.write_timeout).min(TIMER_CAP);
         let now = self.now_ms();
-        let at =
-            self.deadlines(l).map(|(t, _)| t).min().unwrap_or(NEVER).min(now.saturating_add(every.as_millis() as u64));
+        let at = self.deadlines(l).map(|(t, _)| t).min().unwrap_or(NEVER).min(now + every.as_millis() as u64);
         self.start + Duration::from_millis(at)
     }
 
@@ -1619,5 +1621,14 @@ mod tests {
         assert_eq!(a.expired(&l), None);
         advance(s(1)).await;
         assert_eq!(a.expired(&l), Some("idle_timeout"));
+        // Absurd timeouts (a library caller's, not the flags') do not overflow the timer.
+        let never = HttpLimits {
+            header_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            write_timeout: Duration::MAX,
+            ..HttpLimits::DEFAULT
+        };
+        assert!(a.next_check(&never) > Instant::now());
+        assert_eq!(a.expired(&never), None);
     }
 }

@@ -108,6 +108,8 @@ impl Config {
 }
 
 const D: HttpLimits = HttpLimits::DEFAULT;
+/// Longest any --alto-*-timeout-secs may be.
+const MAX_ALTO_TIMEOUT_SECS: u64 = 86_400;
 
 /// The bounds of the RFC 7285 HTTP/JSON interface (`--alto-http`) and the
 /// URL it is reached at; shared by `altocast-rproxy` and `altocast-server`.
@@ -186,6 +188,15 @@ impl AltoArgs {
         ];
         if counts.contains(&0) || secs.contains(&0) {
             bail!("the --alto-max-* limits and --alto-*-timeout-secs must be at least 1");
+        }
+        // Beyond these a limit is no limit, and the connection timers and
+        // semaphores have finite ranges.
+        if secs.iter().any(|&s| s > MAX_ALTO_TIMEOUT_SECS) {
+            bail!("the --alto-*-timeout-secs must be at most {MAX_ALTO_TIMEOUT_SECS} (a day)");
+        }
+        let max_slots = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.alto_max_connections > max_slots || self.alto_max_queries > max_slots {
+            bail!("--alto-max-connections and --alto-max-queries must be at most {max_slots}");
         }
         Ok(HttpLimits {
             public_url,
@@ -284,6 +295,7 @@ mod tests {
             &["--alto-public-url", "https://a.example/?x=1"],
             &["--alto-max-queries", "0"],
             &["--alto-header-timeout-secs", "0"],
+            &["--alto-idle-timeout-secs", "18446744073709551615"],
         ] {
             assert!(alto(bad).is_err(), "{bad:?} accepted");
         }
