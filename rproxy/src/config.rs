@@ -7,7 +7,7 @@ use altocast_proto::{PublicKey, TrustedKeys};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 
-use crate::hub::HubConfig;
+use crate::{alto::HttpLimits, hub::HubConfig};
 
 /// An altocast redistribution proxy: verifies what its upstreams send and fans
 /// it out to many subscribers.
@@ -33,6 +33,9 @@ pub struct Config {
     /// and cost maps, filtered cost map, endpoint cost) on this address.
     #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
     pub alto_http: Option<SocketAddr>,
+    /// Bounds and public URL of the --alto-http interface.
+    #[command(flatten)]
+    pub alto: AltoArgs,
     /// Diffs kept per resource for resuming subscribers.
     #[arg(long, env = "ALTOCAST_RING_SIZE", default_value_t = 64)]
     pub ring_size: usize,
@@ -87,6 +90,7 @@ impl Config {
                 bail!("--upstream {u:?} must be an http:// or https:// URL");
             }
         }
+        self.alto.limits()?;
         self.tls.server_config()?;
         self.upstream_tls()?;
         trust_key(&self.trust_key)
@@ -100,6 +104,115 @@ impl Config {
             self.upstream_key.as_deref(),
         )
         .map_err(|e| anyhow::anyhow!("upstream TLS: {e}"))
+    }
+}
+
+const D: HttpLimits = HttpLimits::DEFAULT;
+/// Longest any --alto-*-timeout-secs may be.
+const MAX_ALTO_TIMEOUT_SECS: u64 = 86_400;
+
+/// The bounds of the RFC 7285 HTTP/JSON interface (`--alto-http`) and the
+/// URL it is reached at; shared by `altocast-rproxy` and `altocast-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AltoArgs {
+    /// Public base URL of the --alto-http interface (e.g. https://alto.example.net), for the absolute URIs in the
+    /// IRD and update stream control events; without it they are relative paths. Never taken from `Host`.
+    #[arg(long, env = "ALTOCAST_ALTO_PUBLIC_URL")]
+    pub alto_public_url: Option<String>,
+    /// Most open HTTP connections; more are accepted and closed at once.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_CONNECTIONS", default_value_t = D.max_connections)]
+    pub alto_max_connections: usize,
+    /// Seconds from a request's first byte to the end of its header before the connection is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_HEADER_TIMEOUT", default_value_t = D.header_timeout.as_secs())]
+    pub alto_header_timeout_secs: u64,
+    /// Seconds a connection may wait for its next request before it is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_IDLE_TIMEOUT", default_value_t = D.idle_timeout.as_secs())]
+    pub alto_idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (also for POST /updates) before 408.
+    #[arg(long, env = "ALTOCAST_ALTO_BODY_TIMEOUT", default_value_t = D.body_timeout.as_secs())]
+    pub alto_body_timeout_secs: u64,
+    /// Seconds a write to a client may stay blocked (a reader that stopped) before the connection is closed.
+    #[arg(long, env = "ALTOCAST_ALTO_WRITE_TIMEOUT", default_value_t = D.write_timeout.as_secs())]
+    pub alto_write_timeout_secs: u64,
+    /// Seconds a query (IRD, maps, filtered cost map, endpoint cost) may take, body included, before 408.
+    #[arg(long, env = "ALTOCAST_ALTO_REQUEST_TIMEOUT", default_value_t = D.request_timeout.as_secs())]
+    pub alto_request_timeout_secs: u64,
+    /// Largest request body, bytes (413 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_REQUEST_BYTES", default_value_t = D.max_request_bytes)]
+    pub alto_max_request_bytes: usize,
+    /// Most endpoints per side of an endpoint cost request.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_ENDPOINTS", default_value_t = D.max_endpoints)]
+    pub alto_max_endpoints: usize,
+    /// Most source × destination pairs one endpoint cost request may ask for.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_PAIRS", default_value_t = D.max_pairs)]
+    pub alto_max_pairs: usize,
+    /// Most filtered cost map and endpoint cost requests answered at once (503 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_QUERIES", default_value_t = D.max_queries)]
+    pub alto_max_queries: usize,
+    /// Most RFC 8895 update streams open at once (503 beyond).
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_STREAMS", default_value_t = D.max_streams)]
+    pub alto_max_streams: usize,
+    /// Most resources one update stream may follow.
+    #[arg(long, env = "ALTOCAST_ALTO_MAX_STREAM_RESOURCES", default_value_t = D.max_stream_resources)]
+    pub alto_max_stream_resources: usize,
+}
+
+impl AltoArgs {
+    /// The checked limits.
+    pub fn limits(&self) -> anyhow::Result<HttpLimits> {
+        let public_url = match &self.alto_public_url {
+            None => None,
+            Some(u) => {
+                let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/') || r.contains(['?', '#', ' '])) {
+                    bail!("--alto-public-url {u:?} must be an http:// or https:// URL with a host and no query");
+                }
+                Some(u.trim_end_matches('/').to_owned())
+            }
+        };
+        let counts = [
+            self.alto_max_connections,
+            self.alto_max_request_bytes,
+            self.alto_max_endpoints,
+            self.alto_max_pairs,
+            self.alto_max_queries,
+            self.alto_max_streams,
+            self.alto_max_stream_resources,
+        ];
+        let secs = [
+            self.alto_header_timeout_secs,
+            self.alto_idle_timeout_secs,
+            self.alto_body_timeout_secs,
+            self.alto_write_timeout_secs,
+            self.alto_request_timeout_secs,
+        ];
+        if counts.contains(&0) || secs.contains(&0) {
+            bail!("the --alto-max-* limits and --alto-*-timeout-secs must be at least 1");
+        }
+        // Beyond these a limit is no limit, and the connection timers and
+        // semaphores have finite ranges.
+        if secs.iter().any(|&s| s > MAX_ALTO_TIMEOUT_SECS) {
+            bail!("the --alto-*-timeout-secs must be at most {MAX_ALTO_TIMEOUT_SECS} (a day)");
+        }
+        let max_slots = tokio::sync::Semaphore::MAX_PERMITS;
+        if self.alto_max_connections > max_slots || self.alto_max_queries > max_slots {
+            bail!("--alto-max-connections and --alto-max-queries must be at most {max_slots}");
+        }
+        Ok(HttpLimits {
+            public_url,
+            max_connections: self.alto_max_connections,
+            header_timeout: Duration::from_secs(self.alto_header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.alto_idle_timeout_secs),
+            body_timeout: Duration::from_secs(self.alto_body_timeout_secs),
+            write_timeout: Duration::from_secs(self.alto_write_timeout_secs),
+            request_timeout: Duration::from_secs(self.alto_request_timeout_secs),
+            max_request_bytes: self.alto_max_request_bytes,
+            max_endpoints: self.alto_max_endpoints,
+            max_pairs: self.alto_max_pairs,
+            max_queries: self.alto_max_queries,
+            max_streams: self.alto_max_streams,
+            max_stream_resources: self.alto_max_stream_resources,
+        })
     }
 }
 
@@ -157,3 +270,34 @@ fn toml_scalar(v: &toml::Value) -> anyhow::Result<String> {
 
 /// Exit status for a bad configuration (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: u8 = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alto(args: &[&str]) -> anyhow::Result<HttpLimits> {
+        let mut argv = vec!["altocast-rproxy", "--upstream", "http://127.0.0.1:7100", "--trust-key", "k.pem"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).expect("parses").alto.limits()
+    }
+
+    #[test]
+    fn alto_limits_default_to_the_documented_values_and_refuse_nonsense() {
+        let d = alto(&[]).expect("defaults");
+        assert_eq!((d.max_pairs, d.max_queries, d.max_connections, d.public_url), (100_000, 8, 4096, None));
+        let set =
+            alto(&["--alto-idle-timeout-secs", "1", "--alto-public-url", "https://alto.example.net/"]).expect("valid");
+        assert_eq!(set.idle_timeout, Duration::from_secs(1));
+        assert_eq!(set.public_url.as_deref(), Some("https://alto.example.net"), "trailing slash dropped");
+        for bad in [
+            &["--alto-public-url", "alto.example.net"][..],
+            &["--alto-public-url", "https://"],
+            &["--alto-public-url", "https://a.example/?x=1"],
+            &["--alto-max-queries", "0"],
+            &["--alto-header-timeout-secs", "0"],
+            &["--alto-idle-timeout-secs", "18446744073709551615"],
+        ] {
+            assert!(alto(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -44,7 +44,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     if let Some(addr) = config.alto_http {
         let http = TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?;
         info!(%addr, "serving the RFC 7285 HTTP/JSON interface");
-        tasks.spawn(alto::serve(view, http, shutdown.clone()));
+        tasks.spawn(alto::serve(view, http, config.alto.limits()?, shutdown.clone()));
     }
     let svc = service::DistributionService::new(hub.clone(), directory, Some(Arc::new(refresher)));
     let limits = service::ServerLimits { tls: config.tls.server_config()?, ..Default::default() };

@@ -24,6 +24,22 @@ pub const UPSTREAM_FAILOVERS: &str = "altocast_rproxy_upstream_failovers_total";
 /// Histogram: seconds from origin issue time to arrival here.
 pub const UPSTREAM_LAG: &str = "altocast_rproxy_upstream_lag_seconds";
 
+/// Counter: requests and connections the RFC 7285 HTTP interface refused or
+/// closed to hold a bound, by `reason`: `connections` (over
+/// `--alto-max-connections`, closed at accept), `header_timeout`,
+/// `idle_timeout`, `write_timeout` (connection closed), `body_timeout` (408),
+/// `body_too_large` (413), `request_timeout` (408), `queries` (503, over
+/// `--alto-max-queries`), `endpoints`, `pairs`, `stream_resources`,
+/// `duplicate_resource` (400), `streams` (503, over `--alto-max-streams`).
+pub const HTTP_REFUSED: &str = "altocast_http_refused_total";
+/// Gauge: open connections to the RFC 7285 HTTP interface.
+pub const HTTP_CONNECTIONS: &str = "altocast_http_connections";
+/// Gauge: open RFC 8895 update streams.
+pub const HTTP_STREAMS: &str = "altocast_http_update_streams";
+/// Counter: map bodies and merge patches rendered to JSON, by `kind`
+/// (full/patch); once per version, however many clients read it.
+pub const HTTP_RENDERINGS: &str = "altocast_http_renderings_total";
+
 /// Registers descriptions (idempotent).
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
@@ -38,4 +54,8 @@ pub fn describe() {
     describe_gauge!(UPSTREAM_CONNECTED, "1 while an upstream stream is open");
     describe_counter!(UPSTREAM_FAILOVERS, "switches to another upstream, by reason");
     describe_histogram!(UPSTREAM_LAG, "seconds from origin issue time to arrival");
+    describe_counter!(HTTP_REFUSED, "HTTP requests or connections refused or closed to hold a bound, by reason");
+    describe_gauge!(HTTP_CONNECTIONS, "open connections to the RFC 7285 HTTP interface");
+    describe_gauge!(HTTP_STREAMS, "open RFC 8895 update streams");
+    describe_counter!(HTTP_RENDERINGS, "map bodies and merge patches rendered to JSON, by kind");
 }

@@ -94,6 +94,9 @@ pub struct ServeConfig {
     /// and cost maps, filtered cost map, endpoint cost) on this address.
     #[arg(long, env = "ALTOCAST_ALTO_HTTP")]
     pub alto_http: Option<SocketAddr>,
+    /// Bounds and public URL of the --alto-http interface.
+    #[command(flatten)]
+    pub alto: altocast_rproxy::config::AltoArgs,
     /// TLS for the gRPC server.
     #[command(flatten)]
     pub tls: altocast_rproxy::tls::TlsArgs,
@@ -119,6 +122,7 @@ impl ServeConfig {
         if self.tls.server_config()?.is_some() && self.alto_http.is_some() {
             bail!("--alto-http is not served by a TLS origin; run an altocast-rproxy with --alto-http next to it");
         }
+        self.alto.limits()?;
         if self.ttl_secs == 0 || self.heartbeat_secs == 0 {
             bail!("--ttl-secs and --heartbeat-secs must be at least 1");
         }

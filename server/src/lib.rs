@@ -115,8 +115,9 @@ pub async fn run_with_http(
         let sub = altocast_client::Subscription::start(follow, shutdown.clone(), None);
         info!(%addr, "serving the RFC 7285 HTTP/JSON interface");
         let stop = shutdown.clone();
+        let limits = cfg.alto.limits()?;
         tasks.spawn(async move {
-            let served = altocast_rproxy::alto::serve(sub.view().clone(), http, stop).await;
+            let served = altocast_rproxy::alto::serve(sub.view().clone(), http, limits, stop).await;
             sub.stop().await;
             served
         });
