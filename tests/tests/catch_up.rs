@@ -398,6 +398,12 @@ impl Tree {
 
     /// Relays everything, refreshing snapshots as the RProxies' refreshers do.
     async fn pump_all(&mut self) -> Result<(), String> {
+        // A subscription that held nothing for 30 s reconnects (as
+        // `Subscription` does): a relay that subscribed while its upstream
+        // had no chain to offer gets one now.
+        for r in &mut self.relays {
+            r.rx = None;
+        }
         for _ in 0..4 {
             for which in 0..self.relays.len() {
                 self.pump(which, usize::MAX).await?;
