@@ -49,7 +49,10 @@ pub fn describe() {
     describe_counter!(LAGGED, "live updates missed by slow subscribers (queue dropped)");
     describe_counter!(RESYNCS, "slow subscribers resynced from the cache");
     describe_counter!(DISCONNECTED, "subscriptions ended, by reason");
-    describe_counter!(RING_OVERFLOW, "diffs evicted while still needed by the cached snapshot");
+    describe_counter!(
+        RING_OVERFLOW,
+        "cached snapshots given up because the ring had to evict a diff they needed (newcomers get nothing until a fresher snapshot)"
+    );
     describe_counter!(VERIFY_FAILURES, "upstream updates rejected by verification, by check");
     describe_gauge!(UPSTREAM_CONNECTED, "1 while an upstream stream is open");
     describe_counter!(UPSTREAM_FAILOVERS, "switches to another upstream, by reason");
