@@ -471,12 +471,16 @@ impl Tree {
             if at != Some((s.seq, s.tag)) {
                 return Err(format!("node {node}: newcomer ends {id} at {at:?}, the hub is at seq {}", s.seq));
             }
-            // Committed when fresh — a cost map also needs its network map fresh.
+            // Committed when fresh — a cost map also needs its network map
+            // fresh, and at the version it is bound to. (An RProxy mid-way
+            // through relaying a network-map change can hold the new network
+            // map before the re-bound cost map: the newcomer then keeps the
+            // cost map pending rather than pair it with the wrong version.)
             let dep_fresh = match &newest.map(|h| &h.state) {
                 Some(MapState::Cost(cm)) => cm
                     .depends_on()
-                    .and_then(|d| status.iter().find(|x| x.resource_id == d.resource_id))
-                    .is_none_or(fresh),
+                    .and_then(|d| status.iter().find(|x| x.resource_id == d.resource_id).map(|x| (d, x)))
+                    .is_none_or(|(d, x)| fresh(x) && x.tag == d.tag),
                 _ => true,
             };
             let committed = v.get(id).is_some_and(|h| h.seq == s.seq);
