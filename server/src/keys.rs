@@ -122,3 +122,26 @@ pub fn publish_token(data_dir: &Path) -> anyhow::Result<String> {
     info!(path = %path.display(), "generated Publish bearer token");
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_or_short_token_file_stops_the_server_naming_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("publish-token");
+        for bad in ["", "\n", "short-token"] {
+            std::fs::write(&path, bad).expect("write");
+            let err = publish_token(dir.path()).expect_err("must refuse").to_string();
+            assert!(err.contains("publish-token") && err.contains("at least 16"), "{err}");
+        }
+        // No file: one is generated atomically (no temporary left behind) and read back.
+        std::fs::remove_file(&path).expect("rm");
+        let t = publish_token(dir.path()).expect("generated");
+        assert!(t.len() >= MIN_TOKEN_LEN);
+        assert_eq!(publish_token(dir.path()).expect("read back"), t);
+        let names: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("e").file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("publish-token")]);
+    }
+}
