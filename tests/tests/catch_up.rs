@@ -372,6 +372,8 @@ impl Tree {
             let upstream = if which == 0 { &self.origin_node.hub } else { &before[which - 1].node.hub };
             let relay = &mut rest[0];
             relay.connect(upstream);
+            // Let a new subscription's catch-up reach the queue.
+            settle().await;
             let n = relay.pump(left, now)?;
             left -= n;
             if n == 0 || left == 0 {
@@ -401,11 +403,12 @@ impl Tree {
         // A subscription that held nothing for 30 s reconnects (as
         // `Subscription` does): a relay that subscribed while its upstream
         // had no chain to offer gets one now.
-        for r in &mut self.relays {
-            r.rx = None;
-        }
-        for _ in 0..4 {
+        for round in 0..4 {
             for which in 0..self.relays.len() {
+                if round == 0 {
+                    // After its upstream relayed and refreshed.
+                    self.relays[which].rx = None;
+                }
                 self.pump(which, usize::MAX).await?;
                 self.refresh(which)?;
             }
