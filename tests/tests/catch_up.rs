@@ -686,3 +686,21 @@ fn heartbeat_then_checkpoint_of_the_same_version() {
     ];
     run(&ops).expect("heartbeat before checkpoint");
 }
+
+/// Open finding (issue 13 continues): found by a 3,000-case run and not yet
+/// understood. A newcomer at the first RProxy, mid-way through relaying a PID
+/// add and a PID removal, does not commit a fresh cost map the test expects to
+/// be committed. Either the test's expectation or the relay is wrong; until
+/// that is settled it runs only on demand (`cargo nextest run --run-ignored all`).
+#[test]
+#[ignore = "open finding, see the doc comment"]
+fn open_finding_newcomer_mid_relay_of_pid_changes() {
+    let ops = [
+        Op::AddPid,
+        Op::RemovePid { pid: 89, with_cost_maps: false },
+        Op::Pump { which: 0, frames: 4 },
+        Op::Pump { which: 1, frames: 4 },
+        Op::Join { node: 1 },
+    ];
+    run(&ops).expect("newcomer mid-relay");
+}
