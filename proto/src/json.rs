@@ -458,13 +458,15 @@ pub fn cost_map_merge_patch(old: &CostMap, new: &CostMap) -> String {
     out
 }
 
-fn push_json_str(out: &mut String, s: &str) {
+/// Appends `s` as a JSON string (for bodies written straight into a buffer).
+pub fn push_json_str(out: &mut String, s: &str) {
     // PID names, resource ids, prefixes and hex tags never need escaping, but a
     // cost metric could; serde_json escapes correctly.
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-fn push_cost(out: &mut String, v: f64) {
+/// Appends a cost: whole costs as integers, as in RFC 7285's examples.
+pub fn push_cost(out: &mut String, v: f64) {
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         let _ = write!(out, "{}", v as i64);
     } else {

@@ -37,10 +37,10 @@
 //!
 //! Key types: [`AltoHttp`] (the interface), [`HttpLimits`], [`Stats`].
 
+use altocast_proto::json::{push_cost, push_json_str};
 use std::{
     collections::HashSet,
     convert::Infallible,
-    fmt::Write as _,
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
@@ -1066,21 +1066,6 @@ impl EcsRequest {
             Ok(out)
         };
         Ok(EcsRequest { cost_type, srcs: parse("srcs", &srcs)?, dsts: parse("dsts", &dsts)? })
-    }
-}
-
-/// Appends `s` as a JSON string.
-fn push_json_str(out: &mut String, s: &str) {
-    // Typed addresses never need escaping, but serde_json escapes correctly.
-    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
-}
-
-/// Appends a cost: whole costs as integers, as in the cost map bodies.
-fn push_cost(out: &mut String, v: f64) {
-    if v.fract() == 0.0 && v.abs() < 9.0e15 {
-        let _ = write!(out, "{}", v as i64);
-    } else {
-        out.push_str(&serde_json::to_string(&v).unwrap_or_else(|_| "null".into()));
     }
 }
 
