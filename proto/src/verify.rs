@@ -739,8 +739,11 @@ impl Verifier {
     fn resolves(&self, d: &Dependency) -> bool {
         let id = d.resource_id.as_str();
         let matches = |seq: u64| d.seq == 0 || seq == d.seq;
-        if let Some(h) = self.get(id).filter(|h| h.tag == d.tag) {
-            return matches(h.seq);
+        // Held and recent are both searched: a network map can return to an
+        // earlier content (a PID added, then removed), so the held version
+        // may carry the tag of an older seq that a cost map names.
+        if self.get(id).is_some_and(|h| h.tag == d.tag && matches(h.seq)) {
+            return true;
         }
         self.recent.get(id).is_some_and(|r| r.iter().any(|(s, t, _)| *t == d.tag && matches(*s)))
     }
