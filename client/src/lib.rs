@@ -12,6 +12,7 @@
 
 pub mod cli;
 pub mod connect;
+pub mod frames;
 pub mod rank;
 pub mod subscription;
 pub mod view;

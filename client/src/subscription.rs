@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     connect::{self, ConnectError, DistributionClient},
+    frames::{Assembled, Assembler, FrameError},
     view::{Change, View},
 };
 
@@ -27,6 +28,9 @@ use crate::{
 /// the endpoint is abandoned (a hub ring is at most 128 diffs per resource;
 /// this leaves room for several resources' catch-ups).
 const MAX_PENDING_RUN: usize = 1024;
+
+/// How long each chunk of a snapshot may take to arrive.
+const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A source of Unix milliseconds. The default follows tokio's clock, so tests
 /// with paused time control expiry.
@@ -391,6 +395,7 @@ impl Runner {
     ) -> End {
         let mut delivered = false;
         let mut pending_run = 0;
+        let mut frames = Assembler::new();
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + Duration::from_secs(10);
         let mut refresh = tokio::time::interval_at(
@@ -400,10 +405,12 @@ impl Runner {
         loop {
             let (wait, earliest) = self.stale_wait();
             let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
+            // Each chunk of a snapshot in progress has a deadline of its own.
+            let wait = if frames.chunks_due() > 0 { CHUNK_DEADLINE } else { wait };
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
-                _ = refresh.tick(), if follow.is_some() => {
+                _ = refresh.tick(), if follow.is_some() && frames.chunks_due() == 0 => {
                     if let Some((client, followed)) = follow.as_mut()
                         && let Ok((_, dir)) = connect::directory(client, url, &self.cfg.keys).await
                         && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
@@ -415,6 +422,11 @@ impl Runner {
                 r = tokio::time::timeout(wait, stream.message()) => r,
             };
             let frame = match frame {
+                Err(_) if frames.chunks_due() > 0 => {
+                    return End::Bad {
+                        reason: format!("{} snapshot chunks still due after 30 s", frames.chunks_due()),
+                    };
+                }
                 Err(_) => {
                     return match earliest {
                         Some((resource_id, since_ms)) => {
@@ -429,26 +441,12 @@ impl Runner {
                 Ok(Ok(None)) => return End::Closed { delivered },
                 Ok(Err(status)) => return End::Failed { reason: status.to_string(), delivered },
             };
-            let signed = match frame.item {
-                Some(pb::subscribe_response::Item::Update(u)) => u,
-                _ => return End::Bad { reason: "snapshot chunk without its update".into() },
+            let Assembled { opened, signed, chunks } = match frames.push(&self.verifier, frame) {
+                Ok(Some(a)) => a,
+                Ok(None) => continue,
+                Err(FrameError::Verify(error)) => return self.rejected(url, error).await,
+                Err(e) => return End::Bad { reason: e.to_string() },
             };
-            let opened = match self.verifier.open(&signed) {
-                Ok(o) => o,
-                Err(error) => return self.rejected(url, error).await,
-            };
-            let mut chunks = Vec::new();
-            if let Some((count, _)) = opened.chunks_expected() {
-                for _ in 0..count {
-                    match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
-                        Ok(Ok(Some(pb::SubscribeResponse {
-                            item: Some(pb::subscribe_response::Item::Chunk(c)),
-                            ..
-                        }))) => chunks.push(c),
-                        _ => return End::Bad { reason: "snapshot chunks missing or interrupted".into() },
-                    }
-                }
-            }
             match self.apply(url, opened, signed, chunks).await {
                 Ok(true) => {
                     delivered = true;

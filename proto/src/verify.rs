@@ -230,6 +230,41 @@ impl Opened {
             _ => None,
         }
     }
+    /// Checks one snapshot chunk the moment it arrives, before it is kept:
+    /// the `received`-th chunk (counting from 0) must carry that index, hash
+    /// to the signed hash, and keep the running total (`bytes_so_far` before
+    /// it) within the signed length. So a sender of junk chunks is refused
+    /// after one message, not after the signed count of them.
+    pub fn check_chunk(
+        &self,
+        received: usize,
+        bytes_so_far: usize,
+        chunk: &pb::SnapshotChunk,
+    ) -> Result<(), VerifyError> {
+        let Some(pb::update::Payload::Chunked(c)) = &self.update.payload else {
+            return Err(VerifyError::Chunk { index: received, reason: "the update has no chunks".into() });
+        };
+        let Some(hash) = c.chunk_hashes.get(received) else {
+            return Err(VerifyError::Chunk {
+                index: received,
+                reason: format!("more than the {} signed chunks", c.chunk_hashes.len()),
+            });
+        };
+        if chunk.index as usize != received {
+            return Err(VerifyError::Chunk { index: received, reason: format!("carries index {}", chunk.index) });
+        }
+        if (bytes_so_far + chunk.data.len()) as u64 > c.total_len {
+            return Err(VerifyError::Chunk {
+                index: received,
+                reason: format!("{} bytes so far, signed {}", bytes_so_far + chunk.data.len(), c.total_len),
+            });
+        }
+        if blake3::hash(&chunk.data).as_bytes()[..] != hash[..] {
+            return Err(VerifyError::Chunk { index: received, reason: "hash differs from the signed one".into() });
+        }
+        Ok(())
+    }
+
     /// The update's seq.
     pub fn seq(&self) -> u64 {
         self.update.seq

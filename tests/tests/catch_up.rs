@@ -20,6 +20,7 @@ use std::{
     },
 };
 
+use altocast_client::frames::{Assembled, Assembler};
 use altocast_proto::{
     CostMapBuilder, CostType, Limits, MapState, NetworkMap, OriginKey, Pid, PidPrefixes, ResourceId, Tag, TrustedKeys,
     Verifier, VersionTag, json, pb, update::Signer,
@@ -197,14 +198,12 @@ struct Relay {
     verifier: Verifier,
     rx: Option<mpsc::Receiver<pb::SubscribeResponse>>,
     subscribed: Vec<ResourceId>,
-    /// An update waiting for its snapshot chunks.
-    partial: Option<(altocast_proto::verify::Opened, pb::SignedUpdate, usize, Vec<pb::SnapshotChunk>)>,
+    frames: Assembler,
 }
 
-fn decode(f: &pb::SubscribeResponse) -> pb::subscribe_response::Item {
-    // Hub frames are pre-encoded: read them as a subscriber would.
-    let f = pb::SubscribeResponse::decode(f.encode_to_vec().as_slice()).expect("frame decodes");
-    f.item.expect("frame has an item")
+/// Hub frames are pre-encoded: read them as a subscriber would.
+fn decode(f: &pb::SubscribeResponse) -> pb::SubscribeResponse {
+    pb::SubscribeResponse::decode(f.encode_to_vec().as_slice()).expect("frame decodes")
 }
 
 impl Relay {
@@ -214,7 +213,7 @@ impl Relay {
             verifier: Verifier::accepting_all(keys.clone(), Limits::default()),
             rx: None,
             subscribed: Vec::new(),
-            partial: None,
+            frames: Assembler::new(),
         }
     }
 
@@ -234,7 +233,7 @@ impl Relay {
                 (r.clone(), h.map_or(0, |h| h.seq), h.map_or(Tag::ZERO, |h| h.tag))
             })
             .collect();
-        self.partial = None;
+        self.frames = Assembler::new();
         match upstream.subscribe(positions) {
             Ok(rx) => {
                 self.rx = Some(rx);
@@ -250,30 +249,8 @@ impl Relay {
         while n < max {
             let Some(frame) = self.rx.as_mut().and_then(|rx| rx.try_recv().ok()) else { break };
             n += 1;
-            let done = match decode(&frame) {
-                pb::subscribe_response::Item::Update(signed) => {
-                    let opened = self.verifier.open(&signed).map_err(|e| format!("relay open: {e}"))?;
-                    match opened.chunks_expected() {
-                        Some((count, _)) if count > 0 => {
-                            self.partial = Some((opened, signed, count, Vec::new()));
-                            None
-                        }
-                        _ => Some((opened, signed, Vec::new())),
-                    }
-                }
-                pb::subscribe_response::Item::Chunk(c) => {
-                    let (opened, signed, count, mut chunks) =
-                        self.partial.take().ok_or("a chunk without its update")?;
-                    chunks.push(c);
-                    if chunks.len() == count {
-                        Some((opened, signed, chunks))
-                    } else {
-                        self.partial = Some((opened, signed, count, chunks));
-                        None
-                    }
-                }
-            };
-            if let Some((opened, signed, chunks)) = done {
+            let done = self.frames.push(&self.verifier, decode(&frame)).map_err(|e| format!("relay: {e}"))?;
+            if let Some(Assembled { opened, signed, chunks }) = done {
                 self.verifier.apply(&opened, &chunks, now).map_err(|e| format!("relay rejected: {e}"))?;
                 let entry = Entry::new(&opened.update, signed, chunks).ok_or("entry")?;
                 // A duplicate after a resume is refused by the hub; that is fine.
@@ -424,35 +401,15 @@ impl Tree {
         let Ok(mut rx) = hub.subscribe(positions) else { return Ok(()) };
         let now = self.now();
         let mut v = Verifier::accepting_all(self.keys.clone(), Limits::default());
-        let mut chunks_for: Option<(altocast_proto::verify::Opened, usize, Vec<pb::SnapshotChunk>)> = None;
+        let mut frames = Assembler::new();
         loop {
             settle().await;
             let mut got = false;
             while let Ok(frame) = rx.try_recv() {
                 got = true;
-                let done = match decode(&frame) {
-                    pb::subscribe_response::Item::Update(s) => {
-                        let o = v.open(&s).map_err(|e| format!("node {node}: newcomer open: {e}"))?;
-                        match o.chunks_expected() {
-                            Some((n, _)) if n > 0 => {
-                                chunks_for = Some((o, n, Vec::new()));
-                                None
-                            }
-                            _ => Some((o, Vec::new())),
-                        }
-                    }
-                    pb::subscribe_response::Item::Chunk(c) => {
-                        let (o, n, mut cs) = chunks_for.take().ok_or("chunk without update")?;
-                        cs.push(c);
-                        if cs.len() == n {
-                            Some((o, cs))
-                        } else {
-                            chunks_for = Some((o, n, cs));
-                            None
-                        }
-                    }
-                };
-                if let Some((o, cs)) = done {
+                let done =
+                    frames.push(&v, decode(&frame)).map_err(|e| format!("node {node}: newcomer's frames: {e}"))?;
+                if let Some(Assembled { opened: o, chunks: cs, .. }) = done {
                     v.apply(&o, &cs, now).map_err(|e| format!("node {node}: newcomer rejected its catch-up: {e}"))?;
                 }
             }
