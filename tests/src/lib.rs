@@ -15,6 +15,9 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 pub mod evil;
+pub mod join;
+pub mod model;
+pub mod process;
 pub use evil::{EvilMode, EvilProxy};
 
 /// The publish token every test origin uses.

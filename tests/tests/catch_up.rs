@@ -21,10 +21,7 @@ use std::{
 };
 
 use altocast_client::frames::{Assembled, Assembler};
-use altocast_proto::{
-    CostMapBuilder, CostType, Limits, MapState, NetworkMap, OriginKey, Pid, PidPrefixes, ResourceId, Tag, TrustedKeys,
-    Verifier, VersionTag, json, pb, update::Signer,
-};
+use altocast_proto::{Limits, MapState, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, json, pb, update::Signer};
 use altocast_rproxy::{
     hub::{Entry, Hub, HubConfig},
     upstream::apply_fetched,
@@ -33,75 +30,15 @@ use altocast_server::{
     origin::{Clock, Form, IngestError, Input, Origin, OriginConfig},
     store::Store,
 };
+use altocast_tests::model::{Model, NM};
 use arc_swap::ArcSwapOption;
 use proptest::prelude::*;
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const NM: &str = "nm";
 const TTL_MS: i64 = 60_000;
 const START_MS: i64 = 1_800_000_000_000;
-
-/// What the operator publishes: PIDs with their prefixes, and costs.
-#[derive(Debug, Clone)]
-struct Model {
-    pids: BTreeMap<String, Vec<String>>,
-    /// Cost between two PIDs, per cost map (`cm`, then `cm2` once added).
-    costs: BTreeMap<String, BTreeMap<(String, String), f64>>,
-    next_pid: u32,
-    next_prefix: u32,
-}
-
-impl Model {
-    fn new() -> Model {
-        let mut m = Model { pids: BTreeMap::new(), costs: BTreeMap::new(), next_pid: 0, next_prefix: 0 };
-        for _ in 0..4 {
-            m.add_pid();
-        }
-        m.costs.insert("cm".into(), BTreeMap::new());
-        m
-    }
-
-    fn add_pid(&mut self) -> String {
-        let name = format!("p{}", self.next_pid);
-        self.next_pid += 1;
-        let prefixes = (0..2).map(|_| self.prefix()).collect();
-        self.pids.insert(name.clone(), prefixes);
-        name
-    }
-
-    fn prefix(&mut self) -> String {
-        self.next_prefix += 1;
-        format!("10.{}.{}.0/24", self.next_prefix / 256, self.next_prefix % 256)
-    }
-
-    fn network_map(&self) -> NetworkMap {
-        let pids = self
-            .pids
-            .iter()
-            .map(|(p, pre)| {
-                (Pid::new(p).expect("pid"), PidPrefixes::parse(p, pre, &[] as &[String]).expect("prefixes"))
-            })
-            .collect();
-        NetworkMap::new(pids).expect("network map")
-    }
-
-    fn cost(&self, cm: &str, a: &str, b: &str) -> f64 {
-        let base = if a == b { 0.0 } else { 10.0 };
-        self.costs[cm].get(&(a.to_owned(), b.to_owned())).copied().unwrap_or(base)
-    }
-
-    fn cost_map_json(&self, cm: &str, nm: &NetworkMap) -> String {
-        let dep = VersionTag { resource_id: ResourceId::new(NM).expect("id"), tag: nm.tag() };
-        let mut b = CostMapBuilder::new(CostType::routingcost(), Some(dep));
-        for a in self.pids.keys() {
-            let row = self.pids.keys().map(|d| (Pid::new(d).expect("pid"), self.cost(cm, a, d))).collect();
-            b.row(Pid::new(a).expect("pid"), row);
-        }
-        json::cost_map_json(&b.build().expect("cost map"))
-    }
-}
 
 /// One step of a history.
 #[derive(Debug, Clone)]
@@ -464,17 +401,14 @@ impl Tree {
                 self.publish(&[(cm, body)]).map_err(|e| format!("cost publish refused: {e}"))?;
             }
             Op::MovePrefix { from, to } => {
-                let (a, b) = (pick(*from), pick(*to));
-                if a != b && self.model.pids[&a].len() > 1 {
-                    let p = self.model.pids.get_mut(&a).expect("pid").pop().expect("prefix");
-                    self.model.pids.get_mut(&b).expect("pid").push(p);
-                    let body = json::network_map_json(&ResourceId::new(NM).expect("id"), &self.model.network_map());
+                if self.model.move_prefix(&pick(*from), &pick(*to)) {
+                    let body = self.model.network_map_json();
                     self.publish(&[(NM, body)]).map_err(|e| format!("prefix move refused: {e}"))?;
                 }
             }
             Op::AddPid => {
                 self.model.add_pid();
-                let body = json::network_map_json(&ResourceId::new(NM).expect("id"), &self.model.network_map());
+                let body = self.model.network_map_json();
                 self.publish(&[(NM, body)]).map_err(|e| format!("PID add refused: {e}"))?;
             }
             Op::RemovePid { pid, with_cost_maps } => {
@@ -483,7 +417,7 @@ impl Tree {
                     let before = self.origin().resources();
                     let mut m = self.model.clone();
                     m.pids.remove(&pick(*pid));
-                    let nm_body = json::network_map_json(&ResourceId::new(NM).expect("id"), &m.network_map());
+                    let nm_body = m.network_map_json();
                     if *with_cost_maps {
                         let saved = std::mem::replace(&mut self.model, m);
                         if let Err(e) = self.publish_all() {
