@@ -289,7 +289,7 @@ struct Channel {
 }
 
 /// Per-resource cached state as seen from outside.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceStatus {
     /// The resource.
     pub resource_id: ResourceId,

@@ -614,7 +614,8 @@ impl Origin {
     /// as one batch — or, if anything is wrong, nothing changes at all. A
     /// network map that would leave a dependent cost map unable to follow
     /// (its PIDs gone) is refused unless the same batch carries that cost map.
-    /// Returns one outcome per input, in input order. Blocking.
+    /// Returns one outcome per input, in input order, then one per cost map
+    /// the step re-bound without it being an input. Blocking.
     pub fn ingest_batch(&self, inputs: &[Input<'_>]) -> Result<Vec<(ResourceId, Outcome)>, IngestError> {
         let t0 = std::time::Instant::now();
         let result = self.try_ingest_batch(inputs);
@@ -685,6 +686,16 @@ impl Origin {
                 }
             };
             outcomes.push((input.id.clone(), o));
+        }
+        // Then the cost maps the step re-bound to one of its network maps.
+        for p in published.iter().filter(|p| !inputs.iter().any(|i| i.id == p.id)) {
+            let o = Outcome::Published {
+                seq: p.version.seq,
+                tag: p.version.state.tag(),
+                entries_changed: p.entries_changed,
+                bytes: p.bytes,
+            };
+            outcomes.push((p.id.clone(), o));
         }
         let mut checkpoint = Vec::new();
         for p in published {
