@@ -3,12 +3,40 @@
 
 use crate::{pid::NameError, tag::Tag};
 
+/// Longest error message sent to a peer (a gRPC `grpc-message`, an HTTP
+/// problem detail). Errors may quote the input (serde quotes a whole string
+/// value), and peers refuse oversized metadata, so the caller would never
+/// see the real error.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+
+/// `msg` cut to [`MAX_MESSAGE_LEN`] bytes at a character boundary, saying how
+/// much was cut.
+pub fn bounded(msg: String) -> String {
+    if msg.len() <= MAX_MESSAGE_LEN {
+        return msg;
+    }
+    let mut end = MAX_MESSAGE_LEN;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &msg[..end], msg.len() - end)
+}
+
 /// Why a map, a diff or an RFC 7285 JSON body was rejected.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
     /// The JSON is not well-formed or a field has the wrong type.
     #[error("malformed JSON: {0}")]
     Json(String),
+    /// A JSON object names the same key twice (a PID, a destination, a
+    /// member): refused rather than silently taking one of the values.
+    #[error("{at}: key {key:?} appears more than once")]
+    DuplicateKey {
+        /// The object (e.g. `cost-map`, `cost-map."pid1"`).
+        at: String,
+        /// The repeated key.
+        key: String,
+    },
     /// A required member is missing (e.g. `network-map`, `cost-type`).
     #[error("missing field {0:?}")]
     MissingField(&'static str),

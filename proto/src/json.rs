@@ -35,7 +35,7 @@ struct NmBody {
     #[serde(default)]
     meta: NmMeta,
     #[serde(rename = "network-map")]
-    network_map: Option<BTreeMap<String, JsonPid>>,
+    network_map: Option<Unique<String, JsonPid>>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +83,14 @@ impl<'de> Deserialize<'de> for CmBody<'de> {
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
                 let mut body = CmBody { meta: None, rows: None };
                 while let Some(k) = m.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let repeated = match k.as_ref() {
+                        "meta" => body.meta.is_some(),
+                        "cost-map" => body.rows.is_some(),
+                        _ => false,
+                    };
+                    if repeated {
+                        return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
+                    }
                     match k.as_ref() {
                         "meta" => body.meta = Some(m.next_value()?),
                         "cost-map" => body.rows = Some(m.next_value::<Rows<'de>>()?.0),
@@ -139,6 +147,43 @@ impl<'de> Deserialize<'de> for Row<'de> {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// A JSON object whose keys must be unique. RFC 8259 leaves repeated keys
+/// to the parser; here a repeated PID, destination or source is refused with
+/// the key named, never resolved by keeping the first or the last value.
+struct Unique<K, V>(BTreeMap<K, V>);
+
+impl<'de, K, V> Deserialize<'de> for Unique<K, V>
+where
+    K: Deserialize<'de> + Ord + std::fmt::Display,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K, V> serde::de::Visitor<'de> for Visit<K, V>
+        where
+            K: Deserialize<'de> + Ord + std::fmt::Display,
+            V: Deserialize<'de>,
+        {
+            type Value = Unique<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with unique keys")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(k) = m.next_key::<K>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key \"{k}\"")));
+                    }
+                    let v = m.next_value()?;
+                    out.insert(k, v);
+                }
+                Ok(Unique(out))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
@@ -201,7 +246,7 @@ pub fn parse_network_map(body: &[u8]) -> Result<NetworkMapDoc, ModelError> {
     let b: NmBody = serde_json::from_slice(body).map_err(json_err)?;
     let entries = b.network_map.ok_or(ModelError::MissingField("network-map"))?;
     let mut pids = BTreeMap::new();
-    for (name, p) in entries {
+    for (name, p) in entries.0 {
         let pid = pid_at(&name, || "network-map".into())?;
         pids.insert(pid, PidPrefixes::parse(&name, &p.ipv4, &p.ipv6)?);
     }
@@ -240,19 +285,21 @@ pub fn parse_cost_map(body: &[u8]) -> Result<CostMapDoc, ModelError> {
     for (src, row) in interned {
         let mut entries: Vec<(u32, f64)> = row.into_iter().map(|(d, v)| (remap[d as usize], v)).collect();
         entries.sort_by_key(|e| e.0);
-        // JSON objects with a repeated key: the last value wins, as in most parsers.
-        entries.dedup_by(|later, earlier| {
-            let dup = later.0 == earlier.0;
-            if dup {
-                earlier.1 = later.1;
-            }
-            dup
-        });
+        let src = remap[src as usize];
+        // A repeated key is an error, not a silent choice of one value.
+        if let Some(w) = entries.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ModelError::DuplicateKey {
+                at: format!("cost-map.{:?}", names[src as usize].0),
+                key: names[w[0].0 as usize].0.to_owned(),
+            });
+        }
         let (dst, cost) = entries.into_iter().unzip();
-        indexed.push((remap[src as usize], dst, cost));
+        indexed.push((src, dst, cost));
     }
     indexed.sort_by_key(|r| r.0);
-    indexed.dedup_by_key(|r| r.0);
+    if let Some(w) = indexed.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ModelError::DuplicateKey { at: "cost-map".into(), key: names[w[0].0 as usize].0.to_owned() });
+    }
     Ok(CostMapDoc {
         dependent_vtags: meta.dependent_vtags.into_iter().map(|v| (v.resource_id, v.tag)).collect(),
         map: crate::CostMap::from_indexed(cost_type, None, pids, indexed)?,
@@ -306,7 +353,7 @@ struct PatchBody<'a> {
 }
 
 /// Patch rows: source → `null` (remove the row) or destination → cost or `null`.
-type PatchRows<'a> = BTreeMap<&'a str, Nullable<BTreeMap<&'a str, Nullable<f64>>>>;
+type PatchRows<'a> = Unique<&'a str, Nullable<Unique<&'a str, Nullable<f64>>>>;
 
 /// An RFC 7396 merge patch of a cost map body, turned into a diff.
 #[derive(Debug, Clone)]
@@ -333,7 +380,8 @@ pub fn parse_cost_map_patch(current: &CostMap, patch: &[u8]) -> Result<CostMapPa
             ));
         }
     }
-    let rows = p.cost_map.unwrap_or_default();
+    let rows: BTreeMap<&str, Nullable<BTreeMap<&str, Nullable<f64>>>> =
+        p.cost_map.map(|u| u.0.into_iter().map(|(k, v)| (k, v.map(|r| r.0))).collect()).unwrap_or_default();
     let old = current.pids();
     // Value of (src, dst) after the patch, by old index where both are old PIDs.
     let patched = |s: &str, d: &str| -> Option<f64> {
@@ -700,5 +748,49 @@ mod tests {
         let doc = parse_cost_map(body.as_bytes()).expect("parse");
         let err = doc.bind(&nm_id(), &nm.map, &[]).unwrap_err();
         assert!(matches!(&err, ModelError::UnknownPid { pid, .. } if pid == "PID9"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod duplicate_keys {
+    use super::*;
+
+    const NM: &str = r#"{"meta":{},"network-map":{"a":{"ipv4":["10.0.0.0/8"]},"b":{"ipv4":["11.0.0.0/8"]}}}"#;
+
+    fn cm(rows: &str) -> String {
+        format!(
+            r#"{{"meta":{{"cost-type":{{"cost-mode":"numerical","cost-metric":"routingcost"}}}},"cost-map":{rows}}}"#
+        )
+    }
+
+    #[test]
+    fn a_repeated_pid_destination_source_or_member_is_refused_naming_it() {
+        let nm = r#"{"network-map":{"a":{"ipv4":["10.0.0.0/8"]},"a":{"ipv4":["11.0.0.0/8"]}}}"#;
+        let e = parse_network_map(nm.as_bytes()).expect_err("repeated PID").to_string();
+        assert!(e.contains("duplicate key \"a\""), "{e}");
+        let e = parse_cost_map(cm(r#"{"a":{"a":0,"b":1,"b":2},"b":{"a":1}}"#).as_bytes())
+            .expect_err("repeated destination")
+            .to_string();
+        assert!(e.contains(r#"cost-map."a": key "b""#), "{e}");
+        let e = parse_cost_map(cm(r#"{"a":{"b":1},"b":{"a":1},"a":{"b":5}}"#).as_bytes())
+            .expect_err("repeated source")
+            .to_string();
+        assert!(e.contains(r#"cost-map: key "a""#), "{e}");
+        let twice = r#"{"meta":{"cost-type":{"cost-mode":"numerical","cost-metric":"routingcost"}},"cost-map":{"a":{"a":0}},"cost-map":{}}"#;
+        let e = parse_cost_map(twice.as_bytes()).expect_err("repeated member").to_string();
+        assert!(e.contains("duplicate key \"cost-map\""), "{e}");
+        // The same maps without repetition are fine.
+        parse_network_map(NM.as_bytes()).expect("network map");
+        parse_cost_map(cm(r#"{"a":{"a":0,"b":1},"b":{"a":1}}"#).as_bytes()).expect("cost map");
+    }
+
+    #[test]
+    fn a_merge_patch_with_a_repeated_key_is_refused() {
+        let current = parse_cost_map(cm(r#"{"a":{"a":0,"b":1},"b":{"a":1}}"#).as_bytes()).expect("cost map").map;
+        for patch in [r#"{"cost-map":{"a":{"b":2,"b":3}}}"#, r#"{"cost-map":{"a":{"b":2},"a":null}}"#] {
+            let e = parse_cost_map_patch(&current, patch.as_bytes()).expect_err(patch).to_string();
+            assert!(e.contains("duplicate key"), "{patch}: {e}");
+        }
+        parse_cost_map_patch(&current, br#"{"cost-map":{"a":{"b":2}}}"#).expect("a plain patch");
     }
 }

@@ -11,7 +11,7 @@
 
 pub mod codec;
 pub mod cost_map;
-mod error;
+pub mod error;
 pub mod frame;
 pub mod json;
 pub mod keys;

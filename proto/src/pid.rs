@@ -32,7 +32,9 @@ fn check_name(s: &str) -> Result<(), NameError> {
         return Err(NameError::BadChar { name: s.chars().take(80).collect(), ch });
     }
     if s.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong(s.to_owned()));
+        // Quote at most 80 characters: errors reach peers.
+        let shown = if s.len() > 80 { format!("{}…", &s[..80]) } else { s.to_owned() };
+        return Err(NameError::TooLong(shown));
     }
     Ok(())
 }

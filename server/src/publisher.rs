@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use altocast_proto::{ResourceId, json, pb};
+use altocast_proto::{ResourceId, error::bounded, json, pb};
 use tonic::{Request, Response, Status};
 
 use crate::origin::{Form, IngestError, Input, Origin, Outcome};
@@ -48,10 +48,11 @@ impl PublisherService {
 }
 
 fn status(e: IngestError) -> Status {
+    let msg = bounded(e.to_string());
     match e.cause() {
-        IngestError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
-        IngestError::Store(_) => Status::unavailable(e.to_string()),
-        _ => Status::invalid_argument(e.to_string()),
+        IngestError::TooLarge { .. } => Status::resource_exhausted(msg),
+        IngestError::Store(_) => Status::unavailable(msg),
+        _ => Status::invalid_argument(msg),
     }
 }
 

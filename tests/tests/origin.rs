@@ -204,3 +204,31 @@ async fn merge_patch_publishes_the_same_version_as_the_full_map() {
     client.stop().await;
     o.stop().await;
 }
+
+/// An error quoting a huge input still reaches the caller: the gRPC message is
+/// bounded (clients refuse oversized metadata), and it still says what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_quoting_huge_input_are_bounded_and_still_say_what_is_wrong() {
+    let o = TestOrigin::start().await;
+    let long = "p".repeat(200_000);
+    let bad_char = format!("{}!", "q".repeat(200_000));
+    let huge_string = "x".repeat(200_000);
+    let cases = [
+        (NM, format!(r#"{{"network-map":{{"{long}":{{"ipv4":["10.0.0.0/8"]}}}}}}"#), "longer than 64"),
+        (NM, format!(r#"{{"network-map":{{"{bad_char}":{{"ipv4":["10.0.0.0/8"]}}}}}}"#), "contains '!'"),
+        (
+            CM,
+            format!(
+                r#"{{"meta":{{"cost-type":{{"cost-mode":"numerical","cost-metric":"routingcost"}}}},"cost-map":{{"a":{{"b":"{huge_string}"}}}}}}"#
+            ),
+            "invalid type: string",
+        ),
+    ];
+    for (id, body, says) in cases {
+        let status = o.publish(id, &body).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().len() <= 1200, "message of {} bytes", status.message().len());
+        assert!(status.message().contains(says), "{says}: {}", status.message());
+    }
+    o.stop().await;
+}
