@@ -104,7 +104,7 @@ pub(crate) async fn fanout(
     let router = service::router(svc, &service::ServerLimits { max_concurrent_streams: 1024, tls: None }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let srv = tokio::spawn(service::serve(router, listener, shutdown.clone()));
+    let srv = tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));
     let me = std::process::id();
     let verify_key = verify.then_some(key_path.as_path());
     println!(

@@ -117,7 +117,7 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
     let router = service::router(svc, &service::ServerLimits::default()).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let origin_url = format!("http://{}", listener.local_addr()?);
-    let srv = tokio::spawn(service::serve(router, listener, shutdown.clone()));
+    let srv = tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));
     println!(
         "tree: origin (server library, {} PoPs) → real altocast-rproxy processes → K subscribers in a helper process{}",
         w.pid_count(),

@@ -36,6 +36,9 @@ pub struct Config {
     /// Bounds and public URL of the --alto-http interface.
     #[command(flatten)]
     pub alto: AltoArgs,
+    /// Connection bounds of the gRPC port.
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     /// Diffs kept per resource for resuming subscribers.
     #[arg(long, env = "ALTOCAST_RING_SIZE", default_value_t = 64)]
     pub ring_size: usize,
@@ -110,6 +113,42 @@ impl Config {
 const D: HttpLimits = HttpLimits::DEFAULT;
 /// Longest any --alto-*-timeout-secs may be.
 const MAX_ALTO_TIMEOUT_SECS: u64 = 86_400;
+
+const G: crate::conn::ConnLimits = crate::conn::ConnLimits {
+    max_connections: 10_000,
+    handshake_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(120),
+};
+
+/// Connection bounds of the gRPC port; shared by `altocast-rproxy` and
+/// `altocast-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcArgs {
+    /// Most open gRPC connections; more are accepted and closed at once.
+    #[arg(long, env = "ALTOCAST_GRPC_MAX_CONNECTIONS", default_value_t = G.max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub grpc_max_connections: u64,
+    /// Seconds a new gRPC connection has to send its first 24 bytes (the HTTP/2 preface, or TLS) before it is closed.
+    #[arg(long, env = "ALTOCAST_GRPC_HANDSHAKE_TIMEOUT", default_value_t = G.handshake_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub grpc_handshake_timeout_secs: u64,
+    /// Seconds a gRPC connection may stay silent before it is closed (the server pings every 30 s; live clients
+    /// answer); at least 60.
+    #[arg(long, env = "ALTOCAST_GRPC_IDLE_TIMEOUT", default_value_t = G.idle_timeout.as_secs(),
+          value_parser = clap::value_parser!(u64).range(60..=MAX_ALTO_TIMEOUT_SECS))]
+    pub grpc_idle_timeout_secs: u64,
+}
+
+impl GrpcArgs {
+    /// The bounds.
+    pub fn limits(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            max_connections: self.grpc_max_connections as usize,
+            handshake_timeout: Duration::from_secs(self.grpc_handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(self.grpc_idle_timeout_secs),
+        }
+    }
+}
 
 /// The bounds of the RFC 7285 HTTP/JSON interface (`--alto-http`) and the
 /// URL it is reached at; shared by `altocast-rproxy` and `altocast-server`.

@@ -11,6 +11,7 @@
 
 pub mod alto;
 pub mod config;
+pub mod conn;
 pub mod hub;
 pub mod metrics;
 pub mod service;
@@ -50,7 +51,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     let limits = service::ServerLimits { tls: config.tls.server_config()?, ..Default::default() };
     let router = service::router(svc, &limits).await?;
     info!(addr = %listener.local_addr().context("listener address")?, upstreams = ?config.upstreams, "rproxy serving");
-    service::serve(router, listener, shutdown.clone()).await?;
+    service::serve(router, listener, config.grpc.limits(), shutdown.clone()).await?;
     let grace = Duration::from_secs(config.grace_secs);
     let _ = tokio::time::timeout(grace, async {
         hub.closed().await;

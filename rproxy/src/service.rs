@@ -335,17 +335,15 @@ pub async fn router_with_health(
     Ok((router, reporter))
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled; open streams
-/// end because the hub watches the same token.
-pub async fn serve(router: Router, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    // With our own listener, tonic's `tcp_nodelay` does not reach accepted
-    // sockets; without it small updates wait ~40 ms for delayed ACKs.
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
-    router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await?;
+/// Serves `router` on `listener` until `shutdown` is cancelled, with the
+/// connection bounds of `conns`; open streams end because the hub watches
+/// the same token.
+pub async fn serve(
+    router: Router,
+    listener: TcpListener,
+    conns: crate::conn::ConnLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    router.serve_with_incoming_shutdown(crate::conn::incoming(listener, conns), shutdown.cancelled_owned()).await?;
     Ok(())
 }

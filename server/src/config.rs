@@ -97,6 +97,9 @@ pub struct ServeConfig {
     /// Bounds and public URL of the --alto-http interface.
     #[command(flatten)]
     pub alto: altocast_rproxy::config::AltoArgs,
+    /// Connection bounds of the gRPC port.
+    #[command(flatten)]
+    pub grpc: altocast_rproxy::config::GrpcArgs,
     /// TLS for the gRPC server.
     #[command(flatten)]
     pub tls: altocast_rproxy::tls::TlsArgs,

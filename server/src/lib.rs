@@ -128,7 +128,7 @@ pub async fn run_with_http(
         data_dir = %cfg.data_dir.display(),
         "origin serving"
     );
-    service::serve(router, listener, shutdown.clone()).await?;
+    service::serve(router, listener, cfg.grpc.limits(), shutdown.clone()).await?;
     let _ = tokio::time::timeout(Duration::from_secs(cfg.grace_secs), async {
         hub.closed().await;
         tasks.close();
