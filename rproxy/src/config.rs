@@ -51,6 +51,12 @@ pub struct Config {
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
+    /// Most `Fetch` pull-throughs of resources this RProxy does not hold in flight at once (more: RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ALTOCAST_MAX_PULLS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_pulls: u64,
+    /// Seconds an upstream's "unknown resource" answer is remembered and repeated without asking it again.
+    #[arg(long, env = "ALTOCAST_PULL_NEGATIVE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub pull_negative_secs: u64,
     /// Seconds an upstream that sent a bad or stale update is put aside.
     #[arg(long, env = "ALTOCAST_QUARANTINE", default_value_t = 30)]
     pub quarantine_secs: u64,

@@ -40,8 +40,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     client.tls = config.upstream_tls()?;
     // Resources the origin adds later reach this RProxy's subscribers within this.
     client.directory_refresh = Duration::from_secs(5);
-    let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys, client.tls.clone());
-    let view = upstream::spawn(client, hub.clone(), directory.clone(), shutdown.clone(), &tasks);
+    let pull = upstream::PullLimits {
+        max_in_flight: config.max_pulls as usize,
+        negative_ttl: Duration::from_secs(config.pull_negative_secs),
+        ..Default::default()
+    };
+    let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys, client.tls.clone(), pull);
+    let view = upstream::spawn(client, hub.clone(), refresher.clone(), directory.clone(), shutdown.clone(), &tasks);
     if let Some(addr) = config.alto_http {
         let http = TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?;
         info!(%addr, "serving the RFC 7285 HTTP/JSON interface");

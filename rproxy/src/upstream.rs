@@ -22,11 +22,13 @@ use crate::{
     service::PullThrough,
 };
 
-/// Feeds `hub` from `cfg.endpoints` until `shutdown`. Returns the verified
-/// view of the maps (what the RFC 7285 HTTP interface serves).
+/// Feeds `hub` from `cfg.endpoints` until `shutdown`, with `refresher`
+/// keeping its snapshots fresh. Returns the verified view of the maps (what
+/// the RFC 7285 HTTP interface serves).
 pub fn spawn(
     cfg: ClientConfig,
     hub: Arc<Hub>,
+    refresher: Refresher,
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
@@ -41,7 +43,7 @@ pub fn spawn(
         }
         sub.stop().await;
     });
-    let refresher = Refresher { hub, endpoints: cfg.endpoints, keys: cfg.keys, limits: cfg.limits, tls: cfg.tls };
+    drop(hub);
     tasks.spawn(async move { refresher.run(shutdown).await });
     view
 }
@@ -82,8 +84,29 @@ fn handle(hub: &Hub, directory: &ArcSwapOption<pb::SignedDirectory>, event: Even
     }
 }
 
+/// Bounds of pull-through (`Fetch` of a resource the hub does not hold).
+#[derive(Debug, Clone, Copy)]
+pub struct PullLimits {
+    /// Pulls in flight at once; more are refused (RESOURCE_EXHAUSTED).
+    pub max_in_flight: usize,
+    /// How long an upstream's "unknown resource" is remembered and answered
+    /// from memory.
+    pub negative_ttl: Duration,
+    /// Most resources remembered as unknown.
+    pub max_negative: usize,
+}
+
+impl Default for PullLimits {
+    fn default() -> Self {
+        PullLimits { max_in_flight: 16, negative_ttl: Duration::from_secs(10), max_negative: 10_000 }
+    }
+}
+
 /// Pulls fresher snapshots when the hub's cached one falls a ring behind, and
-/// unknown resources on demand.
+/// unknown resources on demand: over one upstream connection, shared and kept
+/// (not one per request), at most `max_in_flight` at once, and an upstream's
+/// "unknown" remembered for `negative_ttl` so that a stranger asking for
+/// made-up names costs the upstream nothing.
 #[derive(Clone, Debug)]
 pub struct Refresher {
     hub: Arc<Hub>,
@@ -91,13 +114,33 @@ pub struct Refresher {
     keys: TrustedKeys,
     limits: Limits,
     tls: Option<connect::ClientTls>,
+    pull: PullLimits,
+    conn: Arc<tokio::sync::Mutex<Option<(String, DistributionClient)>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    unknown: Arc<std::sync::Mutex<std::collections::HashMap<ResourceId, tokio::time::Instant>>>,
 }
 
 impl Refresher {
     /// A refresher feeding `hub` from `endpoints` (over TLS with `tls` for
     /// `https://` ones).
-    pub fn new(hub: Arc<Hub>, endpoints: Vec<String>, keys: TrustedKeys, tls: Option<connect::ClientTls>) -> Self {
-        Refresher { hub, endpoints, keys, limits: Limits::default(), tls }
+    pub fn new(
+        hub: Arc<Hub>,
+        endpoints: Vec<String>,
+        keys: TrustedKeys,
+        tls: Option<connect::ClientTls>,
+        pull: PullLimits,
+    ) -> Self {
+        Refresher {
+            hub,
+            endpoints,
+            keys,
+            limits: Limits::default(),
+            tls,
+            pull,
+            conn: Default::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(pull.max_in_flight)),
+            unknown: Default::default(),
+        }
     }
 
     async fn run(&self, shutdown: CancellationToken) {
@@ -115,9 +158,15 @@ impl Refresher {
         }
     }
 
+    /// The shared upstream connection, made on first use and after a failure.
     async fn client(&self) -> Result<(String, DistributionClient), Status> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref() {
+            return Ok(c.clone());
+        }
         for url in &self.endpoints {
             if let Ok(c) = connect::connect_tls(url, Duration::from_secs(3), self.tls.as_ref()).await {
+                *conn = Some((url.clone(), c.clone()));
                 return Ok((url.clone(), c));
             }
         }
@@ -129,10 +178,49 @@ impl Refresher {
     /// verified chain continues from that exact version.
     async fn fetch(&self, id: &ResourceId) -> Result<(), Status> {
         let (url, mut client) = self.client().await?;
-        let resp = client.fetch(pb::FetchRequest { resource_id: id.to_string() }).await?.into_inner();
+        let resp = match client.fetch(pb::FetchRequest { resource_id: id.to_string() }).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                if status.code() != tonic::Code::NotFound {
+                    // A transport failure: connect afresh next time.
+                    *self.conn.lock().await = None;
+                }
+                return Err(status);
+            }
+        };
         apply_fetched(&self.hub, &self.keys, self.limits, id, resp)
             .map_err(|e| Status::data_loss(format!("{url}: {e}")))
     }
+
+    /// Whether the upstream recently said it does not know `id`.
+    fn known_unknown(&self, id: &ResourceId) -> bool {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        match unknown.get(id) {
+            Some(at) if at.elapsed() < self.pull.negative_ttl => true,
+            Some(_) => {
+                unknown.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_unknown(&self, id: &ResourceId) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if unknown.len() >= self.pull.max_negative {
+            let ttl = self.pull.negative_ttl;
+            unknown.retain(|_, at| at.elapsed() < ttl);
+            if unknown.len() >= self.pull.max_negative {
+                // Still full of fresh entries: forget them all rather than grow.
+                unknown.clear();
+            }
+        }
+        unknown.insert(id.clone(), tokio::time::Instant::now());
+    }
+}
+
+fn pull_refused(reason: &'static str) {
+    metrics::counter!("altocast_rproxy_pull_refused_total", "reason" => reason).increment(1);
 }
 
 /// Puts what an upstream's `Fetch` answered for `id` into `hub`: every update
@@ -172,6 +260,21 @@ pub fn apply_fetched(
 #[tonic::async_trait]
 impl PullThrough for Refresher {
     async fn pull(&self, resource: &ResourceId) -> Result<(), Status> {
-        self.fetch(resource).await
+        if self.known_unknown(resource) {
+            pull_refused("unknown");
+            return Err(Status::not_found(format!("unknown resource {resource:?} (upstream, recently)")));
+        }
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            pull_refused("in_flight");
+            return Err(Status::resource_exhausted(format!(
+                "{} pull-throughs in flight; retry later",
+                self.pull.max_in_flight
+            )));
+        };
+        let r = self.fetch(resource).await;
+        if r.as_ref().is_err_and(|s| s.code() == tonic::Code::NotFound) {
+            self.remember_unknown(resource);
+        }
+        r
     }
 }
