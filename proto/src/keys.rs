@@ -124,9 +124,13 @@ impl OriginKey {
         Ok(OriginKey { key, id })
     }
 
-    /// The key as PKCS#8 PEM (secret: write it with mode 0600).
+    /// The key as PKCS#8 PEM (secret: write it with mode 0600): RFC 5208 v1
+    /// (`OneAsymmetricKey` version 0, no public key), the form `openssl pkey`
+    /// 3.0 and most tools read. Both v1 and v2 (RFC 5958, with the public
+    /// key) are read by [`OriginKey::from_pkcs8_pem`].
     pub fn to_pkcs8_pem(&self) -> Result<String, KeyError> {
-        let pem = self.key.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
+        let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: self.key.to_bytes(), public_key: None };
+        let pem = v1.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::BadPrivateKey(e.to_string()))?;
         Ok(pem.to_string())
     }
 
@@ -249,6 +253,15 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
         let k2 = OriginKey::from_pkcs8_pem(&pem).expect("read");
         assert_eq!(k.id(), k2.id());
+        // Written as PKCS#8 v1 (version 0, no public key), which OpenSSL 3.0 reads.
+        // That is exactly: SEQUENCE { INTEGER 0, AlgorithmIdentifier { id-Ed25519 },
+        // OCTET STRING { OCTET STRING seed } }, 48 bytes.
+        let (_, der) = ed25519_dalek::pkcs8::spki::der::pem::decode_vec(pem.as_bytes()).expect("PEM");
+        let prefix = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+        assert_eq!((der.len(), &der[..16]), (48, &prefix[..]), "PKCS#8 v1 without the public key");
+        // A v2 key (with the public key, as earlier versions wrote) still reads.
+        let v2 = k.key.to_pkcs8_pem(LineEnding::LF).expect("v2").to_string();
+        assert_eq!(OriginKey::from_pkcs8_pem(&v2).expect("read v2").id(), k.id());
         let pub_pem = k.public().to_spki_pem();
         assert!(pub_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         let p = PublicKey::from_spki_pem(&pub_pem).expect("read pub");
