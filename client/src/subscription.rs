@@ -352,7 +352,9 @@ impl Runner {
                 return End::Failed { reason: status.to_string(), delivered: false };
             }
             Err(status) => {
-                debug!(endpoint = %url, %status, "subscribe refused; falling back to pull");
+                // Loud: polling is slower and heavier than the push it replaces.
+                warn!(endpoint = %url, %status, resources = resources.len(), "subscribe refused; falling back to polling");
+                metrics::counter!("altocast_client_pull_fallbacks_total").increment(1);
                 return self.pull(&mut client, url, &resources).await;
             }
         };

@@ -51,6 +51,11 @@ pub struct Config {
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
+    /// Most resources one subscription may follow (a follow-all subscriber asks for every resource in the directory;
+    /// more: INVALID_ARGUMENT, and such a client falls back to polling).
+    #[arg(long, env = "ALTOCAST_MAX_SUBSCRIPTION_RESOURCES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_subscription_resources: u64,
     /// Most `Fetch` pull-throughs of resources this RProxy does not hold in flight at once (more: RESOURCE_EXHAUSTED).
     #[arg(long, env = "ALTOCAST_MAX_PULLS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_pulls: u64,
@@ -85,6 +90,7 @@ impl Config {
             queue: self.subscriber_queue,
             stuck_deadline: Duration::from_secs(self.stuck_deadline_secs),
             max_subscribers: self.max_subscribers,
+            max_resources_per_subscription: self.max_subscription_resources as usize,
             ..HubConfig::default()
         }
     }

@@ -74,7 +74,7 @@ impl Default for HubConfig {
             queue: 16,
             stuck_deadline: Duration::from_secs(30),
             max_subscribers: 100_000,
-            max_resources_per_subscription: 64,
+            max_resources_per_subscription: 1024,
         }
     }
 }

@@ -106,6 +106,11 @@ pub struct ServeConfig {
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
+    /// Most resources one subscription may follow (a follow-all subscriber asks for every resource in the directory;
+    /// more: INVALID_ARGUMENT, and such a client falls back to polling).
+    #[arg(long, env = "ALTOCAST_MAX_SUBSCRIPTION_RESOURCES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_subscription_resources: u64,
     /// Seconds to let open streams finish after a shutdown signal.
     #[arg(long, env = "ALTOCAST_GRACE", default_value_t = 5)]
     pub grace_secs: u64,

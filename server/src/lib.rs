@@ -59,7 +59,12 @@ pub async fn run_with_http(
     };
     let store = store::Store::open(&cfg.data_dir.join("altocast.redb"))?;
     let hub = hub::Hub::new(
-        hub::HubConfig { ring_size: cfg.history as usize, max_subscribers: cfg.max_subscribers, ..Default::default() },
+        hub::HubConfig {
+            ring_size: cfg.history as usize,
+            max_subscribers: cfg.max_subscribers,
+            max_resources_per_subscription: cfg.max_subscription_resources as usize,
+            ..Default::default()
+        },
         shutdown.clone(),
     );
     let directory = Arc::new(ArcSwapOption::empty());
