@@ -37,8 +37,13 @@ pub fn spawn(
     let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx));
     let view = sub.view().clone();
     let feed_hub = hub.clone();
+    let feed_refresher = refresher.clone();
     tasks.spawn(async move {
         while let Some(event) = rx.recv().await {
+            if let Event::Directory { directory: d, .. } = &event {
+                // A resource the upstream did not know may exist now.
+                feed_refresher.directory_seen(d);
+            }
             handle(&feed_hub, &directory, event);
         }
         sub.stop().await;
@@ -190,6 +195,15 @@ impl Refresher {
         };
         apply_fetched(&self.hub, &self.keys, self.limits, id, resp)
             .map_err(|e| Status::data_loss(format!("{url}: {e}")))
+    }
+
+    /// Forgets every remembered "unknown" answer for a resource that `dir`
+    /// lists (the origin added it since).
+    pub fn directory_seen(&self, dir: &pb::Directory) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if !unknown.is_empty() {
+            unknown.retain(|id, _| !dir.resources.iter().any(|r| r.resource_id == id.as_str()));
+        }
     }
 
     /// Whether the upstream recently said it does not know `id`.
