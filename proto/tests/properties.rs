@@ -121,3 +121,139 @@ fn any_flipped_bit_fails_verification() {
         assert!(verifier().verify(&t, &[], 1000).is_err(), "signature bit {bit} flipped but verified");
     }
 }
+
+/// A byte-level mutation of a valid input: replace, insert, delete or
+/// duplicate a span at a position.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Replace(usize, u8),
+    Insert(usize, u8),
+    Delete(usize, usize),
+    Duplicate(usize, usize),
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    prop_oneof![
+        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Replace(i, b)),
+        (any::<usize>(), prop::sample::select(b"{}[]\":,0-.e\\nul ".to_vec()))
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<usize>(), 1usize..8).prop_map(|(i, n)| Mutation::Delete(i, n)),
+        (any::<usize>(), 1usize..40).prop_map(|(i, n)| Mutation::Duplicate(i, n)),
+    ]
+}
+
+fn mutate(input: &[u8], ms: &[Mutation]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for m in ms {
+        let at = |i: usize, v: &Vec<u8>| if v.is_empty() { 0 } else { i % v.len() };
+        match *m {
+            Mutation::Replace(i, b) if !v.is_empty() => {
+                let i = at(i, &v);
+                v[i] = b;
+            }
+            Mutation::Insert(i, b) => {
+                let i = at(i, &v);
+                v.insert(i, b);
+            }
+            Mutation::Delete(i, n) if !v.is_empty() => {
+                let i = at(i, &v);
+                v.drain(i..(i + n).min(v.len()));
+            }
+            Mutation::Duplicate(i, n) if !v.is_empty() => {
+                let i = at(i, &v);
+                let span: Vec<u8> = v[i..(i + n).min(v.len())].to_vec();
+                v.splice(i..i, span);
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Structure-aware fuzzing of the RFC 7285 decoders: a mutated valid
+    /// network map, cost map or merge patch is either accepted as a valid map
+    /// or refused with a named, non-empty error — never a panic.
+    #[test]
+    fn mutated_rfc7285_bodies_parse_or_fail_with_a_named_error(
+        b in cost_map(),
+        ms in prop::collection::vec(mutation(), 1..6),
+    ) {
+        let nm_body = json::network_map_json(
+            &ResourceId::new("nm").expect("id"),
+            &NetworkMap::new(b.pids().iter().map(|p| {
+                let i: u32 = p.as_str()[1..].parse().expect("index");
+                (p.clone(), PidPrefixes::parse(p.as_str(), &[format!("10.{i}.0.0/16")], &[] as &[String]).expect("p"))
+            }).collect()).expect("nm"),
+        );
+        let cm_body = json::cost_map_json(&b);
+        for (what, body) in [("network map", &nm_body), ("cost map", &cm_body)] {
+            let m = mutate(body.as_bytes(), &ms);
+            let r = if what == "network map" {
+                json::parse_network_map(&m).map(|_| ())
+            } else {
+                json::parse_cost_map(&m).map(|_| ())
+            };
+            if let Err(e) = r {
+                prop_assert!(!e.to_string().trim().is_empty(), "{} error without a name", what);
+            }
+        }
+        let patch = mutate(br#"{"cost-map":{"p0":{"p1":3}}}"#, &ms);
+        if let Err(e) = json::parse_cost_map_patch(&b, &patch) {
+            prop_assert!(!e.to_string().trim().is_empty());
+        }
+    }
+
+    /// Structure-aware fuzzing of the verifier: a validly *signed* update whose
+    /// fields were changed (seq, base, tags, times, payload bytes) is applied
+    /// or refused, and a refusal leaves what the verifier holds unchanged.
+    #[test]
+    fn validly_signed_mutated_updates_never_change_state_when_refused(
+        a in cost_map(),
+        b in cost_map(),
+        seq in prop_oneof![Just(0u64), Just(1), Just(2), Just(3), any::<u64>()],
+        base in prop_oneof![Just(0u64), Just(1), Just(2), any::<u64>()],
+        flip_tag in any::<bool>(),
+        times in prop_oneof![Just(None), (any::<i64>(), any::<i64>()).prop_map(Some)],
+        payload_ms in prop::collection::vec(mutation(), 0..4),
+    ) {
+        let signer = Signer::new(OriginKey::from_seed([9; 32]), 60_000);
+        let id = ResourceId::new("cm").expect("id");
+        let va = Version { seq: 1, state: MapState::Cost(a), dependencies: vec![] };
+        let vb = Version { seq: 2, state: MapState::Cost(b), dependencies: vec![] };
+        let mut v = Verifier::new(TrustedKeys::new([signer.key().public()]), Limits::default(), [id.clone()]);
+        let s = signer.snapshot(&id, &va, 1_000);
+        v.verify(&s.update, &s.chunks, 1_000).expect("snapshot");
+        let held = |v: &Verifier| v.get("cm").map(|h| (h.seq, h.tag, h.expires_at_ms));
+        let before = held(&v);
+        let Some(d) = va.state.diff(&vb.state) else { return Ok(()) };
+        let diff = signer.diff(&id, &va, &vb, &d, 2_000).update;
+        let mut u = pb::Update::decode(diff.body.clone()).expect("decode");
+        u.seq = seq;
+        u.base_seq = base;
+        if flip_tag && !u.tag.is_empty() {
+            let mut t = u.tag.to_vec();
+            t[0] ^= 1;
+            u.tag = t.into();
+        }
+        if let Some((i, e)) = times {
+            u.issued_at_ms = i;
+            u.expires_at_ms = e;
+        }
+        let mut body = u.encode_to_vec();
+        if !payload_ms.is_empty() {
+            body = mutate(&body, &payload_ms);
+        }
+        let body = Bytes::from(body);
+        let sig = signer.key().sign(altocast_proto::keys::UPDATE_CONTEXT, &body);
+        match v.verify(&pb::SignedUpdate { body, signatures: vec![sig] }, &[], 2_000) {
+            Ok(_) => {}
+            Err(e) => {
+                prop_assert!(!e.to_string().trim().is_empty());
+                prop_assert_eq!(held(&v), before, "a refused update changed the held state: {}", e);
+            }
+        }
+    }
+}
