@@ -92,7 +92,11 @@ proptest! {
         // Arbitrary bytes, even validly signed, never panic the verifier.
         let body = Bytes::from(bytes);
         let sig = key.sign(altocast_proto::keys::UPDATE_CONTEXT, &body);
-        let _ = v.verify(&pb::SignedUpdate { body, signatures: vec![sig] }, &[], 0);
+        let _ = v.verify(&pb::SignedUpdate { body: body.clone(), signatures: vec![sig] }, &[], 0);
+        // Nor the directory's decoder.
+        let sig = key.sign(altocast_proto::keys::DIRECTORY_CONTEXT, &body);
+        let dir = pb::SignedDirectory { body, signatures: vec![sig] };
+        let _ = altocast_proto::update::open_directory(&TrustedKeys::new([key.public()]), &dir);
     }
 }
 
