@@ -12,13 +12,17 @@
 //! - `origin`: publish → durable → hub latency for link failures on a backbone
 //!   cost map, and the RSS of a real `altocast-server` holding it;
 //! - `client`: `rank` of 1,000 candidates and the RSS of a client holding the maps;
-//! - `bytes`: diff vs snapshot vs RFC 8895 merge patch for every topology.
+//! - `bytes`: diff vs snapshot vs RFC 8895 merge patch for every topology;
+//! - `abuse`: attacks on a real `altocast-rproxy` (silent, slowloris and
+//!   surplus gRPC connections) with its open sockets and RSS before, during and
+//!   after.
 //!
 //! `clients`, `redis-clients`, `pollers` and `hold` are helper modes the
 //! benchmark runs in a child process. `ALTOCAST_BENCH_PIDS=N` sizes the fan-out
 //! cost map (default 40 PIDs; 300 makes the catch-up snapshot ~0.9 MB, which is
 //! how per-stream buffer retention was measured).
 
+mod abuse;
 mod bytes;
 mod child;
 mod client;
@@ -65,6 +69,19 @@ enum Cmd {
         /// present, else a synthetic 754-PoP backbone).
         #[arg(long)]
         topology: Option<String>,
+    },
+    /// Attacks on a real `altocast-rproxy` process and what they cost it:
+    /// silent, slowloris and surplus gRPC connections.
+    Abuse {
+        /// Silent TCP connections (they never send a byte).
+        #[arg(long, default_value_t = 1000)]
+        silent: usize,
+        /// Connections trickling the HTTP/2 preface a byte every 500 ms.
+        #[arg(long, default_value_t = 200)]
+        slowloris: usize,
+        /// Connections beyond the limit (silent + slowloris).
+        #[arg(long, default_value_t = 500)]
+        surplus: usize,
     },
     /// Origin publish latency and memory.
     Origin {
@@ -268,6 +285,7 @@ fn main() -> anyhow::Result<()> {
                 load::pollers(&endpoint, &resource, clients, epochs, epoch_ms, start_us, http).await
             }
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
+            Cmd::Abuse { silent, slowloris, surplus } => abuse::abuse(silent, slowloris, surplus).await,
             Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {
                 let ours = fanout(&subscribers, updates, throughput_subscribers, throughput_updates, verify).await?;
                 if redis {
