@@ -244,25 +244,7 @@ impl Opened {
         let Some(pb::update::Payload::Chunked(c)) = &self.update.payload else {
             return Err(VerifyError::Chunk { index: received, reason: "the update has no chunks".into() });
         };
-        let Some(hash) = c.chunk_hashes.get(received) else {
-            return Err(VerifyError::Chunk {
-                index: received,
-                reason: format!("more than the {} signed chunks", c.chunk_hashes.len()),
-            });
-        };
-        if chunk.index as usize != received {
-            return Err(VerifyError::Chunk { index: received, reason: format!("carries index {}", chunk.index) });
-        }
-        if (bytes_so_far + chunk.data.len()) as u64 > c.total_len {
-            return Err(VerifyError::Chunk {
-                index: received,
-                reason: format!("{} bytes so far, signed {}", bytes_so_far + chunk.data.len(), c.total_len),
-            });
-        }
-        if blake3::hash(&chunk.data).as_bytes()[..] != hash[..] {
-            return Err(VerifyError::Chunk { index: received, reason: "hash differs from the signed one".into() });
-        }
-        Ok(())
+        check_chunk(c, received, bytes_so_far, chunk)
     }
 
     /// The update's seq.
@@ -810,6 +792,36 @@ pub enum Freshness {
     },
 }
 
+/// The checks of one chunk against the signed `ChunkedSnapshot` (see
+/// [`Opened::check_chunk`]); shared by the as-it-arrives check and by
+/// [`assemble_chunks`].
+fn check_chunk(
+    c: &pb::ChunkedSnapshot,
+    received: usize,
+    bytes_so_far: usize,
+    chunk: &pb::SnapshotChunk,
+) -> Result<(), VerifyError> {
+    let Some(hash) = c.chunk_hashes.get(received) else {
+        return Err(VerifyError::Chunk {
+            index: received,
+            reason: format!("more than the {} signed chunks", c.chunk_hashes.len()),
+        });
+    };
+    if chunk.index as usize != received {
+        return Err(VerifyError::Chunk { index: received, reason: format!("carries index {}", chunk.index) });
+    }
+    if (bytes_so_far + chunk.data.len()) as u64 > c.total_len {
+        return Err(VerifyError::Chunk {
+            index: received,
+            reason: format!("{} bytes so far, signed {}", bytes_so_far + chunk.data.len(), c.total_len),
+        });
+    }
+    if blake3::hash(&chunk.data).as_bytes()[..] != hash[..] {
+        return Err(VerifyError::Chunk { index: received, reason: "hash differs from the signed one".into() });
+    }
+    Ok(())
+}
+
 fn assemble_chunks(c: &pb::ChunkedSnapshot, chunks: &[pb::SnapshotChunk]) -> Result<Bytes, VerifyError> {
     if chunks.len() != c.chunk_hashes.len() {
         return Err(VerifyError::Chunk {
@@ -822,10 +834,8 @@ fn assemble_chunks(c: &pb::ChunkedSnapshot, chunks: &[pb::SnapshotChunk]) -> Res
         return Err(VerifyError::Chunk { index: 0, reason: format!("{total} bytes, signed {}", c.total_len) });
     }
     let mut out = BytesMut::with_capacity(total);
-    for (i, (ch, h)) in chunks.iter().zip(&c.chunk_hashes).enumerate() {
-        if ch.index as usize != i || blake3::hash(&ch.data).as_bytes()[..] != h[..] {
-            return Err(VerifyError::Chunk { index: i, reason: "hash or position differs from the signed one".into() });
-        }
+    for (i, ch) in chunks.iter().enumerate() {
+        check_chunk(c, i, out.len(), ch)?;
         out.extend_from_slice(&ch.data);
     }
     Ok(out.freeze())

@@ -36,7 +36,7 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel(256);
     let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx));
     let view = sub.view().clone();
-    let feed_hub = hub.clone();
+    let feed_hub = hub;
     let feed_refresher = refresher.clone();
     tasks.spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -48,7 +48,6 @@ pub fn spawn(
         }
         sub.stop().await;
     });
-    drop(hub);
     tasks.spawn(async move { refresher.run(shutdown).await });
     view
 }
