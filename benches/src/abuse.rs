@@ -5,14 +5,10 @@
 //! the attack is on and after the handshake timeout, and how many attack
 //! connections it closed. (The RFC 7285 HTTP attacks come next.)
 
-use std::{process::Stdio, sync::Arc, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-use altocast_proto::{ResourceId, update::Signer, workload::Topology, workload::Workload};
-use altocast_rproxy::{
-    hub::{Hub, HubConfig},
-    service,
-};
-use altocast_server::origin::{Origin, OriginConfig};
+use altocast_proto::{ResourceId, workload::Topology, workload::Workload};
+use altocast_server::origin::OriginConfig;
 use anyhow::Context as _;
 use std::process::{Child, Command};
 
@@ -20,10 +16,9 @@ use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
 };
-use tokio_util::sync::CancellationToken;
 
 use crate::{
-    child::{free_port, sibling, wait_serving},
+    child::{LoopbackOrigin, free_port, sibling, wait_serving},
     report::rss_kib,
 };
 
@@ -56,27 +51,14 @@ async fn closed(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 pub(crate) async fn abuse(silent: usize, slowloris: usize, surplus: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let shutdown = CancellationToken::new();
-    let hub = Hub::new(HubConfig::default(), shutdown.clone());
-    let key = altocast_server::keys::load_or_generate(dir.path())?;
-    let key_path = dir.path().join("origin-pub.pem");
-    std::fs::write(&key_path, key.public().to_spki_pem())?;
-    let directory = Arc::new(arc_swap::ArcSwapOption::empty());
-    let store = altocast_server::store::Store::open(&dir.path().join("altocast.redb"))?;
-    let origin =
-        Origin::open(OriginConfig::default(), Signer::new(key, 60_000), store, hub.clone(), directory.clone())?;
+    let lo = LoopbackOrigin::start(OriginConfig::default()).await?;
+    let (origin, origin_url, key_path) = (lo.origin.clone(), lo.url.clone(), lo.key_path.clone());
     let w = Workload::new(Topology::synthetic(20, 1), 1);
     let nm_id = w.network_map_id.clone();
     let nm = w.network_map();
     origin.ingest(&nm_id, altocast_proto::json::network_map_json(&nm_id, &nm).as_bytes())?;
     let cm_id = ResourceId::new("default-cost-map")?;
     origin.ingest(&cm_id, altocast_proto::json::cost_map_json(&w.cost_map(&nm)).as_bytes())?;
-    let svc = service::DistributionService::new(hub.clone(), directory, None);
-    let router = service::router(svc, &service::ServerLimits::default()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let origin_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));
 
     let limit = silent + slowloris;
     let handshake_secs = 5;
@@ -169,6 +151,6 @@ pub(crate) async fn abuse(silent: usize, slowloris: usize, surplus: usize) -> an
     println!("  silent connections closed by the handshake deadline: {silent_closed} of {silent}");
     println!("  slowloris connections closed: {tricklers_closed} of {slowloris}");
     drop(rproxy);
-    shutdown.cancel();
+    lo.stop().await;
     Ok(())
 }

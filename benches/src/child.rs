@@ -115,6 +115,50 @@ pub(crate) async fn wait_serving(url: &str, id: &ResourceId) -> anyhow::Result<(
     }
 }
 
+/// An origin (the server library: validate, diff, sign, fsync, hub) serving
+/// gRPC on loopback, for the runs that put real `altocast-rproxy` processes
+/// under it. Dropping it stops nothing: call [`LoopbackOrigin::stop`].
+pub(crate) struct LoopbackOrigin {
+    /// Data directory (store, key); removed on drop.
+    _dir: tempfile::TempDir,
+    pub(crate) hub: std::sync::Arc<altocast_rproxy::hub::Hub>,
+    pub(crate) origin: std::sync::Arc<altocast_server::origin::Origin>,
+    /// The public key file RProxies trust.
+    pub(crate) key_path: std::path::PathBuf,
+    pub(crate) url: String,
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl LoopbackOrigin {
+    pub(crate) async fn start(cfg: altocast_server::origin::OriginConfig) -> anyhow::Result<LoopbackOrigin> {
+        use altocast_rproxy::{hub, service};
+        let dir = tempfile::tempdir()?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let hub = hub::Hub::new(hub::HubConfig::default(), shutdown.clone());
+        let key = altocast_server::keys::load_or_generate(dir.path())?;
+        let key_path = dir.path().join("origin-pub.pem");
+        std::fs::write(&key_path, key.public().to_spki_pem())?;
+        let directory = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
+        let store = altocast_server::store::Store::open(&dir.path().join("altocast.redb"))?;
+        let signer = altocast_proto::update::Signer::new(key, 60_000);
+        let origin = altocast_server::origin::Origin::open(cfg, signer, store, hub.clone(), directory.clone())?;
+        let svc = service::DistributionService::new(hub.clone(), directory, None);
+        let router = service::router(svc, &service::ServerLimits::default()).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));
+        Ok(LoopbackOrigin { _dir: dir, hub, origin, key_path, url, shutdown, server })
+    }
+
+    /// Closes the origin and waits (up to 5 s) for its server to end.
+    pub(crate) async fn stop(self) {
+        self.origin.close();
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}
+
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -7,25 +7,18 @@
 
 use std::{
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::Duration,
 };
 
 use altocast_proto::{
     ResourceId,
-    update::Signer,
     workload::{SplitMix64, Topology, Workload},
 };
-use altocast_rproxy::{
-    hub::{Hub, HubConfig},
-    service,
-};
-use altocast_server::origin::{Origin, OriginConfig, Outcome};
+use altocast_server::origin::{OriginConfig, Outcome};
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
-    child::{Children, ClientsProc, free_port, sibling, wait_serving},
+    child::{Children, ClientsProc, LoopbackOrigin, free_port, sibling, wait_serving},
     report::{field, now_us, pct, record, rss_kib},
 };
 
@@ -94,16 +87,8 @@ pub(crate) struct TreeResult {
 }
 
 pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify: bool) -> anyhow::Result<TreeResult> {
-    let dir = tempfile::tempdir()?;
-    let shutdown = CancellationToken::new();
-    let hub = Hub::new(HubConfig::default(), shutdown.clone());
-    let key = altocast_server::keys::load_or_generate(dir.path())?;
-    let key_path = dir.path().join("origin-pub.pem");
-    std::fs::write(&key_path, key.public().to_spki_pem())?;
-    let directory = Arc::new(arc_swap::ArcSwapOption::empty());
-    let store = altocast_server::store::Store::open(&dir.path().join("altocast.redb"))?;
-    let cfg = OriginConfig { history_depth: 64, ..Default::default() };
-    let origin = Origin::open(cfg, Signer::new(key, 60_000), store, hub.clone(), directory.clone())?;
+    let lo = LoopbackOrigin::start(OriginConfig { history_depth: 64, ..Default::default() }).await?;
+    let (hub, origin, key_path, origin_url) = (lo.hub.clone(), lo.origin.clone(), lo.key_path.clone(), lo.url.clone());
     // A 60-PoP backbone: link failures change a few hundred entries (diffs of
     // a few KB), like a regional ISP's.
     let mut w = Workload::new(Topology::synthetic(60, 1), 1);
@@ -112,12 +97,7 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
     origin.ingest(&nm_id, altocast_proto::json::network_map_json(&nm_id, &nm).as_bytes())?;
     let mut prev = w.cost_map(&nm);
     origin.ingest(&cm_id, altocast_proto::json::cost_map_json(&prev).as_bytes())?;
-    tokio::spawn(altocast_server::origin::heartbeats(origin.clone(), Duration::from_secs(20), shutdown.clone()));
-    let svc = service::DistributionService::new(hub.clone(), directory, None);
-    let router = service::router(svc, &service::ServerLimits::default()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let origin_url = format!("http://{}", listener.local_addr()?);
-    let srv = tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));
+    tokio::spawn(altocast_server::origin::heartbeats(origin.clone(), Duration::from_secs(20), lo.shutdown.clone()));
     println!(
         "tree: origin (server library, {} PoPs) → real altocast-rproxy processes → K subscribers in a helper process{}",
         w.pid_count(),
@@ -188,9 +168,7 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
         drop(procs);
     }
     record(if verify { "tree" } else { "tree_decode_only" }, serde_json::json!(results));
-    origin.close();
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), srv).await;
+    lo.stop().await;
     Ok(TreeResult { verify, p99: p99s })
 }
 

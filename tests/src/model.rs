@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag, json};
+use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag, json, pb};
 
 /// The network map's resource id.
 pub const NM: &str = "nm";
@@ -97,5 +97,34 @@ impl Model {
             b.row(Pid::new(a).expect("pid"), row);
         }
         json::cost_map_json(&b.build().expect("cost map"))
+    }
+
+    /// One step publishing the network map alone (cost maps are re-bound by the origin).
+    pub fn network_map_step(&self) -> Vec<(String, String)> {
+        vec![(NM.to_owned(), self.network_map_json())]
+    }
+
+    /// One step publishing the network map and each of `cost_maps`, bound to it.
+    pub fn full_step(&self, cost_maps: &[String]) -> Vec<(String, String)> {
+        let nm = self.network_map();
+        let mut step = self.network_map_step();
+        step.extend(cost_maps.iter().map(|c| (c.clone(), self.cost_map_json(c, &nm))));
+        step
+    }
+}
+
+/// The `Publish` request of one step: its first resource, the rest in `more`.
+pub fn step_request(step: &[(String, String)]) -> pb::PublishRequest {
+    let mut items = step.iter().map(|(id, body)| pb::PublishItem {
+        resource_id: id.clone(),
+        json: body.clone().into_bytes().into(),
+        media_type: String::new(),
+    });
+    let first = items.next().expect("a step has a resource");
+    pb::PublishRequest {
+        resource_id: first.resource_id,
+        json: first.json,
+        media_type: first.media_type,
+        more: items.collect(),
     }
 }

@@ -21,7 +21,7 @@ use std::{
 };
 
 use altocast_client::frames::{Assembled, Assembler};
-use altocast_proto::{Limits, MapState, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, json, pb, update::Signer};
+use altocast_proto::{Limits, MapState, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, pb, update::Signer};
 use altocast_rproxy::{
     hub::{Entry, Hub, HubConfig},
     upstream::apply_fetched,
@@ -30,7 +30,7 @@ use altocast_server::{
     origin::{Clock, Form, IngestError, Input, Origin, OriginConfig},
     store::Store,
 };
-use altocast_tests::model::{Model, NM};
+use altocast_tests::model::Model;
 use arc_swap::ArcSwapOption;
 use proptest::prelude::*;
 use prost::Message as _;
@@ -237,10 +237,7 @@ impl Tree {
             model: Model::new(),
             cost_maps: vec!["cm".into()],
         };
-        let nm = t.model.network_map();
-        let body_nm = json::network_map_json(&ResourceId::new(NM).expect("id"), &nm);
-        let body_cm = t.model.cost_map_json("cm", &nm);
-        t.publish(&[(NM, body_nm), ("cm", body_cm)]).expect("first publish");
+        t.publish(&t.model.full_step(&t.cost_maps)).expect("first publish");
         t
     }
 
@@ -252,22 +249,17 @@ impl Tree {
         self.origin_slot.as_ref().expect("origin running")
     }
 
-    fn publish(&self, bodies: &[(&str, String)]) -> Result<(), IngestError> {
+    fn publish(&self, bodies: &[(impl AsRef<str>, String)]) -> Result<(), IngestError> {
         let inputs: Vec<Input<'_>> = bodies
             .iter()
-            .map(|(id, b)| Input { id: ResourceId::new(id).expect("id"), body: b.as_bytes(), form: Form::Any })
+            .map(|(id, b)| Input { id: ResourceId::new(id.as_ref()).expect("id"), body: b.as_bytes(), form: Form::Any })
             .collect();
         self.origin().ingest_batch(&inputs).map(|_| ())
     }
 
     /// The network map and every cost map, as one step.
     fn publish_all(&self) -> Result<(), IngestError> {
-        let nm = self.model.network_map();
-        let mut bodies = vec![(NM, json::network_map_json(&ResourceId::new(NM).expect("id"), &nm))];
-        for cm in &self.cost_maps {
-            bodies.push((cm.as_str(), self.model.cost_map_json(cm, &nm)));
-        }
-        self.publish(&bodies)
+        self.publish(&self.model.full_step(&self.cost_maps))
     }
 
     fn hub(&self, node: usize) -> &Arc<Hub> {
@@ -402,14 +394,12 @@ impl Tree {
             }
             Op::MovePrefix { from, to } => {
                 if self.model.move_prefix(&pick(*from), &pick(*to)) {
-                    let body = self.model.network_map_json();
-                    self.publish(&[(NM, body)]).map_err(|e| format!("prefix move refused: {e}"))?;
+                    self.publish(&self.model.network_map_step()).map_err(|e| format!("prefix move refused: {e}"))?;
                 }
             }
             Op::AddPid => {
                 self.model.add_pid();
-                let body = self.model.network_map_json();
-                self.publish(&[(NM, body)]).map_err(|e| format!("PID add refused: {e}"))?;
+                self.publish(&self.model.network_map_step()).map_err(|e| format!("PID add refused: {e}"))?;
             }
             Op::RemovePid { pid, with_cost_maps } => {
                 // Cost maps cover exactly the PIDs they were last published with.
@@ -417,7 +407,7 @@ impl Tree {
                     let before = self.origin().resources();
                     let mut m = self.model.clone();
                     m.pids.remove(&pick(*pid));
-                    let nm_body = m.network_map_json();
+                    let nm_step = m.network_map_step();
                     if *with_cost_maps {
                         let saved = std::mem::replace(&mut self.model, m);
                         if let Err(e) = self.publish_all() {
@@ -427,7 +417,7 @@ impl Tree {
                     } else {
                         let covered = self.covered_pids();
                         let orphaning = covered.contains(&pick(*pid));
-                        match self.publish(&[(NM, nm_body)]) {
+                        match self.publish(&nm_step) {
                             Err(IngestError::Orphaned { .. }) | Err(IngestError::In { .. }) if orphaning => {
                                 if self.origin().resources() != before {
                                     return Err("a refused publish changed the state".into());

@@ -24,11 +24,11 @@ use std::{
 };
 
 use altocast_client::connect::{self, ConnectError};
-use altocast_proto::{Tag, TrustedKeys, UpdateKind, pb};
+use altocast_proto::{Tag, TrustedKeys, UpdateKind};
 use altocast_tests::{
     TOKEN, TestClient,
     join::{Joined, first_updates, join},
-    model::{Model, NM},
+    model::{Model, step_request},
     process::{Process, free_port},
 };
 use tokio::sync::watch;
@@ -77,15 +77,8 @@ struct Publisher {
 impl Publisher {
     /// One step's resources and bodies.
     fn next_step(&mut self) -> Vec<(String, String)> {
-        let nm_only = |m: &Model| vec![(NM.to_owned(), m.network_map_json())];
-        let all = |m: &Model, cms: &[String]| {
-            let nm = m.network_map();
-            let mut v = nm_only(m);
-            v.extend(cms.iter().map(|c| (c.clone(), m.cost_map_json(c, &nm))));
-            v
-        };
         if self.resync {
-            return all(&self.model, &self.cost_maps);
+            return self.model.full_step(&self.cost_maps);
         }
         loop {
             match self.rng.below(10) {
@@ -100,26 +93,26 @@ impl Publisher {
                 4 | 5 => {
                     let (a, b) = (self.model.pick(self.rng.next() as u8), self.model.pick(self.rng.next() as u8));
                     if self.model.move_prefix(&a, &b) {
-                        return nm_only(&self.model);
+                        return self.model.network_map_step();
                     }
                 }
                 6 if self.model.pids.len() < 12 => {
                     // Network map only: the origin re-binds the cost maps.
                     self.model.add_pid();
-                    return nm_only(&self.model);
+                    return self.model.network_map_step();
                 }
                 7 if self.model.pids.len() > 3 => {
                     // The cost maps must go with it (one atomic step).
                     let gone = self.model.pick(self.rng.next() as u8);
                     self.model.pids.remove(&gone);
-                    return all(&self.model, &self.cost_maps);
+                    return self.model.full_step(&self.cost_maps);
                 }
                 8 if self.cost_maps.len() == 1 => {
                     self.cost_maps.push("cm2".into());
                     self.model.costs.insert("cm2".into(), BTreeMap::new());
                     return vec![("cm2".into(), self.model.cost_map_json("cm2", &self.model.network_map()))];
                 }
-                9 => return all(&self.model, &self.cost_maps),
+                9 => return self.model.full_step(&self.cost_maps),
                 _ => {}
             }
         }
@@ -135,18 +128,7 @@ impl Publisher {
                 let _ = idle.send(false);
             }
             let step = self.next_step();
-            let mut items = step.iter().map(|(id, body)| pb::PublishItem {
-                resource_id: id.clone(),
-                json: body.clone().into_bytes().into(),
-                media_type: String::new(),
-            });
-            let first = items.next().expect("a step has a resource");
-            let req = pb::PublishRequest {
-                resource_id: first.resource_id,
-                json: first.json,
-                media_type: first.media_type,
-                more: items.collect(),
-            };
+            let req = step_request(&step);
             match connect::publish(&self.url, Some(TOKEN), req, Duration::from_secs(5), None).await {
                 Ok(resp) => {
                     let mut a = self.acked.lock().expect("lock");

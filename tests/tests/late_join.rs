@@ -9,11 +9,10 @@
 
 use std::time::Duration;
 
-use altocast_proto::pb;
 use altocast_tests::{
     OriginOptions, TestOrigin, TestRproxy,
     join::join,
-    model::{Model, NM},
+    model::{Model, step_request},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -27,12 +26,6 @@ enum Change {
 
 /// The resources and bodies of one step that makes `change`.
 fn step(m: &mut Model, cost_maps: &mut Vec<String>, change: Change, n: u8) -> Vec<(String, String)> {
-    let all = |m: &Model, cms: &[String]| {
-        let nm = m.network_map();
-        let mut v = vec![(NM.to_owned(), m.network_map_json())];
-        v.extend(cms.iter().map(|c| (c.clone(), m.cost_map_json(c, &nm))));
-        v
-    };
     match change {
         Change::Cost => {
             let (a, b) = (m.pick(n), m.pick(n / 3 + 1));
@@ -43,16 +36,16 @@ fn step(m: &mut Model, cost_maps: &mut Vec<String>, change: Change, n: u8) -> Ve
             let from = m.pids.iter().find(|(_, p)| p.len() > 1).map(|(k, _)| k.clone()).expect("a PID to move from");
             let to = m.pids.keys().find(|k| **k != from).expect("another PID").clone();
             assert!(m.move_prefix(&from, &to));
-            vec![(NM.into(), m.network_map_json())]
+            m.network_map_step()
         }
         Change::AddPid => {
             m.add_pid();
-            vec![(NM.into(), m.network_map_json())]
+            m.network_map_step()
         }
         Change::RemovePid => {
             let gone = m.pick(n);
             m.pids.remove(&gone);
-            all(m, cost_maps)
+            m.full_step(cost_maps)
         }
         Change::NewResource => {
             let id = format!("cm{}", cost_maps.len() + 1);
@@ -63,20 +56,8 @@ fn step(m: &mut Model, cost_maps: &mut Vec<String>, change: Change, n: u8) -> Ve
     }
 }
 
-async fn publish(o: &TestOrigin, items: Vec<(String, String)>) {
-    let mut items = items.into_iter().map(|(id, body)| pb::PublishItem {
-        resource_id: id,
-        json: body.into_bytes().into(),
-        media_type: String::new(),
-    });
-    let first = items.next().expect("a resource");
-    let req = pb::PublishRequest {
-        resource_id: first.resource_id,
-        json: first.json,
-        media_type: first.media_type,
-        more: items.collect(),
-    };
-    o.publish_request(req, Some(altocast_tests::TOKEN)).await.expect("publish");
+async fn publish(o: &TestOrigin, step: Vec<(String, String)>) {
+    o.publish_request(step_request(&step), Some(altocast_tests::TOKEN)).await.expect("publish");
 }
 
 async fn late_joiners(opts: OriginOptions, age: Duration, ring: &[String]) {

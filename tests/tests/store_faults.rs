@@ -24,7 +24,7 @@ use altocast_server::{
     publisher::{self, PublisherService},
     store::Store,
 };
-use altocast_tests::model::{Model, NM};
+use altocast_tests::model::{Model, NM, step_request};
 use arc_swap::ArcSwapOption;
 use redb::{Database, StorageBackend, backends::FileBackend};
 use tokio_util::sync::CancellationToken;
@@ -146,26 +146,12 @@ async fn a_full_disk_refuses_publishes_clearly_changes_nothing_and_heals_without
     let publish = |items: Vec<(String, String)>| {
         let url = url.clone();
         async move {
-            let mut it = items.into_iter().map(|(id, body)| altocast_proto::pb::PublishItem {
-                resource_id: id,
-                json: body.into_bytes().into(),
-                media_type: String::new(),
-            });
-            let first = it.next().expect("one");
-            let req = altocast_proto::pb::PublishRequest {
-                resource_id: first.resource_id,
-                json: first.json,
-                media_type: first.media_type,
-                more: it.collect(),
-            };
+            let req = step_request(&items);
             altocast_client::connect::publish(&url, Some(altocast_tests::TOKEN), req, Duration::from_secs(5), None)
                 .await
         }
     };
-    let nm = m.network_map();
-    publish(vec![(NM.into(), m.network_map_json()), ("cm".into(), m.cost_map_json("cm", &nm))])
-        .await
-        .expect("first publish");
+    publish(m.full_step(&["cm".to_owned()])).await.expect("first publish");
     wait_health(&url, ServingStatus::Serving).await;
     let before = origin.resources();
     let hub_before = origin.hub().status();
@@ -177,10 +163,9 @@ async fn a_full_disk_refuses_publishes_clearly_changes_nothing_and_heals_without
     let (a, b) = (cost_change.pick(0), cost_change.pick(1));
     cost_change.costs.get_mut("cm").expect("cm").insert((a, b), 3.0);
     m.add_pid();
-    for items in [
-        vec![(NM.to_owned(), m.network_map_json())],
-        vec![("cm".to_owned(), cost_change.cost_map_json("cm", &cost_change.network_map()))],
-    ] {
+    for items in
+        [m.network_map_step(), vec![("cm".to_owned(), cost_change.cost_map_json("cm", &cost_change.network_map()))]]
+    {
         let err = publish(items).await.expect_err("a publish on a full disk");
         let altocast_client::connect::ConnectError::Status { status, .. } = err else {
             panic!("not a gRPC status: {err}")
@@ -202,7 +187,7 @@ async fn a_full_disk_refuses_publishes_clearly_changes_nothing_and_heals_without
     // Space is back: health turns by itself, publishing works, no restart.
     full.store(false, Ordering::SeqCst);
     wait_health(&url, ServingStatus::Serving).await;
-    let r = publish(vec![(NM.to_owned(), m.network_map_json())]).await.expect("publish after healing");
+    let r = publish(m.network_map_step()).await.expect("publish after healing");
     let nm_before = before.iter().find(|r| r.0.as_str() == NM).expect("nm").2;
     assert!(r.seq > nm_before, "a new version after healing");
     assert!(r.results.iter().any(|x| x.resource_id == "cm" && x.changed), "the cost map is re-bound in the same step");
