@@ -59,7 +59,8 @@ pub struct Config {
     /// Most `Fetch` pull-throughs of resources this RProxy does not hold in flight at once (more: RESOURCE_EXHAUSTED).
     #[arg(long, env = "ALTOCAST_MAX_PULLS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub max_pulls: u64,
-    /// Seconds an upstream's "unknown resource" answer is remembered and repeated without asking it again.
+    /// Seconds an upstream's "unknown resource" answer is remembered (or until a directory lists the resource) and
+    /// repeated without asking it again.
     #[arg(long, env = "ALTOCAST_PULL_NEGATIVE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub pull_negative_secs: u64,
     /// Seconds an upstream that sent a bad or stale update is put aside.
