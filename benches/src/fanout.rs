@@ -101,7 +101,8 @@ pub(crate) async fn fanout(
     let small = chain(&signer, &id, &first, small_n, 4, 1);
     hub.publish(Arc::new(Entry::from_signed(signer.snapshot(&id, &first, altocast_client::now_ms()))))?;
     let svc = service::DistributionService::new(hub.clone(), Arc::new(arc_swap::ArcSwapOption::empty()), None);
-    let router = service::router(svc, &service::ServerLimits { max_concurrent_streams: 1024, tls: None }).await?;
+    let router =
+        service::router(svc, &service::ServerLimits { max_concurrent_streams: 1024, ..Default::default() }).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let srv = tokio::spawn(service::serve(router, listener, Default::default(), shutdown.clone()));

@@ -13,9 +13,9 @@
 //!   cost map, and the RSS of a real `altocast-server` holding it;
 //! - `client`: `rank` of 1,000 candidates and the RSS of a client holding the maps;
 //! - `bytes`: diff vs snapshot vs RFC 8895 merge patch for every topology;
-//! - `abuse`: attacks on a real `altocast-rproxy` (silent, slowloris and
-//!   surplus gRPC connections) with its open sockets and RSS before, during and
-//!   after.
+//! - `abuse`: attacks on real `altocast-rproxy` and `altocast` processes
+//!   (gRPC and HTTP connections, update streams, endpoint-cost requests, a
+//!   chunk bomb) and what each costs them.
 //!
 //! `clients`, `redis-clients`, `pollers` and `hold` are helper modes the
 //! benchmark runs in a child process. `ALTOCAST_BENCH_PIDS=N` sizes the fan-out
@@ -70,19 +70,10 @@ enum Cmd {
         #[arg(long)]
         topology: Option<String>,
     },
-    /// Attacks on a real `altocast-rproxy` process and what they cost it:
-    /// silent, slowloris and surplus gRPC connections.
-    Abuse {
-        /// Silent TCP connections (they never send a byte).
-        #[arg(long, default_value_t = 1000)]
-        silent: usize,
-        /// Connections trickling the HTTP/2 preface a byte every 500 ms.
-        #[arg(long, default_value_t = 200)]
-        slowloris: usize,
-        /// Connections beyond the limit (silent + slowloris).
-        #[arg(long, default_value_t = 500)]
-        surplus: usize,
-    },
+    /// Attacks on real `altocast-rproxy` and `altocast` processes and what they
+    /// cost them: gRPC and HTTP connections, update streams, endpoint-cost
+    /// requests, a chunk bomb; a summary line per bound.
+    Abuse(abuse::AbuseArgs),
     /// Origin publish latency and memory.
     Origin {
         /// Topology JSON (default: synthetic backbone of 754 PoPs).
@@ -232,7 +223,7 @@ pub(crate) fn load_topology(t: Option<&str>) -> anyhow::Result<Topology> {
 
 /// `../shared/data/topologies/NAME.json` when it exists (from the working
 /// directory or the workspace root).
-fn shared_topology(name: &str) -> Option<String> {
+pub(crate) fn shared_topology(name: &str) -> Option<String> {
     let rel = format!("../shared/data/topologies/{name}.json");
     let alt = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(&rel);
     (std::path::Path::new(&rel).exists() || alt.exists()).then_some(rel)
@@ -285,7 +276,7 @@ fn main() -> anyhow::Result<()> {
                 load::pollers(&endpoint, &resource, clients, epochs, epoch_ms, start_us, http).await
             }
             Cmd::Origin { topology, samples } => origin(topology.as_deref(), samples).await,
-            Cmd::Abuse { silent, slowloris, surplus } => abuse::abuse(silent, slowloris, surplus).await,
+            Cmd::Abuse(args) => abuse::abuse(args).await,
             Cmd::Fanout { subscribers, updates, throughput_subscribers, throughput_updates, verify, redis } => {
                 let ours = fanout(&subscribers, updates, throughput_subscribers, throughput_updates, verify).await?;
                 if redis {

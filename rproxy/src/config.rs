@@ -145,10 +145,10 @@ pub struct GrpcArgs {
     #[arg(long, env = "ALTOCAST_GRPC_HANDSHAKE_TIMEOUT", default_value_t = G.handshake_timeout.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub grpc_handshake_timeout_secs: u64,
-    /// Seconds a gRPC connection may stay silent before it is closed (the server pings every 30 s; live clients
-    /// answer); at least 60.
+    /// Seconds a gRPC connection may stay silent before it is closed; the server sends an HTTP/2 PING after half
+    /// of this, which live clients answer in time. At least 10.
     #[arg(long, env = "ALTOCAST_GRPC_IDLE_TIMEOUT", default_value_t = G.idle_timeout.as_secs(),
-          value_parser = clap::value_parser!(u64).range(60..=MAX_ALTO_TIMEOUT_SECS))]
+          value_parser = clap::value_parser!(u64).range(10..=MAX_ALTO_TIMEOUT_SECS))]
     pub grpc_idle_timeout_secs: u64,
 }
 

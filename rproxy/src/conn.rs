@@ -6,8 +6,8 @@
 //! fails its reads once the peer has sent fewer than [`HANDSHAKE_BYTES`] bytes
 //! within the handshake timeout (a connection that never speaks, or a
 //! slowloris trickling its preface), or nothing at all for the idle timeout
-//! (the server pings every 30 s, so a live client always answers well within
-//! it). Refusals are counted in `altocast_grpc_refused_total{reason}`.
+//! (the server sends an HTTP/2 PING after half of it, so a live client always
+//! answers in time). Refusals are counted in `altocast_grpc_refused_total{reason}`.
 
 use std::{
     io,

@@ -53,10 +53,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         tasks.spawn(alto::serve(view, http, config.alto.limits()?, shutdown.clone()));
     }
     let svc = service::DistributionService::new(hub.clone(), directory, Some(Arc::new(refresher)));
-    let limits = service::ServerLimits { tls: config.tls.server_config()?, ..Default::default() };
+    let conns = config.grpc.limits();
+    let limits = service::ServerLimits {
+        tls: config.tls.server_config()?,
+        ..service::ServerLimits::for_idle_timeout(conns.idle_timeout)
+    };
     let router = service::router(svc, &limits).await?;
     info!(addr = %listener.local_addr().context("listener address")?, upstreams = ?config.upstreams, "rproxy serving");
-    service::serve(router, listener, config.grpc.limits(), shutdown.clone()).await?;
+    service::serve(router, listener, conns, shutdown.clone()).await?;
     let grace = Duration::from_secs(config.grace_secs);
     let _ = tokio::time::timeout(grace, async {
         hub.closed().await;

@@ -297,11 +297,27 @@ pub struct ServerLimits {
     pub max_concurrent_streams: u32,
     /// TLS (and mTLS) settings; `None` serves plain HTTP/2.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// HTTP/2 keepalive: a PING this long after the peer last sent anything.
+    /// Half the idle timeout ([`ServerLimits::for_idle_timeout`]), so a live
+    /// client's PING ack always arrives before the idle deadline of
+    /// [`crate::conn`], which closes (and counts) a peer that stays silent.
+    pub keepalive: Duration,
+    /// How long hyper waits for a PING ack before closing the connection
+    /// itself: the idle timeout, so the counted idle deadline comes first.
+    pub keepalive_timeout: Duration,
+}
+
+impl ServerLimits {
+    /// The defaults with the keepalive that goes with `idle_timeout`.
+    pub fn for_idle_timeout(idle_timeout: Duration) -> ServerLimits {
+        ServerLimits { keepalive: idle_timeout / 2, keepalive_timeout: idle_timeout, ..Default::default() }
+    }
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits { max_concurrent_streams: 256, tls: None }
+        let idle = crate::conn::ConnLimits::default().idle_timeout;
+        ServerLimits { max_concurrent_streams: 256, tls: None, keepalive: idle / 2, keepalive_timeout: idle }
     }
 }
 
@@ -327,7 +343,8 @@ pub async fn router_with_health(
     }
     let router = builder
         .max_concurrent_streams(limits.max_concurrent_streams)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(limits.keepalive))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)

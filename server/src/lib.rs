@@ -100,7 +100,11 @@ pub async fn run_with_http(
     tasks.spawn(origin::heartbeats(origin.clone(), Duration::from_secs(cfg.heartbeat_secs), shutdown.clone()));
 
     let svc = service::DistributionService::new(hub.clone(), directory, None);
-    let limits = service::ServerLimits { tls: cfg.tls.server_config()?, ..Default::default() };
+    let conns = cfg.grpc.limits();
+    let limits = service::ServerLimits {
+        tls: cfg.tls.server_config()?,
+        ..service::ServerLimits::for_idle_timeout(conns.idle_timeout)
+    };
     let (router, health) = service::router_with_health(svc, &limits).await?;
     tasks.spawn(publisher::health(origin.clone(), health, shutdown.clone()));
     let router =
@@ -133,7 +137,7 @@ pub async fn run_with_http(
         data_dir = %cfg.data_dir.display(),
         "origin serving"
     );
-    service::serve(router, listener, cfg.grpc.limits(), shutdown.clone()).await?;
+    service::serve(router, listener, conns, shutdown.clone()).await?;
     let _ = tokio::time::timeout(Duration::from_secs(cfg.grace_secs), async {
         hub.closed().await;
         tasks.close();

@@ -75,3 +75,48 @@ async fn silent_trickling_and_surplus_grpc_connections_are_closed_and_subscriber
     r.stop().await;
     o.stop().await;
 }
+
+/// A connection that completes the HTTP/2 handshake and then answers nothing
+/// (not even the server's PINGs) is closed at `--grpc-idle-timeout-secs`,
+/// while a subscriber that receives nothing for twice as long stays connected:
+/// its HTTP/2 stack answers the PING sent at half the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_http2_peer_is_closed_at_the_idle_timeout_and_a_quiet_subscriber_is_not() {
+    let o = TestOrigin::start().await;
+    let mut m = Maps::synthetic(6);
+    o.publish(altocast_tests::NM, &m.network_map_json()).await.expect("nm");
+    o.publish(altocast_tests::CM, &m.cost_map_json()).await.expect("cm");
+    let idle = 10;
+    let flags: Vec<String> = ["--grpc-idle-timeout-secs", &idle.to_string()].map(String::from).to_vec();
+    let r = TestRproxy::start_with_args(&[&o.url], &o.pub_key_path, None, &flags).await;
+    let client = TestClient::start(&[&r.url], o.trusted());
+    client.wait_seq(altocast_tests::CM, 1, Duration::from_secs(10)).await;
+    let before = client.incidents_at(&r.url).len();
+
+    let mut mute = TcpStream::connect(r.addr).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // an empty SETTINGS frame
+    mute.write_all(&hello).await.expect("preface");
+    let t = tokio::time::Instant::now();
+    assert!(!closed_within(&mut mute, Duration::from_secs(idle / 2)).await, "closed before half the idle timeout");
+    assert!(closed_within(&mut mute, Duration::from_secs(idle + 5)).await, "a mute peer outlived the idle timeout");
+    let closed_after = t.elapsed();
+
+    // Twice the idle timeout in all with nothing published: the subscriber
+    // is still on its first connection, and then gets the next change.
+    tokio::time::sleep(Duration::from_secs(2 * idle).saturating_sub(closed_after)).await;
+    // (A change event need not change any cost: publish until one does.)
+    for _ in 0..100 {
+        m.step();
+        o.publish(altocast_tests::NM, &m.network_map_json()).await.expect("nm 2");
+        if o.publish(altocast_tests::CM, &m.cost_map_json()).await.expect("cm 2").changed {
+            break;
+        }
+    }
+    client.wait_seq(altocast_tests::CM, 2, Duration::from_secs(10)).await;
+    let incidents = client.incidents_at(&r.url);
+    assert_eq!(incidents.len(), before, "the quiet subscriber was disconnected: {incidents:?}");
+    client.stop().await;
+    r.stop().await;
+    o.stop().await;
+}
