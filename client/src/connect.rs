@@ -225,6 +225,45 @@ pub fn resources_for(dir: &pb::Directory, wanted: &[ResourceId]) -> Vec<Resource
     out
 }
 
+/// Splits `resources` into the `Subscribe` requests of one session: at most
+/// `per_stream` resources each, except that a network map and the cost maps
+/// the directory says use it always share a stream (a cost map re-bound to a
+/// new network map must not arrive before it on another stream). Network
+/// maps come first within each stream, as in [`resources_for`].
+pub fn stream_groups(dir: Option<&pb::Directory>, resources: &[ResourceId], per_stream: usize) -> Vec<Vec<ResourceId>> {
+    // Each resource's group: the network map it uses, or itself.
+    let key = |r: &ResourceId| -> String {
+        dir.and_then(|d| d.resources.iter().find(|x| x.resource_id == r.as_str()))
+            .and_then(|x| x.uses.first().cloned())
+            .filter(|u| resources.iter().any(|r| r.as_str() == u))
+            .unwrap_or_else(|| r.to_string())
+    };
+    let mut groups: Vec<(String, Vec<ResourceId>)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for r in resources {
+        let k = key(r);
+        let i = *at.entry(k.clone()).or_insert_with(|| {
+            groups.push((k, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(r.clone());
+    }
+    let mut streams: Vec<Vec<ResourceId>> = Vec::new();
+    for (_, g) in groups {
+        match streams.last_mut() {
+            Some(s) if s.len() + g.len() <= per_stream.max(1) => s.extend(g),
+            _ => streams.push(g),
+        }
+    }
+    let uses_another = |r: &ResourceId| {
+        dir.is_some_and(|d| d.resources.iter().any(|x| x.resource_id == r.as_str() && !x.uses.is_empty()))
+    };
+    for s in &mut streams {
+        s.sort_by_key(|r| uses_another(r));
+    }
+    streams
+}
+
 /// One update pulled with `Fetch`, verified and applied.
 #[derive(Debug)]
 pub struct Fetched {
@@ -261,6 +300,12 @@ pub async fn fetch_into(
     let mut waiting = None;
     for (i, signed) in resp.updates.into_iter().enumerate() {
         let opened = verifier.open(&signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+        // An answer about another resource, even one this verifier follows,
+        // is not what was asked for (PROTOCOL.md §10.5).
+        if opened.update.resource_id != resource.as_str() {
+            let error = VerifyError::UnexpectedResource(opened.update.resource_id.clone());
+            return Err(ConnectError::Verify { url: url.into(), error });
+        }
         let held = verifier.get(resource.as_str()).map_or(0, |h| h.seq);
         if opened.seq() <= held && !opened.is_heartbeat() {
             continue;
@@ -276,5 +321,45 @@ pub async fn fetch_into(
     match waiting {
         Some(waiting) => Err(ConnectError::NotExposable { url: url.into(), resource: resource.clone(), waiting }),
         None => Ok(fetched),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(entries: &[(&str, Option<&str>)]) -> pb::Directory {
+        pb::Directory {
+            resources: entries
+                .iter()
+                .map(|(id, uses)| pb::DirectoryResource {
+                    resource_id: (*id).into(),
+                    kind: if uses.is_some() { pb::ResourceKind::CostMap } else { pb::ResourceKind::NetworkMap } as i32,
+                    uses: uses.iter().map(|u| (*u).to_owned()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn ids(v: &[&str]) -> Vec<ResourceId> {
+        v.iter().map(|s| ResourceId::new(s).expect("id")).collect()
+    }
+
+    #[test]
+    fn streams_keep_each_network_map_with_its_cost_maps_and_stay_under_the_limit() {
+        let d = dir(&[("a", None), ("b", None), ("a1", Some("a")), ("b1", Some("b")), ("a2", Some("a")), ("x", None)]);
+        let all = resources_for(&d, &[]);
+        let s = stream_groups(Some(&d), &all, 3);
+        assert_eq!(s, vec![ids(&["a", "a1", "a2"]), ids(&["b", "x", "b1"])]);
+        // A group bigger than the limit is never split.
+        assert_eq!(stream_groups(Some(&d), &all, 2), vec![ids(&["a", "a1", "a2"]), ids(&["b", "b1"]), ids(&["x"])]);
+        // Everything fits: one stream, network maps first.
+        assert_eq!(stream_groups(Some(&d), &all, 256), vec![ids(&["a", "b", "x", "a1", "a2", "b1"])]);
+        // Without a directory nothing is known about dependencies: plain chunks.
+        assert_eq!(stream_groups(None, &ids(&["p", "q", "r"]), 2), vec![ids(&["p", "q"]), ids(&["r"])]);
+        // A cost map whose network map is not followed is a group of its own.
+        assert_eq!(stream_groups(Some(&d), &ids(&["a1", "b1"]), 1), vec![ids(&["a1"]), ids(&["b1"])]);
     }
 }

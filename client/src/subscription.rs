@@ -318,50 +318,54 @@ impl Runner {
             Ok(c) => c,
             Err(e) => return End::Failed { reason: e.to_string(), delivered: false },
         };
-        let resources = match connect::directory(&mut client, url, &self.cfg.keys).await {
+        let (resources, dir) = match connect::directory(&mut client, url, &self.cfg.keys).await {
             Ok((signed, dir)) => {
                 let r = connect::resources_for(&dir, &self.cfg.resources);
-                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir }).await;
-                r
+                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
+                (r, Some(dir))
             }
             Err(ConnectError::Verify { error, .. }) => return End::Bad { reason: format!("directory: {error}") },
             Err(e) if self.cfg.resources.is_empty() => return End::Failed { reason: e.to_string(), delivered: false },
             Err(e) => {
                 debug!(endpoint = %url, error = %e, "no directory; using configured resources");
-                self.cfg.resources.clone()
+                (self.cfg.resources.clone(), None)
             }
         };
         for r in &resources {
             self.verifier.request(r.clone());
         }
-        let positions = resources
-            .iter()
-            .map(|r| {
-                let h = self.verifier.get(r.as_str());
-                pb::ResumePosition {
-                    resource_id: r.to_string(),
-                    have_seq: h.map_or(0, |h| h.seq),
-                    have_tag: h.map(|h| bytes::Bytes::copy_from_slice(&h.tag.0)).unwrap_or_default(),
+        // More resources than one stream carries: several streams on the
+        // same connection, one verifier behind them all.
+        let mut streams = Vec::new();
+        for group in connect::stream_groups(dir.as_ref(), &resources, altocast_proto::SUBSCRIBE_RESOURCES) {
+            let positions = group
+                .iter()
+                .map(|r| {
+                    let h = self.verifier.get(r.as_str());
+                    pb::ResumePosition {
+                        resource_id: r.to_string(),
+                        have_seq: h.map_or(0, |h| h.seq),
+                        have_tag: h.map(|h| bytes::Bytes::copy_from_slice(&h.tag.0)).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            match client.subscribe(pb::SubscribeRequest { resources: positions }).await {
+                Ok(s) => streams.push(s.into_inner()),
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    return End::Failed { reason: status.to_string(), delivered: false };
                 }
-            })
-            .collect();
-        let stream = client.subscribe(pb::SubscribeRequest { resources: positions }).await;
-        let mut stream = match stream {
-            Ok(s) => s.into_inner(),
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                return End::Failed { reason: status.to_string(), delivered: false };
+                Err(status) => {
+                    // Loud: polling is slower and heavier than the push it replaces.
+                    warn!(endpoint = %url, %status, resources = group.len(), "subscribe refused; falling back to polling");
+                    metrics::counter!("altocast_client_pull_fallbacks_total").increment(1);
+                    return self.pull(&mut client, url, &resources).await;
+                }
             }
-            Err(status) => {
-                // Loud: polling is slower and heavier than the push it replaces.
-                warn!(endpoint = %url, %status, resources = resources.len(), "subscribe refused; falling back to polling");
-                metrics::counter!("altocast_client_pull_fallbacks_total").increment(1);
-                return self.pull(&mut client, url, &resources).await;
-            }
-        };
+        }
         self.emit(Event::Connected { endpoint: url.into() }).await;
         metrics::gauge!("altocast_client_connected").set(1.0);
         let follow = self.cfg.resources.is_empty().then(|| (client.clone(), resources.clone()));
-        let end = self.read_stream(&mut stream, url, follow).await;
+        let end = self.read_stream(streams, url, follow).await;
         metrics::gauge!("altocast_client_connected").set(0.0);
         end
     }
@@ -385,19 +389,27 @@ impl Runner {
         }
     }
 
-    /// Reads updates until the stream ends. With `follow` (the client and the
-    /// resources of a subscription to the whole directory), re-reads the
-    /// directory every `directory_refresh` and ends with `Resubscribe` when it
-    /// lists a resource not followed yet.
+    /// Reads updates until one of the session's streams ends. With `follow`
+    /// (the client and the resources of a subscription to the whole
+    /// directory), re-reads the directory every `directory_refresh` and ends
+    /// with `Resubscribe` when it lists a resource not followed yet.
     async fn read_stream(
         &mut self,
-        stream: &mut tonic::Streaming<pb::SubscribeResponse>,
+        streams: Vec<tonic::Streaming<pb::SubscribeResponse>>,
         url: &str,
         mut follow: Option<(DistributionClient, Vec<ResourceId>)>,
     ) -> End {
+        use futures::StreamExt as _;
         let mut delivered = false;
         let mut pending_run = 0;
-        let mut frames = Assembler::new();
+        // Chunks follow their head on the same stream: one assembler each.
+        let mut assemblers: Vec<Assembler> = streams.iter().map(|_| Assembler::new()).collect();
+        // Every frame tagged with its stream; `None` when that stream ended.
+        let mut merged =
+            futures::stream::select_all(streams.into_iter().enumerate().map(|(i, s)| {
+                s.map(move |f| (i, Some(f))).chain(futures::stream::once(async move { (i, None) })).boxed()
+            }));
+        let chunks_due = |a: &[Assembler]| a.iter().map(Assembler::chunks_due).sum::<usize>();
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + Duration::from_secs(10);
         let mut refresh = tokio::time::interval_at(
@@ -408,11 +420,11 @@ impl Runner {
             let (wait, earliest) = self.stale_wait();
             let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
             // Each chunk of a snapshot in progress has a deadline of its own.
-            let wait = if frames.chunks_due() > 0 { CHUNK_DEADLINE } else { wait };
+            let wait = if chunks_due(&assemblers) > 0 { CHUNK_DEADLINE } else { wait };
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
-                _ = refresh.tick(), if follow.is_some() && frames.chunks_due() == 0 => {
+                _ = refresh.tick(), if follow.is_some() && chunks_due(&assemblers) == 0 => {
                     if let Some((client, followed)) = follow.as_mut()
                         && let Ok((_, dir)) = connect::directory(client, url, &self.cfg.keys).await
                         && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
@@ -421,12 +433,12 @@ impl Runner {
                     }
                     continue;
                 }
-                r = tokio::time::timeout(wait, stream.message()) => r,
+                r = tokio::time::timeout(wait, merged.next()) => r,
             };
-            let frame = match frame {
-                Err(_) if frames.chunks_due() > 0 => {
+            let (stream, frame) = match frame {
+                Err(_) if chunks_due(&assemblers) > 0 => {
                     return End::Bad {
-                        reason: format!("{} snapshot chunks still due after 30 s", frames.chunks_due()),
+                        reason: format!("{} snapshot chunks still due after 30 s", chunks_due(&assemblers)),
                     };
                 }
                 Err(_) => {
@@ -439,11 +451,11 @@ impl Runner {
                         None => End::Failed { reason: "no data within 30 s".into(), delivered },
                     };
                 }
-                Ok(Ok(Some(f))) => f,
-                Ok(Ok(None)) => return End::Closed { delivered },
-                Ok(Err(status)) => return End::Failed { reason: status.to_string(), delivered },
+                Ok(Some((i, Some(Ok(f))))) => (i, f),
+                Ok(Some((_, None)) | None) => return End::Closed { delivered },
+                Ok(Some((_, Some(Err(status))))) => return End::Failed { reason: status.to_string(), delivered },
             };
-            let Assembled { opened, signed, chunks } = match frames.push(&self.verifier, frame) {
+            let Assembled { opened, signed, chunks } = match assemblers[stream].push(&self.verifier, frame) {
                 Ok(Some(a)) => a,
                 Ok(None) => continue,
                 Err(FrameError::Verify(error)) => return self.rejected(url, error).await,

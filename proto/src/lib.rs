@@ -39,6 +39,11 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("altocast_descriptor");
 }
 
+/// Resources every server accepts in one `Subscribe` (PROTOCOL.md §10.4): a
+/// client following more opens several streams of at most this many, each
+/// network map on the same stream as the cost maps that depend on it.
+pub const SUBSCRIBE_RESOURCES: usize = 256;
+
 pub use cost_map::{CostMap, CostMapBuilder, CostMapDiff, CostMode, CostRowDiff, CostType, VersionTag};
 pub use error::ModelError;
 pub use keys::{KeyId, OriginKey, PublicKey, TrustedKeys};

@@ -268,6 +268,7 @@ fn header_pb(h: &Header) -> pb::Update {
 /// Encodes `header` + `payload` once, signs the bytes, and splits a snapshot
 /// larger than `chunk_size` into chunks bound to the update by their hashes.
 pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: usize) -> Signed {
+    let chunk_size = chunk_size.max(1);
     let mut u = header_pb(header);
     let mut chunks = Vec::new();
     let kind = match payload {
@@ -281,12 +282,12 @@ pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: 
         Payload::Snapshot(s) => {
             let snap = s.to_pb();
             let len = snap.encoded_len();
-            if len <= chunk_size.max(1) {
+            if len <= chunk_size {
                 pb::update::Payload::Snapshot(snap)
             } else {
                 let data = Bytes::from(snap.encode_to_vec());
                 let mut hashes = Vec::new();
-                for (i, c) in data.chunks(chunk_size.max(1)).enumerate() {
+                for (i, c) in data.chunks(chunk_size).enumerate() {
                     hashes.push(Bytes::copy_from_slice(blake3::hash(c).as_bytes()));
                     let start = i * chunk_size;
                     chunks.push(pb::SnapshotChunk { index: i as u32, data: data.slice(start..start + c.len()) });

@@ -51,10 +51,10 @@ pub struct Config {
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
-    /// Most resources one subscription may follow (a follow-all subscriber asks for every resource in the directory;
-    /// more: INVALID_ARGUMENT, and such a client falls back to polling).
+    /// Most resources one Subscribe stream may follow (more: INVALID_ARGUMENT); at least 256, which clients
+    /// following more resources split their subscription into (PROTOCOL.md §10.4).
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIPTION_RESOURCES", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+          value_parser = clap::value_parser!(u64).range(altocast_proto::SUBSCRIBE_RESOURCES as u64..=65_536))]
     pub max_subscription_resources: u64,
     /// Most `Fetch` pull-throughs of resources this RProxy does not hold in flight at once (more: RESOURCE_EXHAUSTED).
     #[arg(long, env = "ALTOCAST_MAX_PULLS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=10_000))]

@@ -100,8 +100,11 @@ impl DistributionService {
     }
 }
 
-/// Largest `SubscribeRequest` accepted (64 resources with tags fit easily).
-const MAX_SUBSCRIBE_REQUEST: usize = 64 << 10;
+/// Largest encoded `ResumePosition` with its field key and length: a 64-byte
+/// resource id, a 10-byte seq varint and a 32-byte tag, with their keys and
+/// lengths (108), rounded up. A request of the most resources a subscription
+/// may follow always fits; anything bigger is refused before it is read.
+const RESUME_POSITION_BYTES: usize = 128;
 const SUBSCRIBE_PATH: &str = "/altocast.v1.Distribution/Subscribe";
 
 /// The `Distribution` server with `Subscribe` served zero-copy: each frame is
@@ -158,7 +161,8 @@ async fn subscribe_zero_copy(
 ) -> Result<http::Response<tonic::body::Body>, Status> {
     use http_body_util::BodyExt as _;
     use prost::Message as _;
-    let body = http_body_util::Limited::new(req.into_body(), MAX_SUBSCRIBE_REQUEST)
+    let max_request = 1024 + svc.hub.config().max_resources_per_subscription * RESUME_POSITION_BYTES;
+    let body = http_body_util::Limited::new(req.into_body(), max_request)
         .collect()
         .await
         .map_err(|e| Status::invalid_argument(format!("subscribe request: {e}")))?

@@ -106,10 +106,10 @@ pub struct ServeConfig {
     /// Most concurrent subscriptions.
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIBERS", default_value_t = 100_000)]
     pub max_subscribers: usize,
-    /// Most resources one subscription may follow (a follow-all subscriber asks for every resource in the directory;
-    /// more: INVALID_ARGUMENT, and such a client falls back to polling).
+    /// Most resources one Subscribe stream may follow (more: INVALID_ARGUMENT); at least 256, which clients
+    /// following more resources split their subscription into (PROTOCOL.md §10.4).
     #[arg(long, env = "ALTOCAST_MAX_SUBSCRIPTION_RESOURCES", default_value_t = 1024,
-          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+          value_parser = clap::value_parser!(u64).range(altocast_proto::SUBSCRIBE_RESOURCES as u64..=65_536))]
     pub max_subscription_resources: u64,
     /// Seconds to let open streams finish after a shutdown signal.
     #[arg(long, env = "ALTOCAST_GRACE", default_value_t = 5)]

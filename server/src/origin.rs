@@ -28,6 +28,10 @@ pub struct OriginConfig {
     pub history_depth: u64,
     /// Largest JSON body accepted.
     pub max_body: usize,
+    /// Largest signed diff body: a change whose diff would be bigger is
+    /// published as a snapshot instead, since every verifier refuses bodies
+    /// over its limit (PROTOCOL.md §11; `Limits::max_body`, 16 MiB).
+    pub max_diff_bytes: usize,
     /// RProxy URLs advertised in the directory.
     pub rproxies: Vec<String>,
     /// Write snapshot checkpoints in the background (off only in tests, to
@@ -59,6 +63,7 @@ impl Default for OriginConfig {
             ttl: Duration::from_secs(60),
             history_depth: 64,
             max_body: 64 << 20,
+            max_diff_bytes: altocast_proto::Limits::default().max_body,
             rproxies: Vec::new(),
             checkpoints: true,
             clock: Clock::default(),
@@ -744,10 +749,13 @@ impl Origin {
             let diff = old.and_then(|c| c.version.state.diff(&next.state).map(|d| (c, d)));
             let entries_changed = diff.as_ref().map_or(next.state.entry_count(), |(_, d)| d.entries_changed());
             // Durable before anyone can see it: the signed diff (small), or the
-            // snapshot for a version no diff can express.
+            // snapshot for a version no diff can express or no verifier would
+            // accept as one.
+            let diff = diff
+                .map(|(c, d)| self.signer.diff(id, &c.version, &next, &d, now))
+                .filter(|edge| edge.update.body.len() <= self.cfg.max_diff_bytes);
             let (edge, write) = match diff {
-                Some((c, d)) => {
-                    let edge = self.signer.diff(id, &c.version, &next, &d, now);
+                Some(edge) => {
                     let (seq, diff) = (next.seq, edge.update.clone());
                     (edge, Write::Diff { id: id.to_string(), seq, diff, source_tag: source_tag.clone() })
                 }
@@ -887,9 +895,12 @@ mod tests {
     };
 
     fn open(dir: &std::path::Path, checkpoints: bool) -> Arc<Origin> {
+        open_with(dir, OriginConfig { history_depth: 3, checkpoints, ..Default::default() })
+    }
+
+    fn open_with(dir: &std::path::Path, cfg: OriginConfig) -> Arc<Origin> {
         let hub = Hub::new(Default::default(), tokio_util::sync::CancellationToken::new());
         let store = Store::open(&dir.join("altocast.redb")).expect("store");
-        let cfg = OriginConfig { history_depth: 3, checkpoints, ..Default::default() };
         Origin::open(
             cfg,
             Signer::new(OriginKey::from_seed([4; 32]), 60_000),
@@ -932,5 +943,47 @@ mod tests {
         if let Outcome::Published { seq: next, .. } = o.ingest(&cm, body.as_bytes()).expect("cm") {
             assert_eq!(next, seq + 1);
         }
+    }
+
+    /// A change whose signed diff would exceed the verifiers' body limit is
+    /// published as a snapshot: a subscriber holding the previous version gets
+    /// a snapshot, and a restart restores it.
+    #[tokio::test]
+    async fn a_diff_over_the_body_limit_is_published_as_a_snapshot() {
+        use prost::Message as _;
+        let dir = tempfile::tempdir().expect("dir");
+        let (nm, cm) = (ResourceId::new("nm").expect("id"), ResourceId::new("cm").expect("id"));
+        let mut w = Workload::new(Topology::synthetic(20, 3), 3);
+        w.network_map_id = nm.clone();
+        let cfg = OriginConfig { max_diff_bytes: 64, checkpoints: false, ..Default::default() };
+        let o = open_with(dir.path(), cfg.clone());
+        o.ingest(&nm, json::network_map_json(&nm, &w.network_map()).as_bytes()).expect("nm");
+        o.ingest(&cm, json::cost_map_json(&w.cost_map(&w.network_map())).as_bytes()).expect("cm 1");
+        let first = o.current("cm").expect("cm");
+        let mut published = None;
+        for _ in 0..50 {
+            w.step();
+            let body = json::cost_map_json(&w.cost_map(&w.network_map()));
+            if let Outcome::Published { seq, tag, .. } = o.ingest(&cm, body.as_bytes()).expect("cm 2") {
+                published = Some((seq, tag));
+                break;
+            }
+        }
+        let (seq, tag) = published.expect("a change");
+        let mut rx = o.hub().subscribe(vec![(cm.clone(), first.seq, first.state.tag())]).expect("subscribe");
+        let frame = rx.recv().await.expect("a catch-up frame");
+        let frame = pb::SubscribeResponse::decode(&frame.grpc_framed()[5..]).expect("frame");
+        let Some(pb::subscribe_response::Item::Update(u)) = frame.item else { panic!("not an update: {frame:?}") };
+        let u = pb::Update::decode(u.body).expect("decode");
+        assert_eq!(u.seq, seq);
+        assert!(
+            matches!(u.payload, Some(pb::update::Payload::Snapshot(_) | pb::update::Payload::Chunked(_))),
+            "the oversized change went out as {:?}",
+            u.payload.map(|p| std::mem::discriminant(&p))
+        );
+        drop(o);
+        let o = open_with(dir.path(), cfg);
+        let v = o.current("cm").expect("restored");
+        assert_eq!((v.seq, v.state.tag()), (seq, tag));
     }
 }

@@ -29,6 +29,9 @@ pub enum EvilMode {
     /// Withholds live network map diffs but relays the cost maps computed
     /// against them: a cost map with a network map the client does not have.
     DropNetworkMap,
+    /// Answers a `Fetch` of the network map with the cost map's answer and
+    /// the other way round: authentic updates of another resource.
+    SwapFetch,
 }
 
 /// The running double.
@@ -178,7 +181,11 @@ impl pb::distribution_server::Distribution for Evil {
     }
 
     async fn fetch(&self, req: Request<pb::FetchRequest>) -> Result<Response<pb::FetchResponse>, Status> {
-        upstream(&self.upstream).await?.fetch(req.into_inner()).await
+        let mut req = req.into_inner();
+        if self.mode == EvilMode::SwapFetch {
+            req.resource_id = if req.resource_id == crate::NM { crate::CM } else { crate::NM }.to_owned();
+        }
+        upstream(&self.upstream).await?.fetch(req).await
     }
 
     async fn get_directory(

@@ -59,11 +59,21 @@ pub struct OriginOptions {
     /// Serve gRPC over TLS with these settings (the URL becomes `https://`),
     /// reached by the harness with `client_tls`.
     pub tls: Option<(altocast_rproxy::tls::TlsArgs, altocast_client::connect::ClientTls)>,
+    /// `--max-subscription-resources`.
+    pub max_subscription_resources: u64,
 }
 
 impl Default for OriginOptions {
     fn default() -> Self {
-        OriginOptions { maps_dir: None, ttl_secs: 60, heartbeat_secs: 20, history: 64, alto_http: None, tls: None }
+        OriginOptions {
+            maps_dir: None,
+            ttl_secs: 60,
+            heartbeat_secs: 20,
+            history: 64,
+            alto_http: None,
+            tls: None,
+            max_subscription_resources: 1024,
+        }
     }
 }
 
@@ -104,6 +114,7 @@ impl TestOrigin {
         cfg.ttl_secs = opts.ttl_secs;
         cfg.heartbeat_secs = opts.heartbeat_secs;
         cfg.history = opts.history;
+        cfg.max_subscription_resources = opts.max_subscription_resources;
         cfg.poll_ms = 50;
         cfg.quiet_ms = 100;
         cfg.grace_secs = 2;

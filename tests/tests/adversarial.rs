@@ -119,3 +119,28 @@ async fn cost_map_without_its_network_map_is_rejected() {
     honest.stop().await;
     origin.stop().await;
 }
+
+/// A `Fetch` answered with another resource's (authentic) updates is refused,
+/// even when the verifier follows that resource too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_answered_with_another_resource_is_rejected() {
+    let origin = TestOrigin::start().await;
+    let maps = Maps::synthetic(8);
+    publish(&origin, &maps, &mut HashSet::new()).await;
+    let evil = EvilProxy::start(&origin.url, EvilMode::SwapFetch).await;
+    let ids = [altocast_tests::rid(NM), altocast_tests::rid(CM)];
+    let mut verifier = altocast_proto::Verifier::new(origin.trusted(), Default::default(), ids.iter().cloned());
+    let mut client = altocast_client::connect::connect(&evil.url, Duration::from_secs(5)).await.expect("connect");
+    let now = altocast_client::now_ms();
+    let got = altocast_client::connect::fetch_into(&mut client, &evil.url, &ids[0], &mut verifier, now).await;
+    match got {
+        Err(altocast_client::connect::ConnectError::Verify {
+            error: altocast_proto::VerifyError::UnexpectedResource(r),
+            ..
+        }) => assert_eq!(r, CM),
+        other => panic!("a swapped Fetch answer was not refused: {other:?}"),
+    }
+    assert!(verifier.get(CM).is_none() && verifier.get(NM).is_none(), "state changed");
+    evil.stop().await;
+    origin.stop().await;
+}
