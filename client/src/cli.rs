@@ -1,8 +1,15 @@
 //! The `altocast` command-line tool (DESIGN §8): `watch`, `get`, `rank`,
-//! `lookup`, `directory`. Everything it prints has been verified against the
-//! trusted origin key; errors are one line on stderr with a non-zero exit.
+//! `lookup`, `directory`, `discover`. Everything it prints as ALTO data has
+//! been verified against the trusted origin key (`discover` prints only where
+//! DNS says the ALTO server is); errors are one line on stderr with a non-zero
+//! exit.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use altocast_proto::{
     Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb, update::open_directory,
@@ -15,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Config, Subscription,
     connect::{self, DistributionClient},
+    discover::Discoverer,
     now_ms, rank,
     view::{CostMapVersion, NetworkMapVersion},
 };
@@ -110,6 +118,47 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Find through DNS the ALTO server (its IRD URI) responsible for an
+    /// address (RFC 8686) or a domain (RFC 7286).
+    ///
+    /// Both are U-NAPTR lookups for "ALTO:https": only NAPTR records with that
+    /// service and flags "U" count, in order then preference, and their regexp
+    /// must be of the form !^.*$!https://…! (an https URI). For --ip, the
+    /// reverse-tree names are asked longest prefix first: IPv4 /32, /24, /16,
+    /// /8 (in-addr.arpa.), IPv6 /128, /64, /56, /48, /32 (ip6.arpa.); the first
+    /// name with such a record wins. With both --ip and --domain, the domain is
+    /// asked only when no reverse name had one: the address's own record is the
+    /// more specific answer. A name whose ALTO:https records are all unusable
+    /// (bad regexp, not https, more than 32 NAPTR records) stops the search
+    /// with an error; a lookup that fails or times out is noted and the next
+    /// name is asked.
+    ///
+    /// Prints one line per name asked, then the URI found. DNS is not a trust
+    /// root: the URI only says where to look; trust what is served there only
+    /// through --trust-key.
+    Discover {
+        /// The address whose ALTO server to find (RFC 8686 reverse-tree lookups).
+        #[arg(long, required_unless_present = "domain")]
+        ip: Option<IpAddr>,
+        /// A domain whose ALTO server to find (RFC 7286); asked after the
+        /// address's names when --ip is given too.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Ask only this nameserver (IP address, port 53 unless given), over UDP
+        /// and TCP. Default: the system resolver configuration.
+        #[arg(long, env = "ALTOCAST_DNS", value_name = "ADDR[:PORT]", value_parser = parse_dns)]
+        dns: Option<SocketAddr>,
+        /// Seconds each name's lookup may take, retries included.
+        #[arg(long, value_name = "SECS", default_value_t = crate::discover::LOOKUP_TIMEOUT.as_secs())]
+        timeout: u64,
+    },
+}
+
+/// `--dns`: `ADDR:PORT`, `[V6]:PORT`, or an address alone (port 53).
+fn parse_dns(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not ADDR or ADDR:PORT (an IP address, e.g. 127.0.0.1:5353 or [::1]:53)"))
 }
 
 /// Entry point of the `altocast` binary.
@@ -264,6 +313,23 @@ fn cost_map_version(v: &Verifier, id: &ResourceId) -> anyhow::Result<CostMapVers
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Discover { ip, domain, dns, timeout } => {
+            let discoverer = Discoverer::with_timeout(dns, Duration::from_secs(timeout.max(1)))?;
+            match discoverer.discover(ip, domain.as_deref()).await {
+                Ok(found) => {
+                    for a in &found.tried {
+                        println!("tried {a}");
+                    }
+                    println!("found {} at {} ttl={}s", found.uri, found.found_at, found.ttl.as_secs());
+                }
+                Err(e) => {
+                    for a in e.tried() {
+                        println!("tried {a}");
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
         Command::Directory { common } => {
             let keys = trusted(&common).await?;
             let (url, mut client) = first_reachable(&common).await?;

@@ -7,11 +7,14 @@
 //! lands in a [`View`]: a consistent, cheaply readable snapshot in which a cost
 //! map always comes with the exact network map version it was computed against.
 //! [`rank`] orders candidate peers by network cost (the tracker use of ALTO).
+//! [`discover`] finds, through DNS, the ALTO server responsible for an address
+//! or a domain (RFC 8686, RFC 7286); DNS only says where to look, never what to trust.
 //!
 //! The crate also holds the `altocast` command-line tool ([`cli`]).
 
 pub mod cli;
 pub mod connect;
+pub mod discover;
 pub mod frames;
 pub mod rank;
 pub mod subscription;
