@@ -12,7 +12,7 @@ use std::{
 };
 
 use altocast_proto::{
-    Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb, update::open_directory,
+    Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb,
 };
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
@@ -41,12 +41,22 @@ pub struct Common {
     /// Endpoint URL; repeat to give fallbacks, tried in order.
     #[arg(long = "endpoint", env = "ALTOCAST_ENDPOINT", default_value = "http://127.0.0.1:7100")]
     endpoints: Vec<String>,
-    /// The origin's public key (SPKI PEM, from `altocast-server pubkey`).
+    /// The origin's root key (SPKI PEM, from `altocast-server pubkey --root`): its key lists say which keys
+    /// sign, so update-key rotations and revocations need nothing from you.
+    #[arg(long, env = "ALTOCAST_TRUST_ROOT")]
+    trust_root: Option<PathBuf>,
+    /// A fixed update key (SPKI PEM, from `altocast-server pubkey`) instead of the root: stops working when the
+    /// operator rotates that key.
     #[arg(long, env = "ALTOCAST_TRUST_KEY")]
     trust_key: Option<PathBuf>,
-    /// Trust whatever key the endpoint's directory names (insecure; prints a warning).
-    #[arg(long)]
-    trust_on_first_use: bool,
+    /// Pin file: on first use, record the root the endpoint's directory names (its directory must verify under
+    /// it); afterwards trust only that root (and the roots it rotates to), refusing any other.
+    #[arg(long, env = "ALTOCAST_TRUST_ON_FIRST_USE")]
+    trust_on_first_use: Option<PathBuf>,
+    /// Directory for the last accepted directory, so no older directory or key list is accepted after a
+    /// restart.
+    #[arg(long, env = "ALTOCAST_STATE_DIR")]
+    state_dir: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
@@ -184,28 +194,81 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn trusted(common: &Common) -> anyhow::Result<TrustedKeys> {
+fn read_public(path: &std::path::Path, what: &str) -> anyhow::Result<PublicKey> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    PublicKey::from_spki_pem(&pem).with_context(|| format!("{what} {}", path.display()))
+}
+
+/// What a command trusts to begin with: a root, a fixed key, or a first-use
+/// pin (recorded here on first contact). Never nothing.
+async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
+    if let Some(path) = &common.trust_root {
+        return Ok(TrustedKeys::root(read_public(path, "trust root")?));
+    }
     if let Some(path) = &common.trust_key {
-        let pem = std::fs::read_to_string(path).with_context(|| format!("reading trust key {}", path.display()))?;
-        let key = PublicKey::from_spki_pem(&pem).with_context(|| format!("trust key {}", path.display()))?;
-        return Ok(TrustedKeys::new([key]));
+        return Ok(TrustedKeys::new([read_public(path, "trust key")?]));
     }
-    if !common.trust_on_first_use {
-        bail!("no trusted key: pass --trust-key FILE (from `altocast-server pubkey`), or --trust-on-first-use");
+    let Some(pin) = &common.trust_on_first_use else {
+        bail!(
+            "nothing is trusted: pass --trust-root FILE (from `altocast-server pubkey --root`), --trust-key FILE, \
+             or --trust-on-first-use FILE"
+        );
+    };
+    if pin.exists() {
+        return Ok(TrustedKeys::root(read_public(pin, "pinned root")?));
     }
+    // First contact: the root the directory's current key list names, which
+    // the whole directory must then verify under.
     let (url, mut client) = first_reachable(common).await?;
     let signed = client.get_directory(pb::GetDirectoryRequest {}).await.with_context(|| format!("{url}: directory"))?;
-    let dir = pb::Directory::decode(signed.get_ref().body.clone()).context("directory is malformed")?;
-    let keys: Vec<PublicKey> = dir.keys.iter().filter_map(|k| PublicKey::from_raw(&k.ed25519).ok()).collect();
-    let keys = TrustedKeys::new(keys);
-    open_directory(&keys, signed.get_ref()).context("directory is not signed by the key it names")?;
-    for k in keys.iter() {
-        eprintln!(
-            "altocast: WARNING: trusting key {} on first use, as {url} presented it; pin it with --trust-key",
-            k.id()
-        );
+    let signed = signed.into_inner();
+    let dir = pb::Directory::decode(signed.body.clone()).with_context(|| format!("{url}: directory is malformed"))?;
+    let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
+    let current = current.ok_or_else(|| anyhow!("{url}: the directory has no key chain; nothing to pin"))?;
+    let root = altocast_proto::trust::KeyList::decode(current).with_context(|| format!("{url}: key list"))?.root;
+    let mut v = Verifier::accepting_all(TrustedKeys::root(root.clone()), Limits::default());
+    v.accept_directory(&signed, now_ms()).with_context(|| format!("{url}: directory"))?;
+    std::fs::write(pin, root.to_spki_pem()).with_context(|| format!("writing the pin file {}", pin.display()))?;
+    eprintln!(
+        "altocast: pinned root {} of origin {} on first use ({url}) in {}; any other root is refused from now on",
+        root.id(),
+        dir.origin_id,
+        pin.display()
+    );
+    Ok(TrustedKeys::root(root))
+}
+
+/// A verifier for `resources` that has accepted `url`'s directory: the
+/// state directory's last directory restored first and the new one saved;
+/// a pinned root moved forward when the chain rotated it.
+async fn accepted(
+    common: &Common,
+    anchor: TrustedKeys,
+    client: &mut DistributionClient,
+    url: &str,
+) -> anyhow::Result<(Verifier, pb::Directory)> {
+    let mut v = Verifier::new(anchor, Limits::default(), []);
+    if let Some(saved) = common.state_dir.as_deref().and_then(crate::state::load) {
+        v.restore_directory(&saved).context("the state directory's last directory is not trusted")?;
     }
-    Ok(keys)
+    let (signed, dir) = connect::directory(client, url, &mut v, now_ms())
+        .await
+        .map_err(anyhow::Error::from)
+        .with_context(|| match &common.trust_on_first_use {
+            Some(pin) => format!("refusing {url} (root pinned in {})", pin.display()),
+            None => format!("refusing {url}"),
+        })?;
+    if let Some(dir) = &common.state_dir {
+        crate::state::save(dir, &signed).with_context(|| format!("saving to {}", dir.display()))?;
+    }
+    if let (Some(pin), Some(root)) = (&common.trust_on_first_use, v.keys().trusted_root()) {
+        let pinned = read_public(pin, "pinned root")?;
+        if pinned != *root {
+            std::fs::write(pin, root.to_spki_pem()).with_context(|| format!("writing {}", pin.display()))?;
+            eprintln!("altocast: root {} rotated to {}; {} updated", pinned.id(), root.id(), pin.display());
+        }
+    }
+    Ok((v, dir))
 }
 
 async fn first_reachable(common: &Common) -> anyhow::Result<(String, DistributionClient)> {
@@ -223,9 +286,9 @@ async fn first_reachable(common: &Common) -> anyhow::Result<(String, Distributio
 /// Pulls and verifies `wanted` (and what it depends on) from the first
 /// reachable endpoint.
 async fn pull(common: &Common, wanted: &[ResourceId]) -> anyhow::Result<(Verifier, pb::Directory)> {
-    let keys = trusted(common).await?;
+    let anchor = anchor(common).await?;
     let (url, mut client) = first_reachable(common).await?;
-    let (_, dir) = connect::directory(&mut client, &url, &keys).await?;
+    let (base, dir) = accepted(common, anchor, &mut client, &url).await?;
     for w in wanted {
         if !dir.resources.iter().any(|r| r.resource_id == w.as_str()) {
             bail!("{url} has no resource {w:?} (see `altocast directory`)");
@@ -238,7 +301,7 @@ async fn pull(common: &Common, wanted: &[ResourceId]) -> anyhow::Result<(Verifie
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match pull_once(&mut client, &url, &keys, &resources).await {
+        match pull_once(&mut client, &url, &base, &resources).await {
             Err(e)
                 if attempt < 3
                     && e.downcast_ref::<altocast_proto::VerifyError>()
@@ -251,10 +314,13 @@ async fn pull(common: &Common, wanted: &[ResourceId]) -> anyhow::Result<(Verifie
 async fn pull_once(
     client: &mut connect::DistributionClient,
     url: &str,
-    keys: &altocast_proto::TrustedKeys,
+    base: &Verifier,
     resources: &[ResourceId],
 ) -> anyhow::Result<Verifier> {
-    let mut verifier = Verifier::new(keys.clone(), Limits::default(), resources.iter().cloned());
+    let mut verifier = base.clone();
+    for r in resources {
+        verifier.request(r.clone());
+    }
     let now = now_ms();
     for r in resources {
         connect::fetch_into(client, url, r, &mut verifier, now).await.map_err(|e| match e {
@@ -331,10 +397,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Directory { common } => {
-            let keys = trusted(&common).await?;
+            let anchor = anchor(&common).await?;
             let (url, mut client) = first_reachable(&common).await?;
-            let (_, dir) = connect::directory(&mut client, &url, &keys).await?;
-            println!("origin {}", dir.origin_id);
+            let (_, dir) = accepted(&common, anchor, &mut client, &url).await?;
+            println!("origin {} directory seq {}", dir.origin_id, dir.seq);
             for r in &dir.resources {
                 let kind = pb::ResourceKind::try_from(r.kind).map(|k| k.as_str_name()).unwrap_or("?");
                 let ct = r.cost_type.as_ref().map(|c| format!(" {}", c.metric)).unwrap_or_default();
@@ -392,9 +458,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Watch { common, resource, count } => {
-            let keys = trusted(&common).await?;
+            let keys = anchor(&common).await?;
             let resources = resource.iter().map(|r| resource_arg(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let mut cfg = Config::new(common.endpoints.clone(), keys);
+            cfg.state_dir = common.state_dir.clone();
             cfg.tls = common.tls()?;
             cfg.resources = resources;
             let shutdown = CancellationToken::new();

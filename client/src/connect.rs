@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use altocast_proto::{
-    Applied, ResourceId, TrustedKeys, Verifier, VerifyError, pb, update::open_directory, verify::Opened,
+    Applied, ResourceId, Verifier, VerifyError, pb, verify::Opened,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -180,18 +180,21 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Fetches and verifies the signed directory.
+/// Fetches the signed directory and has `verifier` accept it (PROTOCOL.md
+/// §9): its key chain, signature, origin, seq and expiry; the verifier then
+/// checks updates with the keys it names.
 pub async fn directory(
     client: &mut DistributionClient,
     url: &str,
-    keys: &TrustedKeys,
+    verifier: &mut Verifier,
+    now_ms: i64,
 ) -> Result<(pb::SignedDirectory, pb::Directory), ConnectError> {
     let signed = client
         .get_directory(pb::GetDirectoryRequest {})
         .await
         .map_err(|status| ConnectError::Status { url: url.into(), status })?
         .into_inner();
-    let dir = open_directory(keys, &signed).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+    let dir = verifier.accept_directory(&signed, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
     Ok((signed, dir))
 }
 

@@ -17,6 +17,7 @@ pub mod connect;
 pub mod discover;
 pub mod frames;
 pub mod rank;
+pub mod state;
 pub mod subscription;
 pub mod view;
 

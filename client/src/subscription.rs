@@ -48,8 +48,12 @@ pub fn tokio_clock() -> Clock {
 pub struct Config {
     /// Endpoints in order of preference (RProxies, then the origin).
     pub endpoints: Vec<String>,
-    /// Keys whose signatures are accepted.
+    /// What is trusted: a root (whose key lists name the update keys, from
+    /// each directory) or fixed update keys.
     pub keys: TrustedKeys,
+    /// Where the last accepted directory is kept across restarts (no older
+    /// directory or key list is accepted after it).
+    pub state_dir: Option<std::path::PathBuf>,
     /// Resources to follow; empty = every resource in the directory. The network
     /// maps that cost maps depend on are added automatically.
     pub resources: Vec<ResourceId>,
@@ -65,9 +69,9 @@ pub struct Config {
     pub quarantine: Duration,
     /// Polling interval in pull fallback.
     pub pull_interval: Duration,
-    /// How often a subscription following the whole directory (`resources`
-    /// empty) re-reads it; a resource the origin added since is then
-    /// subscribed to, resuming the others where they are.
+    /// How often the directory is re-read (it expires like the maps, and
+    /// carries key changes); with `resources` empty, a resource the origin
+    /// added since is then subscribed to, resuming the others where they are.
     pub directory_refresh: Duration,
     /// TLS settings for `https://` endpoints.
     pub tls: Option<connect::ClientTls>,
@@ -95,6 +99,7 @@ impl Config {
             quarantine: Duration::from_secs(30),
             pull_interval: Duration::from_secs(5),
             directory_refresh: Duration::from_secs(30),
+            state_dir: None,
             tls: None,
             clock: tokio_clock(),
         }
@@ -168,7 +173,12 @@ impl Subscription {
     pub fn start(cfg: Config, shutdown: CancellationToken, events: Option<mpsc::Sender<Event>>) -> Subscription {
         let view = View::default();
         let stop = shutdown.child_token();
-        let verifier = Verifier::new(cfg.keys.clone(), cfg.limits, cfg.resources.iter().cloned());
+        let mut verifier = Verifier::new(cfg.keys.clone(), cfg.limits, cfg.resources.iter().cloned());
+        if let Some(signed) = cfg.state_dir.as_deref().and_then(crate::state::load)
+            && let Err(e) = verifier.restore_directory(&signed)
+        {
+            warn!(error = %e, "the saved directory is not trusted now; starting without it");
+        }
         let mut run = Runner { cfg, view: view.clone(), events, verifier, stop: stop.clone(), quarantined: Vec::new() };
         let task = tokio::spawn(async move { run.run().await });
         Subscription { view, task, stop }
@@ -318,8 +328,10 @@ impl Runner {
             Ok(c) => c,
             Err(e) => return End::Failed { reason: e.to_string(), delivered: false },
         };
-        let (resources, dir) = match connect::directory(&mut client, url, &self.cfg.keys).await {
+        let now = (self.cfg.clock)();
+        let (resources, dir) = match connect::directory(&mut client, url, &mut self.verifier, now).await {
             Ok((signed, dir)) => {
+                self.save_directory(&signed);
                 let r = connect::resources_for(&dir, &self.cfg.resources);
                 self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
                 (r, Some(dir))
@@ -364,8 +376,8 @@ impl Runner {
         }
         self.emit(Event::Connected { endpoint: url.into() }).await;
         metrics::gauge!("altocast_client_connected").set(1.0);
-        let follow = self.cfg.resources.is_empty().then(|| (client.clone(), resources.clone()));
-        let end = self.read_stream(streams, url, follow).await;
+        let followed = self.cfg.resources.is_empty().then(|| resources.clone());
+        let end = self.read_stream(streams, url, client.clone(), followed).await;
         metrics::gauge!("altocast_client_connected").set(0.0);
         end
     }
@@ -389,15 +401,17 @@ impl Runner {
         }
     }
 
-    /// Reads updates until one of the session's streams ends. With `follow`
-    /// (the client and the resources of a subscription to the whole
-    /// directory), re-reads the directory every `directory_refresh` and ends
-    /// with `Resubscribe` when it lists a resource not followed yet.
+    /// Reads updates until one of the session's streams ends. Re-reads the
+    /// directory every `directory_refresh` (an untrusted, older or expired
+    /// one abandons the endpoint); with `followed` (the resources of a
+    /// subscription to the whole directory), ends with `Resubscribe` when it
+    /// lists a resource not followed yet.
     async fn read_stream(
         &mut self,
         streams: Vec<tonic::Streaming<pb::SubscribeResponse>>,
         url: &str,
-        mut follow: Option<(DistributionClient, Vec<ResourceId>)>,
+        mut client: DistributionClient,
+        followed: Option<Vec<ResourceId>>,
     ) -> End {
         use futures::StreamExt as _;
         let mut delivered = false;
@@ -424,12 +438,20 @@ impl Runner {
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
-                _ = refresh.tick(), if follow.is_some() && chunks_due(&assemblers) == 0 => {
-                    if let Some((client, followed)) = follow.as_mut()
-                        && let Ok((_, dir)) = connect::directory(client, url, &self.cfg.keys).await
-                        && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
-                    {
-                        return End::Resubscribe;
+                _ = refresh.tick(), if chunks_due(&assemblers) == 0 => {
+                    let now = (self.cfg.clock)();
+                    match connect::directory(&mut client, url, &mut self.verifier, now).await {
+                        Ok((signed, dir)) => {
+                            self.save_directory(&signed);
+                            if let Some(followed) = &followed
+                                && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
+                            {
+                                return End::Resubscribe;
+                            }
+                        }
+                        Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
+                        // Unreachable for a moment: the stream says whether it is gone.
+                        Err(e) => debug!(endpoint = %url, error = %e, "directory refresh failed"),
                     }
                     continue;
                 }
@@ -474,6 +496,14 @@ impl Runner {
                 Ok(false) => return End::Bad { reason: format!("{MAX_PENDING_RUN} updates in a row not exposable") },
                 Err(error) => return self.rejected(url, error).await,
             }
+        }
+    }
+
+    fn save_directory(&self, signed: &pb::SignedDirectory) {
+        if let Some(dir) = &self.cfg.state_dir
+            && let Err(e) = crate::state::save(dir, signed)
+        {
+            warn!(error = %e, dir = %dir.display(), "directory not saved to the state directory");
         }
     }
 

@@ -22,6 +22,6 @@ fn help_lists_the_commands_and_bad_arguments_fail_clearly() {
         altocast().args(["get", "--resource", "x", "--endpoint", "http://127.0.0.1:9"]).output().expect("run");
     assert!(!untrusted.status.success());
     let err = String::from_utf8_lossy(&untrusted.stderr);
-    assert!(err.contains("--trust-key"), "{err}");
+    assert!(err.contains("--trust-root") && err.contains("--trust-key"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }

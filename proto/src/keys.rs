@@ -53,6 +53,15 @@ pub enum SignatureError {
     /// A signature by a trusted key does not verify.
     #[error("bad signature by key {0}")]
     Invalid(String),
+    /// The message was issued outside the validity window of every trusted
+    /// key that signed it (a retired key, or one not valid yet).
+    #[error("signed by {keys} outside their validity (issued at {issued_at_ms} ms)")]
+    OutsideWindow {
+        /// The key ids that signed.
+        keys: String,
+        /// The message's issue time.
+        issued_at_ms: i64,
+    },
 }
 
 /// A key id: the first 8 bytes of BLAKE3(public key), 16 hex characters.
@@ -91,6 +100,7 @@ fn message(context: &[u8], body: &[u8]) -> [u8; 64] {
 }
 
 /// The origin's private signing key.
+#[derive(Clone)]
 pub struct OriginKey {
     key: SigningKey,
     id: KeyId,
@@ -194,16 +204,58 @@ impl PublicKey {
     }
 }
 
-/// The set of public keys a verifier accepts signatures from.
+/// What a verifier trusts: fixed update keys ([`TrustedKeys::new`]), or a
+/// root ([`TrustedKeys::root`]) whose key lists say which update keys sign,
+/// each within its validity window (see [`crate::trust`]).
 #[derive(Clone, Default, Debug)]
 pub struct TrustedKeys {
     keys: HashMap<String, PublicKey>,
+    /// Per key id: `[not_before_ms, not_after_ms]`, 0 = unbounded.
+    windows: HashMap<String, (i64, i64)>,
+    root: Option<PublicKey>,
 }
 
 impl TrustedKeys {
-    /// Trusts the given keys.
+    /// Trusts the given update keys, always.
     pub fn new(keys: impl IntoIterator<Item = PublicKey>) -> Self {
-        TrustedKeys { keys: keys.into_iter().map(|k| (k.id.0.clone(), k)).collect() }
+        TrustedKeys { keys: keys.into_iter().map(|k| (k.id.0.clone(), k)).collect(), ..Default::default() }
+    }
+
+    /// Trusts `root`: no update key until a key list it signs is accepted.
+    pub fn root(root: PublicKey) -> Self {
+        TrustedKeys { root: Some(root), ..Default::default() }
+    }
+
+    /// The update keys of a key list under `root`, each with its window.
+    pub fn with_windows(root: PublicKey, keys: impl IntoIterator<Item = (PublicKey, (i64, i64))>) -> Self {
+        let (mut map, mut windows) = (HashMap::new(), HashMap::new());
+        for (k, w) in keys {
+            windows.insert(k.id.0.clone(), w);
+            map.insert(k.id.0.clone(), k);
+        }
+        TrustedKeys { keys: map, windows, root: Some(root) }
+    }
+
+    /// The root trusted (reached), if the lifecycle is in use.
+    pub fn trusted_root(&self) -> Option<&PublicKey> {
+        self.root.as_ref()
+    }
+
+    /// Whether key `id` may sign a message issued at `issued_at_ms`.
+    pub fn valid_at(&self, id: &KeyId, issued_at_ms: i64) -> bool {
+        match self.windows.get(&id.0) {
+            None => self.keys.contains_key(&id.0),
+            Some(&(from, until)) => (from == 0 || issued_at_ms >= from) && (until == 0 || issued_at_ms <= until),
+        }
+    }
+
+    /// Of `signers` (from [`TrustedKeys::verify_all`]), one that may sign at
+    /// `issued_at_ms`, or the error naming them all.
+    pub fn signer_at(&self, signers: &[KeyId], issued_at_ms: i64) -> Result<KeyId, SignatureError> {
+        signers.iter().find(|k| self.valid_at(k, issued_at_ms)).cloned().ok_or_else(|| SignatureError::OutsideWindow {
+            keys: signers.iter().map(KeyId::as_str).collect::<Vec<_>>().join(","),
+            issued_at_ms,
+        })
     }
 
     /// True when no key is trusted.
@@ -217,8 +269,14 @@ impl TrustedKeys {
     }
 
     /// Checks that at least one signature is by a trusted key and that every
-    /// signature by a trusted key verifies. Returns the key id that signed.
+    /// signature by a trusted key verifies. Returns a key id that signed.
     pub fn verify(&self, context: &[u8], body: &[u8], sigs: &[pb::Signature]) -> Result<KeyId, SignatureError> {
+        let mut all = self.verify_all(context, body, sigs)?;
+        all.pop().ok_or(SignatureError::Missing)
+    }
+
+    /// As [`TrustedKeys::verify`], returning every trusted key that signed.
+    pub fn verify_all(&self, context: &[u8], body: &[u8], sigs: &[pb::Signature]) -> Result<Vec<KeyId>, SignatureError> {
         if sigs.is_empty() {
             return Err(SignatureError::Missing);
         }
@@ -226,15 +284,15 @@ impl TrustedKeys {
             return Err(SignatureError::TooMany(sigs.len()));
         }
         let msg = message(context, body);
-        let mut good = None;
+        let mut good = Vec::new();
         for s in sigs {
             let Some(k) = self.keys.get(&s.key_id) else { continue };
             let sig =
                 ed25519_dalek::Signature::from_slice(&s.sig).map_err(|_| SignatureError::Invalid(s.key_id.clone()))?;
             k.key.verify_strict(&msg, &sig).map_err(|_| SignatureError::Invalid(s.key_id.clone()))?;
-            good = Some(k.id.clone());
+            good.push(k.id.clone());
         }
-        good.ok_or_else(|| {
+        (!good.is_empty()).then_some(good).ok_or_else(|| {
             SignatureError::UnknownKey(
                 sigs.iter().map(|s| s.key_id.chars().take(32).collect::<String>()).collect::<Vec<_>>().join(","),
             )

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod network_map;
 mod pid;
 mod tag;
+pub mod trust;
 pub mod update;
 pub mod verify;
 mod wire;

@@ -267,7 +267,7 @@ fn header_pb(h: &Header) -> pb::Update {
 
 /// Encodes `header` + `payload` once, signs the bytes, and splits a snapshot
 /// larger than `chunk_size` into chunks bound to the update by their hashes.
-pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: usize) -> Signed {
+pub fn sign(keys: &[OriginKey], header: &Header, payload: Payload<'_>, chunk_size: usize) -> Signed {
     let chunk_size = chunk_size.max(1);
     let mut u = header_pb(header);
     let mut chunks = Vec::new();
@@ -297,8 +297,8 @@ pub fn sign(key: &OriginKey, header: &Header, payload: Payload<'_>, chunk_size: 
         }
     });
     let body = Bytes::from(u.encode_to_vec());
-    let sig = key.sign(UPDATE_CONTEXT, &body);
-    Signed { header: header.clone(), kind, update: pb::SignedUpdate { body, signatures: vec![sig] }, chunks }
+    let signatures = keys.iter().map(|k| k.sign(UPDATE_CONTEXT, &body)).collect();
+    Signed { header: header.clone(), kind, update: pb::SignedUpdate { body, signatures }, chunks }
 }
 
 /// One version of a resource as the origin holds it.
@@ -312,10 +312,13 @@ pub struct Version {
     pub dependencies: Vec<Dependency>,
 }
 
-/// Makes signed updates for the origin: snapshot, diff and heartbeat edges.
+/// Makes signed updates for the origin: snapshot, diff and heartbeat edges,
+/// each signed by every current update key (several during a rotation).
 #[derive(Debug)]
 pub struct Signer {
-    key: OriginKey,
+    /// Never empty. Swapped whole when the operator changes the key list.
+    keys: std::sync::RwLock<std::sync::Arc<Vec<OriginKey>>>,
+    origin_id: String,
     /// How long an update keeps a resource fresh, ms.
     pub ttl_ms: i64,
     /// Snapshots larger than this are chunked.
@@ -323,19 +326,54 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// A signer with `key`; updates stay fresh for `ttl_ms`.
+    /// A signer with one `key`, which is also the origin id; updates stay
+    /// fresh for `ttl_ms`.
     pub fn new(key: OriginKey, ttl_ms: i64) -> Self {
-        Signer { key, ttl_ms, chunk_size: DEFAULT_CHUNK_SIZE }
+        let origin_id = key.id().to_string();
+        Signer {
+            keys: std::sync::RwLock::new(std::sync::Arc::new(vec![key])),
+            origin_id,
+            ttl_ms,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
     }
 
-    /// The signing key.
-    pub fn key(&self) -> &OriginKey {
-        &self.key
+    /// A signer for origin `origin_id` signing with every key of `keys`;
+    /// `None` when `keys` is empty.
+    pub fn with_keys(origin_id: String, keys: Vec<OriginKey>, ttl_ms: i64) -> Option<Self> {
+        let first = keys.first()?.clone();
+        let s = Signer::new(first, ttl_ms);
+        s.set_keys(keys);
+        Some(Signer { origin_id, ..s })
+    }
+
+    /// Signs with `keys` from now on; an empty list is ignored (an origin
+    /// must always be able to sign).
+    pub fn set_keys(&self, keys: Vec<OriginKey>) {
+        if !keys.is_empty() {
+            *self.keys.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(keys);
+        }
+    }
+
+    /// The keys signing now.
+    pub fn keys(&self) -> std::sync::Arc<Vec<OriginKey>> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The first signing key.
+    pub fn key(&self) -> OriginKey {
+        // Never empty: built with a key, and `set_keys` ignores an empty list.
+        self.keys().first().cloned().expect("a signer always has a key")
+    }
+
+    /// The origin id every update carries.
+    pub fn origin_id(&self) -> &str {
+        &self.origin_id
     }
 
     fn header(&self, id: &ResourceId, v: &Version, base: Option<&Version>, now_ms: i64) -> Header {
         Header {
-            origin_id: self.key.id().to_string(),
+            origin_id: self.origin_id.clone(),
             resource_id: id.clone(),
             kind: v.state.kind(),
             cost_type: v.state.cost_type().cloned(),
@@ -351,12 +389,12 @@ impl Signer {
 
     /// The edge `0 → v.seq`.
     pub fn snapshot(&self, id: &ResourceId, v: &Version, now_ms: i64) -> Signed {
-        sign(&self.key, &self.header(id, v, None, now_ms), Payload::Snapshot(&v.state), self.chunk_size)
+        sign(&self.keys(), &self.header(id, v, None, now_ms), Payload::Snapshot(&v.state), self.chunk_size)
     }
 
     /// The edge `from.seq → to.seq` carrying `diff` (which must turn `from` into `to`).
     pub fn diff(&self, id: &ResourceId, from: &Version, to: &Version, diff: &MapDiff, now_ms: i64) -> Signed {
-        sign(&self.key, &self.header(id, to, Some(from), now_ms), Payload::Diff(diff), self.chunk_size)
+        sign(&self.keys(), &self.header(id, to, Some(from), now_ms), Payload::Diff(diff), self.chunk_size)
     }
 
     /// "Still at `v.seq`, fresh for another ttl."
@@ -364,15 +402,15 @@ impl Signer {
         let mut h = self.header(id, v, None, now_ms);
         h.base_seq = v.seq;
         h.base_tag = v.state.tag();
-        sign(&self.key, &h, Payload::Heartbeat, self.chunk_size)
+        sign(&self.keys(), &h, Payload::Heartbeat, self.chunk_size)
     }
 }
 
-/// Encodes and signs a directory.
-pub fn sign_directory(key: &OriginKey, dir: &pb::Directory) -> pb::SignedDirectory {
+/// Encodes and signs a directory with every key of `keys`.
+pub fn sign_directory(keys: &[OriginKey], dir: &pb::Directory) -> pb::SignedDirectory {
     let body = Bytes::from(dir.encode_to_vec());
-    let sig = key.sign(crate::keys::DIRECTORY_CONTEXT, &body);
-    pb::SignedDirectory { body, signatures: vec![sig] }
+    let signatures = keys.iter().map(|k| k.sign(crate::keys::DIRECTORY_CONTEXT, &body)).collect();
+    pb::SignedDirectory { body, signatures }
 }
 
 /// Verifies a signed directory against `keys` and decodes it.

@@ -81,6 +81,8 @@ pub enum Check {
     Expiry,
     /// 8: dependencies.
     Dependency,
+    /// The origin id, and the trust in the keys (the key chain of the directory).
+    Trust,
 }
 
 impl Check {
@@ -95,6 +97,7 @@ impl Check {
             Check::Apply => "apply",
             Check::Expiry => "expiry",
             Check::Dependency => "dependency",
+            Check::Trust => "trust",
         }
     }
 }
@@ -190,6 +193,41 @@ pub enum VerifyError {
         /// What is held (`nothing` if not held).
         held: String,
     },
+    /// The directory's key chain is not trusted.
+    #[error("trust: {0}")]
+    Trust(#[from] crate::trust::TrustError),
+    /// An update or directory of another origin than the key list's (or the
+    /// first directory's).
+    #[error("origin id {got:?}, but the trusted origin is {expected:?}")]
+    Origin {
+        /// The origin trusted.
+        expected: String,
+        /// The origin id received.
+        got: String,
+    },
+    /// A directory older than one already seen: a lower seq, or the same seq
+    /// signed earlier (a replayed directory).
+    #[error("directory seq {got} issued at {got_issued_at_ms} ms is older than seq {held} issued at {held_issued_at_ms} ms already seen")]
+    DirectoryRollback {
+        /// Seq seen.
+        held: u64,
+        /// Its issue time.
+        held_issued_at_ms: i64,
+        /// Seq received.
+        got: u64,
+        /// Its issue time.
+        got_issued_at_ms: i64,
+    },
+    /// A directory past its expiry (a frozen one).
+    #[error("directory seq {seq} expired at {expires_at_ms} ms (now {now_ms} ms)")]
+    DirectoryExpired {
+        /// Its seq.
+        seq: u64,
+        /// Its expiry.
+        expires_at_ms: i64,
+        /// Now.
+        now_ms: i64,
+    },
 }
 
 impl VerifyError {
@@ -204,6 +242,9 @@ impl VerifyError {
             VerifyError::Malformed(_) | VerifyError::Payload(_) | VerifyError::TagMismatch { .. } => Check::Apply,
             VerifyError::FromTheFuture { .. } => Check::Expiry,
             VerifyError::Dependency { .. } => Check::Dependency,
+            VerifyError::Trust(_) | VerifyError::Origin { .. } => Check::Trust,
+            VerifyError::DirectoryRollback { .. } => Check::Sequence,
+            VerifyError::DirectoryExpired { .. } => Check::Expiry,
         }
     }
 }
@@ -370,6 +411,24 @@ pub struct Verifier {
     pending: HashMap<ResourceId, Held>,
     /// Accept any resource id (an RProxy relays whatever its upstream has).
     any_resource: bool,
+    /// The origin every update must come from: the key list's, or (with
+    /// fixed keys) the first accepted directory's.
+    origin_id: Option<String>,
+    /// The key list version accepted (0: none).
+    key_list_version: u64,
+    /// The directory accepted last.
+    directory: Option<DirectoryPosition>,
+}
+
+/// Where a verifier's directory stands: no older one is accepted after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryPosition {
+    /// Its seq.
+    pub seq: u64,
+    /// When it was signed.
+    pub issued_at_ms: i64,
+    /// When it expires (0: never, for origins without directory expiry).
+    pub expires_at_ms: i64,
 }
 
 fn tag_of(at: &'static str, b: &[u8]) -> Result<Tag, VerifyError> {
@@ -389,6 +448,9 @@ impl Verifier {
             recent: HashMap::new(),
             pending: HashMap::new(),
             any_resource: false,
+            origin_id: None,
+            key_list_version: 0,
+            directory: None,
         }
     }
 
@@ -401,7 +463,102 @@ impl Verifier {
             recent: HashMap::new(),
             pending: HashMap::new(),
             any_resource: true,
+            origin_id: None,
+            key_list_version: 0,
+            directory: None,
         }
+    }
+
+    /// Verifies a signed directory and, when it is trusted, makes its keys
+    /// the ones updates are checked with (PROTOCOL.md §9): with a root, the
+    /// key chain must lead from the root reached so far to a current, fresh
+    /// key list no older than the one accepted before, whose update keys sign
+    /// the directory; with fixed keys, those keys sign it. Its origin id must
+    /// be the key list's (and the one pinned before); its (seq, issued_at)
+    /// must not be older than the directory accepted before, and it must not
+    /// be expired. Nothing changes on an error.
+    pub fn accept_directory(&mut self, signed: &pb::SignedDirectory, now_ms: i64) -> Result<pb::Directory, VerifyError> {
+        self.accept_directory_inner(signed, Some(now_ms))
+    }
+
+    /// As [`Verifier::accept_directory`] without the expiry checks: for a
+    /// directory restored from the verifier's own state file, which only
+    /// sets the positions that later directories must not go below.
+    pub fn restore_directory(&mut self, signed: &pb::SignedDirectory) -> Result<pb::Directory, VerifyError> {
+        self.accept_directory_inner(signed, None)
+    }
+
+    fn accept_directory_inner(
+        &mut self,
+        signed: &pb::SignedDirectory,
+        now_ms: Option<i64>,
+    ) -> Result<pb::Directory, VerifyError> {
+        const MAX_DIRECTORY: usize = 1 << 20;
+        if signed.body.len() > MAX_DIRECTORY {
+            return Err(VerifyError::TooLarge { what: "directory", len: signed.body.len(), limit: MAX_DIRECTORY });
+        }
+        let dir =
+            pb::Directory::decode(signed.body.clone()).map_err(|e| VerifyError::Malformed(format!("directory: {e}")))?;
+        let skew = self.limits.max_skew_ms;
+        let (keys, list) = match self.keys.trusted_root() {
+            Some(root) => {
+                let chain = dir
+                    .key_chain
+                    .as_ref()
+                    .ok_or_else(|| crate::trust::TrustError::NoKeyChain { root: root.id().to_string() })?;
+                // Restoring: expiry is not checked (`i64::MIN` is never past).
+                let list = crate::trust::walk(root, self.key_list_version, chain, now_ms.unwrap_or(i64::MIN), skew)?;
+                (list.trusted_keys(), Some(list))
+            }
+            None => (self.keys.clone(), None),
+        };
+        let signers = keys.verify_all(crate::keys::DIRECTORY_CONTEXT, &signed.body, &signed.signatures)?;
+        keys.signer_at(&signers, dir.issued_at_ms)?;
+        let expected = list.as_ref().map(|l| &l.origin_id).or(self.origin_id.as_ref());
+        if let Some(expected) = expected
+            && dir.origin_id != *expected
+        {
+            return Err(VerifyError::Origin { expected: expected.clone(), got: dir.origin_id.chars().take(80).collect() });
+        }
+        if let Some(pinned) = &self.origin_id
+            && dir.origin_id != *pinned
+        {
+            return Err(VerifyError::Origin { expected: pinned.clone(), got: dir.origin_id.chars().take(80).collect() });
+        }
+        if let Some(h) = self.directory
+            && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms < h.issued_at_ms))
+        {
+            return Err(VerifyError::DirectoryRollback {
+                held: h.seq,
+                held_issued_at_ms: h.issued_at_ms,
+                got: dir.seq,
+                got_issued_at_ms: dir.issued_at_ms,
+            });
+        }
+        if let Some(now_ms) = now_ms
+            && dir.expires_at_ms != 0
+            && dir.expires_at_ms.saturating_add(skew) < now_ms
+        {
+            return Err(VerifyError::DirectoryExpired { seq: dir.seq, expires_at_ms: dir.expires_at_ms, now_ms });
+        }
+        self.keys = keys;
+        if let Some(l) = list {
+            self.key_list_version = l.version;
+        }
+        self.origin_id = Some(dir.origin_id.clone());
+        self.directory =
+            Some(DirectoryPosition { seq: dir.seq, issued_at_ms: dir.issued_at_ms, expires_at_ms: dir.expires_at_ms });
+        Ok(dir)
+    }
+
+    /// The directory accepted last.
+    pub fn directory(&self) -> Option<DirectoryPosition> {
+        self.directory
+    }
+
+    /// The keys updates are checked with now.
+    pub fn keys(&self) -> &TrustedKeys {
+        &self.keys
     }
 
     /// Adds a resource to those accepted.
@@ -433,8 +590,14 @@ impl Verifier {
                 limit: self.limits.max_body,
             });
         }
-        let key_id = self.keys.verify(UPDATE_CONTEXT, &signed.body, &signed.signatures)?;
+        let signers = self.keys.verify_all(UPDATE_CONTEXT, &signed.body, &signed.signatures)?;
         let update = pb::Update::decode(signed.body.clone()).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let key_id = self.keys.signer_at(&signers, update.issued_at_ms)?;
+        if let Some(expected) = &self.origin_id
+            && update.origin_id != *expected
+        {
+            return Err(VerifyError::Origin { expected: expected.clone(), got: update.origin_id.chars().take(80).collect() });
+        }
         let known = self.held.contains_key(update.resource_id.as_str());
         if !known && !self.any_resource {
             return Err(VerifyError::UnexpectedResource(update.resource_id.chars().take(80).collect()));

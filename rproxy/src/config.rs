@@ -23,9 +23,17 @@ pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "ALTOCAST_LISTEN", default_value = "127.0.0.1:7200")]
     pub listen: SocketAddr,
-    /// The origin's public key (SPKI PEM).
-    #[arg(long, env = "ALTOCAST_TRUST_KEY")]
-    pub trust_key: PathBuf,
+    /// The origin's root key (SPKI PEM, `altocast-server pubkey --root`): its key lists name the update keys,
+    /// so rotations and revocations reach this RProxy with the directory.
+    #[arg(long, env = "ALTOCAST_TRUST_ROOT", required_unless_present = "trust_key")]
+    pub trust_root: Option<PathBuf>,
+    /// A fixed update key (SPKI PEM, `altocast-server pubkey`) instead of the root.
+    #[arg(long, env = "ALTOCAST_TRUST_KEY", conflicts_with = "trust_root")]
+    pub trust_key: Option<PathBuf>,
+    /// Directory for the last accepted directory, so no older directory or key list is accepted after a
+    /// restart.
+    #[arg(long, env = "ALTOCAST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics on this address.
     #[arg(long, env = "ALTOCAST_METRICS")]
     pub metrics: Option<SocketAddr>,
@@ -109,7 +117,11 @@ impl Config {
         self.alto.limits()?;
         self.tls.server_config()?;
         self.upstream_tls()?;
-        trust_key(&self.trust_key)
+        match (&self.trust_root, &self.trust_key) {
+            (Some(root), _) => trust_root(root),
+            (None, Some(key)) => trust_key(key),
+            (None, None) => bail!("pass --trust-root FILE or --trust-key FILE"),
+        }
     }
 
     /// TLS settings for `https://` upstreams.
@@ -266,6 +278,13 @@ impl AltoArgs {
             max_stream_resources: self.alto_max_stream_resources,
         })
     }
+}
+
+/// Reads a trusted root key file.
+pub fn trust_root(path: &std::path::Path) -> anyhow::Result<TrustedKeys> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading --trust-root {}", path.display()))?;
+    let key = PublicKey::from_spki_pem(&pem).with_context(|| format!("--trust-root {}", path.display()))?;
+    Ok(TrustedKeys::root(key))
 }
 
 /// Reads a trusted public key file.

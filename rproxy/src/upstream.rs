@@ -42,6 +42,9 @@ pub fn spawn(
         while let Some(event) = rx.recv().await {
             if let Event::Directory { directory: d, .. } = &event {
                 // A resource the upstream did not know may exist now.
+                if let Event::Directory { signed, .. } = &event {
+                    feed_refresher.trust_directory(signed);
+                }
                 feed_refresher.directory_seen(d);
             }
             handle(&feed_hub, &directory, event);
@@ -115,8 +118,9 @@ impl Default for PullLimits {
 pub struct Refresher {
     hub: Arc<Hub>,
     endpoints: Vec<String>,
-    keys: TrustedKeys,
-    limits: Limits,
+    /// Holds no resource: the trust (root reached, key list, origin) of the
+    /// directories the subscription accepted, for pulled updates.
+    trust: Arc<std::sync::Mutex<Verifier>>,
     tls: Option<connect::ClientTls>,
     pull: PullLimits,
     conn: Arc<tokio::sync::Mutex<Option<(String, DistributionClient)>>>,
@@ -137,8 +141,7 @@ impl Refresher {
         Refresher {
             hub,
             endpoints,
-            keys,
-            limits: Limits::default(),
+            trust: Arc::new(std::sync::Mutex::new(Verifier::accepting_all(keys, Limits::default()))),
             tls,
             pull,
             conn: Default::default(),
@@ -192,8 +195,18 @@ impl Refresher {
                 return Err(status);
             }
         };
-        apply_fetched(&self.hub, &self.keys, self.limits, id, resp)
+        let base = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        apply_fetched(&self.hub, &base, id, resp)
             .map_err(|e| Status::data_loss(format!("{url}: {e}")))
+    }
+
+    /// Takes the trust of a directory the subscription accepted (its keys then
+    /// check pulled updates).
+    pub fn trust_directory(&self, signed: &pb::SignedDirectory) {
+        let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = t.accept_directory(signed, altocast_client::now_ms()) {
+            debug!(error = %e, "directory not taken for pull-through");
+        }
     }
 
     /// Forgets every remembered "unknown" answer for a resource that `dir`
@@ -244,12 +257,11 @@ fn pull_refused(reason: &'static str) {
 /// resource it does not have yet (pull-through) is taken whole.
 pub fn apply_fetched(
     hub: &Hub,
-    keys: &TrustedKeys,
-    limits: Limits,
+    base: &Verifier,
     id: &ResourceId,
     resp: pb::FetchResponse,
 ) -> Result<(), altocast_proto::VerifyError> {
-    let verifier = Verifier::accepting_all(keys.clone(), limits);
+    let verifier = base;
     let followed = hub.status().iter().any(|s| s.resource_id == *id && s.seq > 0);
     let mut chunks = resp.chunks;
     for (i, signed) in resp.updates.into_iter().enumerate() {

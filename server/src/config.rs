@@ -33,16 +33,65 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Print the origin's public key (SPKI PEM) for clients' --trust-key.
+    /// Print the origin's public key (SPKI PEM) for clients' --trust-key; with --root, the root key for
+    /// --trust-root.
     Pubkey {
         /// Data directory.
         #[arg(long, env = "ALTOCAST_DATA_DIR", default_value = "./altocast-data")]
         data_dir: PathBuf,
+        /// Print the root key (what clients should trust: it survives update-key rotations).
+        #[arg(long)]
+        root: bool,
     },
+    /// Manage the update keys: the root key signs the list of keys that sign updates (a running server picks
+    /// a change up within a second).
+    Keys(KeysArgs),
     /// Run a whole deployment on loopback (origin, RProxy tree, subscribers) replaying changes.
     Demo(crate::demo::DemoArgs),
     /// Generate RFC 7285 maps and change events from a topology.
     Gen(crate::generate::GenArgs),
+}
+
+/// `altocast-server keys`.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+    /// Data directory.
+    #[arg(long, global = true, env = "ALTOCAST_DATA_DIR", default_value = "./altocast-data")]
+    pub data_dir: PathBuf,
+    /// The root's private key (default: root-key.pem in the data directory; keep it offline if you can).
+    #[arg(long, global = true, env = "ALTOCAST_ROOT_KEY")]
+    pub root_key: Option<PathBuf>,
+    /// Days the new key list stays valid (clients refuse an expired one; re-sign with `keys renew`).
+    #[arg(long, global = true, default_value_t = crate::keyring::DEFAULT_VALID_DAYS,
+          value_parser = clap::value_parser!(u64).range(1..=36_500))]
+    pub valid_days: u64,
+}
+
+/// What to do to the key list.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print the key list: version, root, and each update key's state.
+    List,
+    /// Generate a new update key (update-keys/ID.pem) and list it, valid from now: the origin signs with it
+    /// and the old keys until they are retired.
+    Add,
+    /// Stop signing with key ID from now; what it signed before stays valid.
+    Retire {
+        /// The key id (16 hex characters, from `keys list`).
+        id: String,
+    },
+    /// Never trust key ID again (a compromised key): clients reject whatever only it signed.
+    Revoke {
+        /// The key id.
+        id: String,
+    },
+    /// Re-sign the same list with a new expiry.
+    Renew,
+    /// Replace the root key: the new list is signed by the old root and the new one, so clients trusting the
+    /// old root follow. The new root is written over --root-key (the old one is kept beside it).
+    RotateRoot,
 }
 
 /// How to run the origin.

@@ -16,10 +16,15 @@ pub fn pubkey_path(data_dir: &Path) -> PathBuf {
     data_dir.join("origin-pub.pem")
 }
 
-/// Writes a secret file atomically, mode 0600: a temporary file in the same
-/// directory, fsync, rename over `path`, fsync of the directory. A crash or a
-/// full disk leaves the old file (or none), never a short one.
+/// Writes a secret file atomically, mode 0600 (see [`write_atomic`]).
 fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+    write_atomic(path, text.as_bytes(), true)
+}
+
+/// Writes a file atomically: a temporary file in the same directory, fsync,
+/// rename over `path`, fsync of the directory. A crash or a full disk leaves
+/// the old file (or none), never a short one. `secret`: mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8], secret: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("secret");
@@ -30,11 +35,11 @@ fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
+        opts.mode(if secret { 0o600 } else { 0o644 });
     }
     let written = (|| -> anyhow::Result<()> {
         let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         if let Ok(d) = std::fs::File::open(dir) {

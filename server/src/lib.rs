@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod example;
 pub mod generate;
+pub mod keyring;
 pub mod keys;
 pub mod maps_dir;
 pub mod origin;
@@ -52,7 +53,8 @@ pub async fn run_with_http(
 ) -> anyhow::Result<()> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let key = keys::load_or_generate(&cfg.data_dir)?;
+    let ring = keyring::Keyring::load_or_init(&cfg.data_dir)?;
+    let root = ring.list.root.clone();
     let token = match &cfg.publish_token {
         Some(t) => t.clone(),
         None => keys::publish_token(&cfg.data_dir)?,
@@ -68,8 +70,13 @@ pub async fn run_with_http(
         shutdown.clone(),
     );
     let directory = Arc::new(ArcSwapOption::empty());
-    let signer = Signer::new(key, cfg.ttl_secs as i64 * 1000);
-    let origin = origin::Origin::open(cfg.origin(), signer, store, hub.clone(), directory.clone())?;
+    let signer = Signer::with_keys(ring.list.origin_id.clone(), ring.signing.clone(), cfg.ttl_secs as i64 * 1000)
+        .context("no signing key")?;
+    let mut ocfg = cfg.origin();
+    ocfg.key_chain = Some(ring.chain.clone());
+    ocfg.history_keys = keyring::own_public_keys(&cfg.data_dir);
+    ocfg.directory_seq_file = Some(cfg.data_dir.join("directory-seq"));
+    let origin = origin::Origin::open(ocfg, signer, store, hub.clone(), directory.clone())?;
     let tasks = TaskTracker::new();
 
     if let Some(dir) = &cfg.maps_dir {
@@ -98,6 +105,7 @@ pub async fn run_with_http(
     }
 
     tasks.spawn(origin::heartbeats(origin.clone(), Duration::from_secs(cfg.heartbeat_secs), shutdown.clone()));
+    tasks.spawn(keyring::watch(origin.clone(), cfg.data_dir.clone(), ring.modified, shutdown.clone()));
 
     let svc = service::DistributionService::new(hub.clone(), directory, None);
     let conns = cfg.grpc.limits();
@@ -117,7 +125,7 @@ pub async fn run_with_http(
         if own.ip().is_unspecified() {
             own.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let keys = altocast_proto::TrustedKeys::new([origin.public_key()]);
+        let keys = altocast_proto::TrustedKeys::root(root.clone());
         let mut follow = altocast_client::Config::new(vec![format!("http://{own}")], keys);
         // Loopback and a small signed message: pick up new resources within a second.
         follow.directory_refresh = Duration::from_secs(1);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use altocast_rproxy::config::{EXIT_CONFIG, args_with_config_file};
 use altocast_server::{
     config::{Cli, Command},
-    keys,
+    keyring, keys,
 };
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
@@ -31,13 +31,47 @@ async fn main() -> ExitCode {
             }
             Err(e) => fail(1, format!("{e:#}")),
         },
-        Some(Command::Pubkey { data_dir }) => match keys::load(&data_dir) {
+        Some(Command::Pubkey { data_dir, root: false }) => match keys::load(&data_dir) {
             Ok(k) => {
                 println!("{}", k.public().to_spki_pem().trim_end());
                 ExitCode::SUCCESS
             }
             Err(e) => fail(1, format!("{e:#}")),
         },
+        Some(Command::Pubkey { data_dir, root: true }) => match keyring::Keyring::load_or_init(&data_dir) {
+            Ok(r) => {
+                println!("{}", r.list.root.to_spki_pem().trim_end());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, format!("{e:#}")),
+        },
+        Some(Command::Keys(args)) => {
+            use altocast_server::{config::KeysCommand as K, keyring::Change};
+            let root_key = args.root_key.clone().unwrap_or_else(|| keyring::root_key_path(&args.data_dir));
+            let change = match args.command {
+                K::List => {
+                    return match keyring::describe(&args.data_dir) {
+                        Ok(s) => {
+                            print!("{s}");
+                            ExitCode::SUCCESS
+                        }
+                        Err(e) => fail(1, format!("{e:#}")),
+                    };
+                }
+                K::Add => Change::Add,
+                K::Retire { id } => Change::Retire(id),
+                K::Revoke { id } => Change::Revoke(id),
+                K::Renew => Change::Renew,
+                K::RotateRoot => Change::RotateRoot,
+            };
+            match keyring::change(&args.data_dir, &root_key, &change, args.valid_days) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, format!("keys: {e:#}")),
+            }
+        }
         Some(Command::Demo(args)) => match altocast_server::demo::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, format!("demo: {e:#}")),

@@ -10,9 +10,11 @@
 use std::{collections::BTreeMap, sync::Arc, sync::Mutex, time::Duration};
 
 use altocast_proto::{
-    Kind, MapState, ModelError, ResourceId, Tag, TrustedKeys, Verifier, json, pb,
+    Kind, MapState, ModelError, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, json, pb,
     update::{Dependency, Signer, Version, sign_directory},
 };
+use anyhow::Context as _;
+use prost::Message as _;
 use altocast_rproxy::hub::{Entry, Hub};
 use arc_swap::ArcSwapOption;
 use tracing::{info, warn};
@@ -34,6 +36,14 @@ pub struct OriginConfig {
     pub max_diff_bytes: usize,
     /// RProxy URLs advertised in the directory.
     pub rproxies: Vec<String>,
+    /// The root-signed key chain the directory carries (`None`: fixed keys,
+    /// for tests and benchmarks).
+    pub key_chain: Option<pb::KeyChain>,
+    /// Further keys whose signatures on the stored history are the origin's
+    /// own (update keys retired or revoked since), checked on restart.
+    pub history_keys: Vec<altocast_proto::PublicKey>,
+    /// Where the directory's seq is kept across restarts (`None`: in memory).
+    pub directory_seq_file: Option<std::path::PathBuf>,
     /// Write snapshot checkpoints in the background (off only in tests, to
     /// exercise recovery from the diffs, or to run them at chosen moments).
     pub checkpoints: bool,
@@ -65,6 +75,9 @@ impl Default for OriginConfig {
             max_body: 64 << 20,
             max_diff_bytes: altocast_proto::Limits::default().max_body,
             rproxies: Vec::new(),
+            key_chain: None,
+            history_keys: Vec::new(),
+            directory_seq_file: None,
             checkpoints: true,
             clock: Clock::default(),
         }
@@ -420,6 +433,9 @@ pub struct Origin {
     store: Store,
     hub: Arc<Hub>,
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
+    /// The directory's content as last signed (seq, issue and expiry times
+    /// zeroed), its seq, and the key chain it carries.
+    directory_content: Mutex<(Vec<u8>, u64, Option<pb::KeyChain>)>,
     // One writer at a time: versions are assigned and persisted in order.
     state: Mutex<BTreeMap<ResourceId, Current>>,
     /// Resources whose snapshot checkpoint is behind (see [`checkpoint_worker`]);
@@ -449,7 +465,16 @@ impl Origin {
         hub: Arc<Hub>,
         directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     ) -> anyhow::Result<Arc<Origin>> {
-        let verifier = Verifier::accepting_all(TrustedKeys::new([signer.key().public()]), Default::default());
+        let own = signer.keys().iter().map(OriginKey::public).chain(cfg.history_keys.iter().cloned()).collect::<Vec<_>>();
+        let verifier = Verifier::accepting_all(TrustedKeys::new(own), Default::default());
+        let directory_seq = match &cfg.directory_seq_file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(s) => s.trim().parse::<u64>().with_context(|| format!("{} is not a number", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            },
+            None => 0,
+        };
         let mut state = BTreeMap::new();
         for (id, rec) in store.resources()? {
             let snap = rec.snapshot.clone().unwrap_or_default();
@@ -499,6 +524,7 @@ impl Origin {
                 .map_err(|e| warn!(error = %e, "no checkpoint thread; snapshots are checkpointed on restart only"))
                 .ok();
             Origin {
+                directory_content: Mutex::new((Vec::new(), directory_seq, cfg.key_chain.clone())),
                 cfg,
                 signer,
                 store,
@@ -513,7 +539,6 @@ impl Origin {
             origin.request_checkpoint(id);
         }
         origin.heartbeat_all(origin.now());
-        origin.sign_directory();
         Ok(origin)
     }
 
@@ -798,10 +823,39 @@ impl Origin {
             }
         }
         metrics::counter!("altocast_origin_heartbeats_total").increment(st.len() as u64);
+        drop(st);
+        // The directory expires like the maps: re-signed with them.
+        self.sign_directory();
     }
 
-    /// Signs and installs the directory for the current resources.
-    fn sign_directory(&self) {
+    /// Signs with the keys of `keys` from now on, carries its chain in the
+    /// directory, and re-signs what newcomers are sent: a fresh checkpoint of
+    /// every resource (in the store and the hub, whose rings are emptied, so
+    /// no catch-up needs a diff signed only by a key no longer trusted),
+    /// heartbeats and the directory. Blocking.
+    pub fn rekey(&self, keys: Vec<OriginKey>, chain: pb::KeyChain) {
+        self.signer.set_keys(keys);
+        self.directory_content.lock().unwrap_or_else(|e| e.into_inner()).2 = Some(chain);
+        let now = self.now();
+        for (id, ..) in self.resources() {
+            let Some(v) = self.current(id.as_str()) else { continue };
+            let snap = self.signer.snapshot(&id, &v, now);
+            if let Err(e) =
+                self.store.checkpoint(id.as_str(), v.seq, snap.update.clone(), snap.chunks.clone(), self.cfg.history_depth)
+            {
+                warn!(resource = %id, error = %e, "re-keyed checkpoint not stored; it is served but not yet durable");
+            }
+            self.hub.restore(Arc::new(Entry::from_signed(snap)), Vec::new());
+        }
+        self.heartbeat_all(now);
+        self.sign_directory();
+        info!(keys = ?self.signer.keys().iter().map(|k| k.id().to_string()).collect::<Vec<_>>(), "signing with the new key list");
+    }
+
+    /// Signs and installs the directory for the current resources: a new seq
+    /// when its content changed (persisted first), and a fresh expiry either
+    /// way, so a directory heartbeat is this called again.
+    pub fn sign_directory(&self) {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut resources: Vec<pb::DirectoryResource> = st
             .iter()
@@ -816,18 +870,42 @@ impl Origin {
             })
             .collect();
         resources.sort_by_key(|r| (r.kind, r.resource_id.clone()));
-        let key = self.signer.key().public();
-        let dir = pb::Directory {
-            origin_id: key.id().to_string(),
-            issued_at_ms: self.now(),
+        drop(st);
+        let keys = self.signer.keys();
+        let mut content = self.directory_content.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dir = pb::Directory {
+            origin_id: self.signer.origin_id().to_owned(),
+            issued_at_ms: 0,
             resources,
-            keys: vec![pb::PublicKey {
-                key_id: key.id().to_string(),
-                ed25519: bytes::Bytes::copy_from_slice(&key.raw()),
-            }],
+            keys: keys
+                .iter()
+                .map(|k| pb::PublicKey {
+                    key_id: k.id().to_string(),
+                    ed25519: bytes::Bytes::copy_from_slice(&k.public().raw()),
+                })
+                .collect(),
             rproxies: self.cfg.rproxies.clone(),
+            seq: 0,
+            expires_at_ms: 0,
+            key_chain: content.2.clone(),
         };
-        self.directory.store(Some(Arc::new(sign_directory(self.signer.key(), &dir))));
+        let body = dir.encode_to_vec();
+        if body != content.0 {
+            let seq = content.1 + 1;
+            if let Some(path) = &self.cfg.directory_seq_file
+                && let Err(e) = crate::keys::write_atomic(path, format!("{seq}\n").as_bytes(), false)
+            {
+                // Never a seq that could be reused after a restart.
+                warn!(error = %e, path = %path.display(), "directory seq not persisted; keeping the old directory");
+                return;
+            }
+            *content = (body, seq, content.2.take());
+        }
+        let now = self.now();
+        dir.seq = content.1;
+        dir.issued_at_ms = now;
+        dir.expires_at_ms = now.saturating_add(self.cfg.ttl.as_millis() as i64);
+        self.directory.store(Some(Arc::new(sign_directory(&keys, &dir))));
     }
 }
 

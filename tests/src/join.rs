@@ -29,8 +29,14 @@ pub struct Joined {
 pub async fn join(url: &str, keys: &TrustedKeys, within: Duration, quiet: Duration) -> Result<Joined, String> {
     let deadline = Instant::now() + within;
     let mut client = connect::connect(url, Duration::from_secs(2)).await.map_err(|e| format!("connect: {e}"))?;
-    let (_, dir) = connect::directory(&mut client, url, keys).await.map_err(|e| format!("directory: {e}"))?;
+    let mut v = Verifier::new(keys.clone(), Limits::default(), []);
+    let (_, dir) = connect::directory(&mut client, url, &mut v, altocast_client::now_ms())
+        .await
+        .map_err(|e| format!("directory: {e}"))?;
     let resources = connect::resources_for(&dir, &[]);
+    for r in &resources {
+        v.request(r.clone());
+    }
     let req = pb::SubscribeRequest {
         resources: resources
             .iter()
@@ -38,7 +44,6 @@ pub async fn join(url: &str, keys: &TrustedKeys, within: Duration, quiet: Durati
             .collect(),
     };
     let mut stream = client.subscribe(req).await.map_err(|e| format!("subscribe at {url}: {e}"))?.into_inner();
-    let mut v = Verifier::new(keys.clone(), Limits::default(), resources.iter().cloned());
     let mut frames = Assembler::new();
     let mut updates = 0;
     let done = |v: &Verifier| resources.iter().all(|r| v.get(r.as_str()).is_some() && v.pending(r.as_str()).is_none());

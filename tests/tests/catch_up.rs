@@ -299,7 +299,8 @@ impl Tree {
                 chunks: entries.first().map(|e| e.chunks.clone()).unwrap_or_default(),
                 updates: entries.iter().map(|e| e.signed.clone()).collect(),
             };
-            apply_fetched(&relay_hub, &self.keys, Limits::default(), &id, resp).map_err(|e| format!("refresh: {e}"))?;
+            let base = Verifier::accepting_all(self.keys.clone(), Limits::default());
+            apply_fetched(&relay_hub, &base, &id, resp).map_err(|e| format!("refresh: {e}"))?;
         }
         Ok(())
     }

@@ -1,0 +1,171 @@
+"""Keys, key ids and strict Ed25519 signatures (PROTOCOL.md §4, §5).
+
+`cryptography` (OpenSSL) does the Ed25519 equation. It already rejects S >= L but accepts
+small-order points, so the checks of §5.2 that it may skip are done here first, in pure Python:
+S < L, R decodes to a point, neither R nor A is of small order.
+"""
+from __future__ import annotations
+
+import base64
+
+import blake3
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+UPDATE_CONTEXT = b"altocast/v1/update\0"
+DIRECTORY_CONTEXT = b"altocast/v1/directory\0"
+MAX_SIGNATURES = 4
+
+# ---- §4 keys -----------------------------------------------------------------------------
+
+
+def key_id(raw_public_key: bytes) -> str:
+    """§4.2: hex of the first 8 bytes of BLAKE3(raw public key)."""
+    return blake3.blake3(raw_public_key).digest()[:8].hex()
+
+
+def _pem_der(pem: bytes, label: str) -> bytes:
+    text = pem.decode("ascii").strip()
+    head, tail = f"-----BEGIN {label}-----", f"-----END {label}-----"
+    if not (text.startswith(head) and text.endswith(tail)):
+        raise ValueError(f"not a PEM {label}")
+    return base64.b64decode("".join(text[len(head):-len(tail)].split()), validate=True)
+
+
+def _read(src) -> bytes:
+    if isinstance(src, (bytes, bytearray)):
+        return bytes(src)
+    with open(src, "rb") as f:
+        return f.read()
+
+
+def load_public_key(src) -> bytes:
+    """An SPKI PEM (RFC 8410, as `altocast-server pubkey` prints) -> the 32 raw key bytes."""
+    key = serialization.load_pem_public_key(_read(src))
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError("not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+_V1_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
+_V2_PREFIX = bytes.fromhex("020101300506032b657004220420")
+
+
+def load_private_key(src) -> Ed25519PrivateKey:
+    """A PKCS#8 PEM private key: v1 (RFC 8410) or v2 (RFC 5958 OneAsymmetricKey with the public key).
+
+    `cryptography` (and OpenSSL 3.0) read v1 but refuse v2 with a public key, so v2 is parsed
+    here: the seed, then the public key as [1] IMPLICIT BIT STRING (81 21 00 ‖ key) or, as ring
+    writes it, [1] EXPLICIT (a1 23 03 21 00 ‖ key); the public key must match the seed.
+    """
+    der = _pem_der(_read(src), "PRIVATE KEY")
+    if len(der) == 48 and der.startswith(_V1_PREFIX):
+        return Ed25519PrivateKey.from_private_bytes(der[16:])
+    body = der[2:]
+    if der[0] == 0x30 and der[1] == len(body) and body.startswith(_V2_PREFIX):
+        seed, rest = body[14:46], body[46:]
+        for tag in (bytes.fromhex("812100"), bytes.fromhex("a123032100")):
+            if rest.startswith(tag) and len(rest) == len(tag) + 32:
+                key = Ed25519PrivateKey.from_private_bytes(seed)
+                if public_bytes(key) != rest[len(tag):]:
+                    raise ValueError("PKCS#8 v2: public key does not match the private key")
+                return key
+    return serialization.load_pem_private_key(_read(src), None)  # anything else: let it decide
+
+
+def public_bytes(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_trusted(*sources) -> dict[str, bytes]:
+    """Public key files -> {key id: raw key}, the verifier's trusted set."""
+    keys = [load_public_key(s) for s in sources]
+    return {key_id(k): k for k in keys}
+
+
+# ---- §5.2 strict verification --------------------------------------------------------------
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, -1, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _decode_point(b: bytes):
+    """Edwards point decompression as curve25519-dalek does it (y taken mod p), or None."""
+    y = (int.from_bytes(b, "little") & ((1 << 255) - 1)) % _P
+    u, v = (y * y - 1) % _P, (_D * y * y + 1) % _P
+    x2 = u * pow(v, _P - 2, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_M1 % _P
+    if (x * x - x2) % _P:
+        return None
+    if (x & 1) != (b[31] >> 7):
+        x = -x % _P
+    return (x, y)
+
+
+def _double(p):
+    x, y = p
+    t = _D * x * x * y * y % _P
+    return ((2 * x * y) * pow(1 + t, _P - 2, _P) % _P, (y * y + x * x) * pow(1 - t, _P - 2, _P) % _P)
+
+
+def _small_order(p) -> bool:
+    for _ in range(3):
+        p = _double(p)
+    return p == (0, 1)
+
+
+def strict_verify(public_key: bytes, message: bytes, sig: bytes) -> bool:
+    """§5.2 (ed25519-dalek verify_strict): 64 bytes, S < L, R a point, R and A not small order,
+    cofactorless equation compared on bytes (what OpenSSL does)."""
+    if len(sig) != 64 or len(public_key) != 32:
+        return False
+    if int.from_bytes(sig[32:], "little") >= _L:
+        return False
+    for enc in (sig[:32], public_key):
+        point = _decode_point(enc)
+        if point is None or _small_order(point):
+            return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(sig, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def signed_message(context: bytes, body: bytes) -> bytes:
+    """§5.1: M = H(C) ‖ H(B)."""
+    return blake3.blake3(context).digest() + blake3.blake3(body).digest()
+
+
+def sign(key: Ed25519PrivateKey, context: bytes, body: bytes) -> tuple[str, bytes]:
+    return key_id(public_bytes(key)), key.sign(signed_message(context, body))
+
+
+class SignatureError(Exception):
+    pass
+
+
+def verify_signatures(context: bytes, body: bytes, sigs, trusted: dict[str, bytes]) -> str:
+    """§5.3. `sigs`: objects with key_id and sig. Returns the key id accepted, else raises."""
+    if not sigs:
+        raise SignatureError("no signature")
+    if len(sigs) > MAX_SIGNATURES:
+        raise SignatureError(f"too many signatures ({len(sigs)} > {MAX_SIGNATURES})")
+    m = signed_message(context, body)
+    good = None
+    for s in sigs:
+        k = trusted.get(s.key_id)
+        if k is None:
+            continue
+        if not strict_verify(k, m, s.sig):
+            raise SignatureError(f"bad signature by key {s.key_id}")
+        good = s.key_id
+    if good is None:
+        raise SignatureError("signed only by untrusted keys")
+    return good
+
