@@ -11,9 +11,7 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{
-    Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb,
-};
+use altocast_proto::{Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use prost::Message as _;

@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use altocast_proto::{
-    Applied, ResourceId, Verifier, VerifyError, pb, verify::Opened,
-};
+use altocast_proto::{Applied, ResourceId, Verifier, VerifyError, pb, verify::Opened};
 use tonic::transport::{Channel, Endpoint};
 
 /// Largest message accepted from an endpoint (a whole cost map in one `Fetch`).
@@ -194,7 +192,8 @@ pub async fn directory(
         .await
         .map_err(|status| ConnectError::Status { url: url.into(), status })?
         .into_inner();
-    let dir = verifier.accept_directory(&signed, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
+    let dir =
+        verifier.accept_directory(&signed, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
     Ok((signed, dir))
 }
 

@@ -336,7 +336,7 @@ impl Runner {
                 self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
                 (r, Some(dir))
             }
-            Err(ConnectError::Verify { error, .. }) => return End::Bad { reason: format!("directory: {error}") },
+            Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
             Err(e) if self.cfg.resources.is_empty() => return End::Failed { reason: e.to_string(), delivered: false },
             Err(e) => {
                 debug!(endpoint = %url, error = %e, "no directory; using configured resources");
@@ -439,19 +439,16 @@ impl Runner {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
                 _ = refresh.tick(), if chunks_due(&assemblers) == 0 => {
-                    let now = (self.cfg.clock)();
-                    match connect::directory(&mut client, url, &mut self.verifier, now).await {
-                        Ok((signed, dir)) => {
-                            self.save_directory(&signed);
+                    match self.refresh_directory(&mut client, url).await {
+                        Ok(Some(dir)) => {
                             if let Some(followed) = &followed
                                 && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
                             {
                                 return End::Resubscribe;
                             }
                         }
-                        Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
-                        // Unreachable for a moment: the stream says whether it is gone.
-                        Err(e) => debug!(endpoint = %url, error = %e, "directory refresh failed"),
+                        Ok(None) => {}
+                        Err(end) => return end,
                     }
                     continue;
                 }
@@ -477,7 +474,21 @@ impl Runner {
                 Ok(Some((_, None)) | None) => return End::Closed { delivered },
                 Ok(Some((_, Some(Err(status))))) => return End::Failed { reason: status.to_string(), delivered },
             };
-            let Assembled { opened, signed, chunks } = match assemblers[stream].push(&self.verifier, frame) {
+            // An update signed only by keys this verifier does not know (yet)
+            // may follow a key list change: the sender verified it under its
+            // directory, so that directory is re-read once and the frame tried
+            // again before it counts as a rejection.
+            let again = frame.clone();
+            let pushed = match assemblers[stream].push(&self.verifier, frame) {
+                Err(FrameError::Verify(error)) if unknown_signer(&error) => {
+                    match self.refresh_directory(&mut client, url).await {
+                        Ok(_) => assemblers[stream].push(&self.verifier, again),
+                        Err(end) => return end,
+                    }
+                }
+                other => other,
+            };
+            let Assembled { opened, signed, chunks } = match pushed {
                 Ok(Some(a)) => a,
                 Ok(None) => continue,
                 Err(FrameError::Verify(error)) => return self.rejected(url, error).await,
@@ -495,6 +506,29 @@ impl Runner {
                 Ok(false) if pending_run < MAX_PENDING_RUN => pending_run += 1,
                 Ok(false) => return End::Bad { reason: format!("{MAX_PENDING_RUN} updates in a row not exposable") },
                 Err(error) => return self.rejected(url, error).await,
+            }
+        }
+    }
+
+    /// Re-reads and accepts the endpoint's directory, saves it and reports it
+    /// (an RProxy serves what it reports). `Ok(None)`: unreachable for a
+    /// moment (the stream says whether it is gone); `Err`: the session ends.
+    async fn refresh_directory(
+        &mut self,
+        client: &mut DistributionClient,
+        url: &str,
+    ) -> Result<Option<pb::Directory>, End> {
+        let now = (self.cfg.clock)();
+        match connect::directory(client, url, &mut self.verifier, now).await {
+            Ok((signed, dir)) => {
+                self.save_directory(&signed);
+                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
+                Ok(Some(dir))
+            }
+            Err(ConnectError::Verify { error, .. }) => Err(self.rejected(url, error).await),
+            Err(e) => {
+                debug!(endpoint = %url, error = %e, "directory refresh failed");
+                Ok(None)
             }
         }
     }
@@ -582,6 +616,12 @@ impl Runner {
         }
         End::Closed { delivered }
     }
+}
+
+/// A signature failure that a newer key list may explain.
+fn unknown_signer(e: &VerifyError) -> bool {
+    use altocast_proto::keys::SignatureError;
+    matches!(e, VerifyError::Signature(SignatureError::UnknownKey(_) | SignatureError::OutsideWindow { .. }))
 }
 
 fn jitter(d: Duration) -> Duration {

@@ -276,7 +276,12 @@ impl TrustedKeys {
     }
 
     /// As [`TrustedKeys::verify`], returning every trusted key that signed.
-    pub fn verify_all(&self, context: &[u8], body: &[u8], sigs: &[pb::Signature]) -> Result<Vec<KeyId>, SignatureError> {
+    pub fn verify_all(
+        &self,
+        context: &[u8],
+        body: &[u8],
+        sigs: &[pb::Signature],
+    ) -> Result<Vec<KeyId>, SignatureError> {
         if sigs.is_empty() {
             return Err(SignatureError::Missing);
         }

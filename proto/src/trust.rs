@@ -214,9 +214,10 @@ impl KeyList {
 
 /// Whether `signed` carries a valid signature by `root`.
 fn signed_by(signed: &pb::SignedKeyList, version: u64, root: &PublicKey) -> Result<(), TrustError> {
-    TrustedKeys::new([root.clone()]).verify(KEY_LIST_CONTEXT, &signed.body, &signed.signatures).map(drop).map_err(
-        |e| TrustError::RootSignature { version, root: root.id().to_string(), reason: e.to_string() },
-    )
+    TrustedKeys::new([root.clone()])
+        .verify(KEY_LIST_CONTEXT, &signed.body, &signed.signatures)
+        .map(drop)
+        .map_err(|e| TrustError::RootSignature { version, root: root.id().to_string(), reason: e.to_string() })
 }
 
 /// Follows `chain` from `root` (the root trusted now) and returns the current
@@ -279,7 +280,8 @@ mod tests {
 
     #[test]
     fn a_client_walks_root_rotations_forward_and_refuses_what_does_not_chain() {
-        let (r1, r2, r3) = (OriginKey::from_seed([1; 32]), OriginKey::from_seed([2; 32]), OriginKey::from_seed([3; 32]));
+        let (r1, r2, r3) =
+            (OriginKey::from_seed([1; 32]), OriginKey::from_seed([2; 32]), OriginKey::from_seed([3; 32]));
         let (k1, k2) = (OriginKey::from_seed([11; 32]), OriginKey::from_seed([12; 32]));
         // r1 → r2 (version 2) → r3 (version 4); current version 5 under r3.
         let to_r2 = list(2, &r2, &[&k1], &[]).sign(&[&r1, &r2]);

@@ -207,7 +207,9 @@ pub enum VerifyError {
     },
     /// A directory older than one already seen: a lower seq, or the same seq
     /// signed earlier (a replayed directory).
-    #[error("directory seq {got} issued at {got_issued_at_ms} ms is older than seq {held} issued at {held_issued_at_ms} ms already seen")]
+    #[error(
+        "directory seq {got} issued at {got_issued_at_ms} ms is older than seq {held} issued at {held_issued_at_ms} ms already seen"
+    )]
     DirectoryRollback {
         /// Seq seen.
         held: u64,
@@ -477,7 +479,11 @@ impl Verifier {
     /// be the key list's (and the one pinned before); its (seq, issued_at)
     /// must not be older than the directory accepted before, and it must not
     /// be expired. Nothing changes on an error.
-    pub fn accept_directory(&mut self, signed: &pb::SignedDirectory, now_ms: i64) -> Result<pb::Directory, VerifyError> {
+    pub fn accept_directory(
+        &mut self,
+        signed: &pb::SignedDirectory,
+        now_ms: i64,
+    ) -> Result<pb::Directory, VerifyError> {
         self.accept_directory_inner(signed, Some(now_ms))
     }
 
@@ -497,8 +503,8 @@ impl Verifier {
         if signed.body.len() > MAX_DIRECTORY {
             return Err(VerifyError::TooLarge { what: "directory", len: signed.body.len(), limit: MAX_DIRECTORY });
         }
-        let dir =
-            pb::Directory::decode(signed.body.clone()).map_err(|e| VerifyError::Malformed(format!("directory: {e}")))?;
+        let dir = pb::Directory::decode(signed.body.clone())
+            .map_err(|e| VerifyError::Malformed(format!("directory: {e}")))?;
         let skew = self.limits.max_skew_ms;
         let (keys, list) = match self.keys.trusted_root() {
             Some(root) => {
@@ -518,12 +524,18 @@ impl Verifier {
         if let Some(expected) = expected
             && dir.origin_id != *expected
         {
-            return Err(VerifyError::Origin { expected: expected.clone(), got: dir.origin_id.chars().take(80).collect() });
+            return Err(VerifyError::Origin {
+                expected: expected.clone(),
+                got: dir.origin_id.chars().take(80).collect(),
+            });
         }
         if let Some(pinned) = &self.origin_id
             && dir.origin_id != *pinned
         {
-            return Err(VerifyError::Origin { expected: pinned.clone(), got: dir.origin_id.chars().take(80).collect() });
+            return Err(VerifyError::Origin {
+                expected: pinned.clone(),
+                got: dir.origin_id.chars().take(80).collect(),
+            });
         }
         if let Some(h) = self.directory
             && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms < h.issued_at_ms))
@@ -596,7 +608,10 @@ impl Verifier {
         if let Some(expected) = &self.origin_id
             && update.origin_id != *expected
         {
-            return Err(VerifyError::Origin { expected: expected.clone(), got: update.origin_id.chars().take(80).collect() });
+            return Err(VerifyError::Origin {
+                expected: expected.clone(),
+                got: update.origin_id.chars().take(80).collect(),
+            });
         }
         let known = self.held.contains_key(update.resource_id.as_str());
         if !known && !self.any_resource {

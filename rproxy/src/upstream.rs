@@ -196,8 +196,7 @@ impl Refresher {
             }
         };
         let base = self.trust.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        apply_fetched(&self.hub, &base, id, resp)
-            .map_err(|e| Status::data_loss(format!("{url}: {e}")))
+        apply_fetched(&self.hub, &base, id, resp).map_err(|e| Status::data_loss(format!("{url}: {e}")))
     }
 
     /// Takes the trust of a directory the subscription accepted (its keys then

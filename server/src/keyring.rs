@@ -129,7 +129,9 @@ impl Keyring {
             .keys
             .iter()
             .filter(|k| !list.is_revoked(k.key.id()))
-            .filter(|k| (k.not_before_ms == 0 || k.not_before_ms <= now) && (k.not_after_ms == 0 || now <= k.not_after_ms))
+            .filter(|k| {
+                (k.not_before_ms == 0 || k.not_before_ms <= now) && (k.not_after_ms == 0 || now <= k.not_after_ms)
+            })
             .filter_map(|k| private_key(data_dir, k.key.id().as_str()))
             .collect();
         if signing.is_empty() {
@@ -166,13 +168,25 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
     let mut chain = read_chain(data_dir)?;
     let current = chain.current.as_ref().context("keychain.pb has no current key list")?;
     let old = KeyList::decode(current).context("keychain.pb")?;
-    let pem = std::fs::read_to_string(root_key).with_context(|| format!("reading the root key {}", root_key.display()))?;
+    let pem =
+        std::fs::read_to_string(root_key).with_context(|| format!("reading the root key {}", root_key.display()))?;
     let root = OriginKey::from_pkcs8_pem(&pem).with_context(|| root_key.display().to_string())?;
     if root.public() != old.root {
-        bail!("{} is root {}, but key list version {} is signed by root {}", root_key.display(), root.id(), old.version, old.root.id());
+        bail!(
+            "{} is root {}, but key list version {} is signed by root {}",
+            root_key.display(),
+            root.id(),
+            old.version,
+            old.root.id()
+        );
     }
     let now = now_ms();
-    let mut list = KeyList { version: old.version + 1, issued_at_ms: now, expires_at_ms: now + days_ms(valid_days), ..old.clone() };
+    let mut list = KeyList {
+        version: old.version + 1,
+        issued_at_ms: now,
+        expires_at_ms: now + days_ms(valid_days),
+        ..old.clone()
+    };
     let find = |id: &str| -> anyhow::Result<usize> {
         list.keys.iter().position(|k| k.key.id().as_str() == id).with_context(|| {
             let known: Vec<&str> = list.keys.iter().map(|k| k.key.id().as_str()).collect();
@@ -216,7 +230,10 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
             && private_key(data_dir, k.key.id().as_str()).is_some()
     });
     if !usable {
-        bail!("after this change no update key whose private half is in {} could sign: add a key first", data_dir.display());
+        bail!(
+            "after this change no update key whose private half is in {} could sign: add a key first",
+            data_dir.display()
+        );
     }
     let signed = match &new_root {
         Some(r) => {
@@ -262,7 +279,11 @@ pub fn describe(data_dir: &Path) -> anyhow::Result<String> {
         } else {
             "active"
         };
-        let here = if private_key(data_dir, k.key.id().as_str()).is_some() { "private key here" } else { "no private key here" };
+        let here = if private_key(data_dir, k.key.id().as_str()).is_some() {
+            "private key here"
+        } else {
+            "no private key here"
+        };
         out += &format!("  {} {state} ({here})\n", k.key.id());
     }
     for r in &list.revoked {
@@ -317,7 +338,9 @@ pub async fn watch(
         .await;
         match done {
             Ok(Ok(version)) => info!(version, "key list changed"),
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "key list not usable; still signing with the old keys"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "key list not usable; still signing with the old keys")
+            }
             Err(e) => tracing::warn!(error = %e, "key list reload failed"),
         }
     }

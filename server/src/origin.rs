@@ -13,10 +13,10 @@ use altocast_proto::{
     Kind, MapState, ModelError, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, json, pb,
     update::{Dependency, Signer, Version, sign_directory},
 };
-use anyhow::Context as _;
-use prost::Message as _;
 use altocast_rproxy::hub::{Entry, Hub};
+use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
+use prost::Message as _;
 use tracing::{info, warn};
 
 use crate::store::{Record, Store, Write};
@@ -465,7 +465,8 @@ impl Origin {
         hub: Arc<Hub>,
         directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     ) -> anyhow::Result<Arc<Origin>> {
-        let own = signer.keys().iter().map(OriginKey::public).chain(cfg.history_keys.iter().cloned()).collect::<Vec<_>>();
+        let own =
+            signer.keys().iter().map(OriginKey::public).chain(cfg.history_keys.iter().cloned()).collect::<Vec<_>>();
         let verifier = Verifier::accepting_all(TrustedKeys::new(own), Default::default());
         let directory_seq = match &cfg.directory_seq_file {
             Some(path) => match std::fs::read_to_string(path) {
@@ -840,9 +841,13 @@ impl Origin {
         for (id, ..) in self.resources() {
             let Some(v) = self.current(id.as_str()) else { continue };
             let snap = self.signer.snapshot(&id, &v, now);
-            if let Err(e) =
-                self.store.checkpoint(id.as_str(), v.seq, snap.update.clone(), snap.chunks.clone(), self.cfg.history_depth)
-            {
+            if let Err(e) = self.store.checkpoint(
+                id.as_str(),
+                v.seq,
+                snap.update.clone(),
+                snap.chunks.clone(),
+                self.cfg.history_depth,
+            ) {
                 warn!(resource = %id, error = %e, "re-keyed checkpoint not stored; it is served but not yet durable");
             }
             self.hub.restore(Arc::new(Entry::from_signed(snap)), Vec::new());

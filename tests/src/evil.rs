@@ -32,6 +32,11 @@ pub enum EvilMode {
     /// Answers a `Fetch` of the network map with the cost map's answer and
     /// the other way round: authentic updates of another resource.
     SwapFetch,
+    /// Serves the first directory it fetched for ever (a frozen, then
+    /// replayed, directory hiding what the origin added or revoked since).
+    FreezeDirectory,
+    /// Flips the last byte of every directory it relays (inside the key chain).
+    TamperDirectory,
 }
 
 /// The running double.
@@ -48,7 +53,7 @@ impl EvilProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let svc = Evil { upstream: upstream.to_owned(), mode, shutdown: shutdown.clone() };
+        let svc = Evil { upstream: upstream.to_owned(), mode, shutdown: shutdown.clone(), frozen: Default::default() };
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -73,6 +78,7 @@ struct Evil {
     upstream: String,
     mode: EvilMode,
     shutdown: CancellationToken,
+    frozen: tokio::sync::OnceCell<pb::SignedDirectory>,
 }
 
 async fn upstream(url: &str) -> Result<altocast_client::connect::DistributionClient, Status> {
@@ -192,6 +198,22 @@ impl pb::distribution_server::Distribution for Evil {
         &self,
         req: Request<pb::GetDirectoryRequest>,
     ) -> Result<Response<pb::SignedDirectory>, Status> {
-        upstream(&self.upstream).await?.get_directory(req.into_inner()).await
+        let fetch = || async { upstream(&self.upstream).await?.get_directory(pb::GetDirectoryRequest {}).await };
+        match self.mode {
+            EvilMode::FreezeDirectory => {
+                let d = self.frozen.get_or_try_init(|| async { fetch().await.map(Response::into_inner) }).await?;
+                Ok(Response::new(d.clone()))
+            }
+            EvilMode::TamperDirectory => {
+                let mut d = fetch().await?.into_inner();
+                let mut body = d.body.to_vec();
+                if let Some(last) = body.last_mut() {
+                    *last ^= 1;
+                }
+                d.body = body.into();
+                Ok(Response::new(d))
+            }
+            _ => upstream(&self.upstream).await?.get_directory(req.into_inner()).await,
+        }
     }
 }

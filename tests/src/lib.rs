@@ -157,6 +157,23 @@ impl TestOrigin {
     }
 
     /// Trust set with the origin's key.
+    /// The root key file clients and RProxies trust with `--trust-root`.
+    pub fn root_pub_path(&self) -> PathBuf {
+        altocast_server::keyring::root_pub_path(self.data_dir.path())
+    }
+
+    /// Trust in this origin's root (key rotations need nothing more).
+    pub fn root_trusted(&self) -> TrustedKeys {
+        let pem = std::fs::read_to_string(self.root_pub_path()).expect("root pub key");
+        TrustedKeys::root(PublicKey::from_spki_pem(&pem).expect("pem"))
+    }
+
+    /// The data directory (keys, store).
+    pub fn data_path(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
+    /// Trust in this origin's first update key.
     pub fn trusted(&self) -> TrustedKeys {
         TrustedKeys::new([self.key()])
     }
@@ -237,6 +254,20 @@ impl TestRproxy {
         addr: Option<SocketAddr>,
         extra: &[String],
     ) -> TestRproxy {
+        Self::start_trusting(upstreams, ("--trust-key", key_path), addr, extra).await
+    }
+
+    /// An RProxy trusting the origin's root (`--trust-root root_path`).
+    pub async fn start_trusting_root(upstreams: &[&str], root_path: &std::path::Path, extra: &[String]) -> TestRproxy {
+        Self::start_trusting(upstreams, ("--trust-root", root_path), None, extra).await
+    }
+
+    async fn start_trusting(
+        upstreams: &[&str],
+        (trust_flag, trust_path): (&str, &std::path::Path),
+        addr: Option<SocketAddr>,
+        extra: &[String],
+    ) -> TestRproxy {
         let listener = match addr {
             Some(a) => TcpListener::bind(a).await.expect("rebind"),
             None => TcpListener::bind("127.0.0.1:0").await.expect("bind"),
@@ -246,7 +277,7 @@ impl TestRproxy {
         for u in upstreams {
             args.extend(["--upstream".into(), (*u).to_owned()]);
         }
-        args.extend(["--trust-key".into(), key_path.display().to_string(), "--quarantine-secs".into(), "2".into()]);
+        args.extend([trust_flag.into(), trust_path.display().to_string(), "--quarantine-secs".into(), "2".into()]);
         args.extend(extra.iter().cloned());
         let cfg = <altocast_rproxy::Config as clap_parse::Parser>::parse_from(args);
         let shutdown = CancellationToken::new();

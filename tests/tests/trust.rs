@@ -1,0 +1,256 @@
+//! The trust lifecycle as operators and attackers meet it, through origin →
+//! RProxy → RProxy → clients that trust only the origin's root:
+//!
+//! - an update-key rotation (add, then retire) and a root rotation while
+//!   updates flow: no client rejects an update or goes stale;
+//! - a revoked key: every node's directory makes an update signed only by it
+//!   fail verification;
+//! - a proxy that freezes (replays) the directory is left when it expires,
+//!   and what it hid arrives; one that tampers with the key chain is refused;
+//! - first-use pinning refuses another origin's root, naming both.
+
+use std::time::Duration;
+
+use altocast_proto::{Check, Limits, OriginKey, Verifier, VerifyError, keys::SignatureError, pb, update::Signer};
+use altocast_server::keyring::{self, Change};
+use altocast_tests::{CM, EvilMode, EvilProxy, Maps, NM, OriginOptions, TestClient, TestOrigin, TestRproxy};
+use prost::Message as _;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn directory(url: &str) -> pb::Directory {
+    let mut c = altocast_client::connect::connect(url, Duration::from_secs(2)).await.expect("connect");
+    let signed = c.get_directory(pb::GetDirectoryRequest {}).await.expect("directory").into_inner();
+    pb::Directory::decode(signed.body).expect("decode")
+}
+
+async fn signed_directory(url: &str) -> pb::SignedDirectory {
+    let mut c = altocast_client::connect::connect(url, Duration::from_secs(2)).await.expect("connect");
+    c.get_directory(pb::GetDirectoryRequest {}).await.expect("directory").into_inner()
+}
+
+/// Waits until `url`'s directory satisfies `ok`.
+async fn until(url: &str, what: &str, ok: impl Fn(&pb::Directory) -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if ok(&directory(url).await) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url}: {what} not seen within {T:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn signing_keys(d: &pb::Directory) -> Vec<String> {
+    d.keys.iter().map(|k| k.key_id.clone()).collect()
+}
+
+/// Publishes `n` cost-map changes 100 ms apart; returns the last seq.
+async fn changes(o: &TestOrigin, m: &mut Maps, n: usize) -> u64 {
+    let mut seq = 0;
+    for _ in 0..n {
+        m.step();
+        o.publish(NM, &m.network_map_json()).await.expect("nm");
+        seq = o.publish(CM, &m.cost_map_json()).await.expect("cm").seq;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seq
+}
+
+fn bad_incidents(clients: &[(TestClient, String)]) -> Vec<String> {
+    clients
+        .iter()
+        .flat_map(|(c, url)| c.incidents_at(url))
+        .filter(|i| i.starts_with("rejected") || i.contains("stale") || i.contains("went stale"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_every_node() {
+    let o = TestOrigin::start_with(OriginOptions { ttl_secs: 6, heartbeat_secs: 1, ..Default::default() }, None).await;
+    let mut m = Maps::synthetic(8);
+    o.publish(NM, &m.network_map_json()).await.expect("nm");
+    o.publish(CM, &m.cost_map_json()).await.expect("cm");
+    let root_file = o.root_pub_path();
+    let r1 = TestRproxy::start_trusting_root(&[&o.url], &root_file, &[]).await;
+    let r2 = TestRproxy::start_trusting_root(&[&r1.url], &root_file, &[]).await;
+    let clients: Vec<(TestClient, String)> = [&o.url, &r1.url, &r2.url]
+        .into_iter()
+        .map(|url| {
+            let mut cfg = altocast_client::Config::new(vec![url.clone()], o.root_trusted());
+            cfg.directory_refresh = Duration::from_millis(500);
+            (TestClient::start_cfg(cfg), url.clone())
+        })
+        .collect();
+    for (c, _) in &clients {
+        c.wait_seq(CM, 1, T).await;
+    }
+    let data = o.data_path().to_path_buf();
+    let root_key = keyring::root_key_path(&data);
+    let first = signing_keys(&directory(&o.url).await);
+    assert_eq!(first.len(), 1);
+    // Steps follow each other faster than the RProxies re-read the directory
+    // (every 5 s): an update signed by a key a node does not know yet makes it
+    // re-read the directory of the node that sent it, which verified it.
+    let settle = Duration::from_secs(1);
+
+    // 1. A second update key: the origin signs with both.
+    keyring::change(&data, &root_key, &Change::Add, 30).expect("keys add");
+    until(&o.url, "two signing keys", |d| d.keys.len() == 2).await;
+    changes(&o, &mut m, 5).await;
+    tokio::time::sleep(settle).await;
+    // 2. The first key retired: the origin signs with the new one only.
+    keyring::change(&data, &root_key, &Change::Retire(first[0].clone()), 30).expect("keys retire");
+    until(&o.url, "the new key alone", |d| d.keys.len() == 1 && d.keys[0].key_id != first[0]).await;
+    changes(&o, &mut m, 5).await;
+    tokio::time::sleep(settle).await;
+    // 3. A new root, signed by the old one: clients trusting the old root walk forward.
+    keyring::change(&data, &root_key, &Change::RotateRoot, 30).expect("keys rotate-root");
+    until(&o.url, "a root change", |d| d.key_chain.as_ref().is_some_and(|c| c.root_history.len() == 1)).await;
+    let last = changes(&o, &mut m, 5).await;
+    for (c, url) in &clients {
+        let tag = c.wait_seq(CM, last, T).await;
+        assert_eq!(Some(tag), c.view().load().cost_maps.get(CM).map(|cm| cm.map.tag()), "{url}");
+    }
+    assert_eq!(bad_incidents(&clients), Vec::<String>::new(), "a client rejected an update or went stale");
+
+    // 4. The retired first key revoked (as if it leaked): at every node, the
+    //    directory makes an update signed only by it fail, and the same update
+    //    signed by the current key pass.
+    keyring::change(&data, &root_key, &Change::Revoke(first[0].clone()), 30).expect("keys revoke");
+    let leaked = altocast_server::keys::load(&data).expect("the first key");
+    assert_eq!(leaked.id().as_str(), first[0]);
+    let current_id = signing_keys(&directory(&o.url).await)[0].clone();
+    let current = OriginKey::from_pkcs8_pem(
+        &std::fs::read_to_string(data.join("update-keys").join(format!("{current_id}.pem"))).expect("current key"),
+    )
+    .expect("pem");
+    let origin_id = directory(&o.url).await.origin_id;
+    let version = altocast_proto::update::Version {
+        seq: last,
+        state: altocast_proto::MapState::Cost(clients[0].0.view().load().cost_maps[CM].map.clone()),
+        dependencies: Vec::new(),
+    };
+    let forged = Signer::with_keys(origin_id.clone(), vec![leaked], 60_000).expect("signer");
+    let honest = Signer::with_keys(origin_id, vec![current], 60_000).expect("signer");
+    let cm = altocast_tests::rid(CM);
+    let now = altocast_client::now_ms();
+    for url in [&o.url, &r1.url, &r2.url] {
+        until(url, "the revocation", |d| {
+            let list =
+                d.key_chain.as_ref().and_then(|c| c.current.as_ref()).map(altocast_proto::trust::KeyList::decode);
+            matches!(list, Some(Ok(l)) if l.revoked.contains(&first[0]))
+        })
+        .await;
+        // A fresh verifier trusting the very first root, as a long-offline client would.
+        let mut v = Verifier::new(
+            altocast_proto::TrustedKeys::root(
+                altocast_proto::PublicKey::from_spki_pem(&std::fs::read_to_string(&root_file).expect("root"))
+                    .expect("pem"),
+            ),
+            Limits::default(),
+            [cm.clone()],
+        );
+        v.accept_directory(&signed_directory(url).await, now).expect("directory");
+        let bad = forged.heartbeat(&cm, &version, now).update;
+        let err = v.open(&bad).expect_err("an update signed by a revoked key was accepted");
+        assert!(matches!(err, VerifyError::Signature(SignatureError::UnknownKey(_))), "{url}: {err}");
+        v.open(&honest.heartbeat(&cm, &version, now).update).expect("the current key verifies");
+    }
+    for (c, _) in clients {
+        c.stop().await;
+    }
+    r2.stop().await;
+    r1.stop().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_directory_is_left_at_its_expiry_and_a_tampered_key_chain_is_refused() {
+    let o = TestOrigin::start_with(OriginOptions { ttl_secs: 2, heartbeat_secs: 1, ..Default::default() }, None).await;
+    let m = Maps::synthetic(8);
+    o.publish(NM, &m.network_map_json()).await.expect("nm");
+    o.publish(CM, &m.cost_map_json()).await.expect("cm");
+    let honest = TestRproxy::start_trusting_root(&[&o.url], &o.root_pub_path(), &[]).await;
+    let frozen = EvilProxy::start(&o.url, EvilMode::FreezeDirectory).await;
+    let tampered = EvilProxy::start(&o.url, EvilMode::TamperDirectory).await;
+
+    // Tampering with the key chain (or anything signed) is refused at once.
+    let mut cfg = altocast_client::Config::new(vec![tampered.url.clone(), honest.url.clone()], o.root_trusted());
+    cfg.directory_refresh = Duration::from_millis(500);
+    let c1 = TestClient::start_cfg(cfg);
+    c1.wait_seq(CM, 1, T).await;
+    let refused = c1.incidents_at(&tampered.url);
+    assert!(refused.iter().any(|i| i.starts_with("rejected")), "a tampered directory was accepted: {refused:?}");
+
+    // The frozen proxy hands out its first directory for ever. A resource
+    // added since is hidden until that directory expires; then the client
+    // leaves the proxy, and gets the new resource from the honest RProxy.
+    let _ = directory(&frozen.url).await; // freeze it now
+    let mut cfg = altocast_client::Config::new(vec![frozen.url.clone(), honest.url.clone()], o.root_trusted());
+    cfg.directory_refresh = Duration::from_millis(500);
+    let c2 = TestClient::start_cfg(cfg);
+    c2.wait_seq(CM, 1, T).await;
+    o.publish("cm-new", &m.cost_map_json()).await.expect("a new resource");
+    let started = tokio::time::Instant::now();
+    c2.wait_seq("cm-new", 1, T).await;
+    let incidents = c2.incidents_at(&frozen.url);
+    assert!(
+        incidents.iter().any(|i| i.contains("expired") && i.contains("directory")),
+        "the frozen directory was not detected as expired: {incidents:?}"
+    );
+    // Within its TTL (2 s) plus the 5 s clock skew allowance and a refresh.
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+
+    // A replayed older directory is a rollback for a verifier that saw a newer one.
+    let old = signed_directory(&frozen.url).await;
+    let mut v = Verifier::new(o.root_trusted(), Limits::default(), []);
+    v.accept_directory(&signed_directory(&o.url).await, altocast_client::now_ms()).expect("current");
+    let err = v.restore_directory(&old).expect_err("an older directory was accepted");
+    assert_eq!(err.check(), Check::Sequence, "{err}");
+    c1.stop().await;
+    c2.stop().await;
+    frozen.stop().await;
+    tampered.stop().await;
+    honest.stop().await;
+    o.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_use_pinning_refuses_another_origins_root_naming_both() {
+    let a = TestOrigin::start().await;
+    let b = TestOrigin::start().await;
+    let m = Maps::synthetic(4);
+    for o in [&a, &b] {
+        o.publish(NM, &m.network_map_json()).await.expect("nm");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let pin = dir.path().join("pin.pem");
+    let run = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
+            .args(["directory", "--endpoint", url, "--trust-on-first-use"])
+            .arg(&pin)
+            .output()
+            .expect("run altocast")
+    };
+    let root = |o: &TestOrigin| {
+        altocast_proto::PublicKey::from_spki_pem(&std::fs::read_to_string(o.root_pub_path()).expect("root"))
+            .expect("pem")
+            .id()
+            .to_string()
+    };
+    let first = run(&a.url);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("pinned root"));
+    assert_eq!(std::fs::read_to_string(&pin).expect("pin"), std::fs::read_to_string(a.root_pub_path()).expect("a"));
+    // The same origin again: fine, silently.
+    let again = run(&a.url);
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    // Another origin: refused, naming the pinned root and the one presented.
+    let other = run(&b.url);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "another origin's root was accepted");
+    assert!(err.contains(&root(&a)) && err.contains(&root(&b)), "{err}");
+    a.stop().await;
+    b.stop().await;
+}
