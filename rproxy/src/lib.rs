@@ -40,6 +40,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     client.tls = config.upstream_tls()?;
     // Resources the origin adds later reach this RProxy's subscribers within this.
     client.directory_refresh = Duration::from_secs(5);
+    client.state_dir = config.state_dir.clone();
     let pull = upstream::PullLimits {
         max_in_flight: config.max_pulls as usize,
         negative_ttl: Duration::from_secs(config.pull_negative_secs),

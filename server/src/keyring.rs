@@ -345,3 +345,38 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_mistakes_are_refused_naming_what_is_wrong_and_change_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let ring = Keyring::load_or_init(d).expect("init");
+        let only = ring.list.keys[0].key.id().to_string();
+        let root = root_key_path(d);
+        let before = std::fs::read(chain_path(d)).expect("chain");
+        // The only key can be neither revoked nor retired: nothing could sign.
+        for c in [Change::Revoke(only.clone()), Change::Retire(only.clone())] {
+            let e = change(d, &root, &c, 30).expect_err("refused").to_string();
+            assert!(e.contains("no update key") && e.contains("could sign"), "{e}");
+        }
+        // An unknown key id is named, with the ids the list has.
+        let e = change(d, &root, &Change::Retire("0123456789abcdef".into()), 30).expect_err("refused").to_string();
+        assert!(e.contains("0123456789abcdef") && e.contains(&only), "{e}");
+        // Another root key cannot sign the list.
+        let stranger = d.join("stranger.pem");
+        std::fs::write(&stranger, OriginKey::generate().expect("key").to_pkcs8_pem().expect("pem")).expect("write");
+        let e = change(d, &stranger, &Change::Renew, 30).expect_err("refused").to_string();
+        assert!(e.contains("is root") && e.contains(&ring.list.root.id().to_string()), "{e}");
+        assert_eq!(std::fs::read(chain_path(d)).expect("chain"), before, "a refused change wrote the chain");
+        // A real rotation: add, then the old key may go; versions count up.
+        change(d, &root, &Change::Add, 30).expect("add");
+        change(d, &root, &Change::Revoke(only.clone()), 30).expect("revoke after add");
+        let after = Keyring::load(d).expect("load");
+        assert_eq!(after.list.version, 3);
+        assert!(after.list.revoked.contains(&only) && after.signing.iter().all(|k| k.id().as_str() != only));
+    }
+}

@@ -72,6 +72,8 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     o.publish(NM, &m.network_map_json()).await.expect("nm");
     o.publish(CM, &m.cost_map_json()).await.expect("cm");
     let root_file = o.root_pub_path();
+    // `keys rotate-root` rewrites the file: keep the first root as clients got it.
+    let first_root = std::fs::read_to_string(&root_file).expect("root");
     let r1 = TestRproxy::start_trusting_root(&[&o.url], &root_file, &[]).await;
     let r2 = TestRproxy::start_trusting_root(&[&r1.url], &root_file, &[]).await;
     let clients: Vec<(TestClient, String)> = [&o.url, &r1.url, &r2.url]
@@ -144,10 +146,7 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
         .await;
         // A fresh verifier trusting the very first root, as a long-offline client would.
         let mut v = Verifier::new(
-            altocast_proto::TrustedKeys::root(
-                altocast_proto::PublicKey::from_spki_pem(&std::fs::read_to_string(&root_file).expect("root"))
-                    .expect("pem"),
-            ),
+            altocast_proto::TrustedKeys::root(altocast_proto::PublicKey::from_spki_pem(&first_root).expect("pem")),
             Limits::default(),
             [cm.clone()],
         );
@@ -202,12 +201,29 @@ async fn a_frozen_directory_is_left_at_its_expiry_and_a_tampered_key_chain_is_re
     // Within its TTL (2 s) plus the 5 s clock skew allowance and a refresh.
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 
-    // A replayed older directory is a rollback for a verifier that saw a newer one.
+    // A replayed older directory is a rollback for a verifier that saw a newer
+    // one, also across restarts: the CLI with a state directory, first at the
+    // honest origin, then at the frozen proxy.
     let old = signed_directory(&frozen.url).await;
     let mut v = Verifier::new(o.root_trusted(), Limits::default(), []);
     v.accept_directory(&signed_directory(&o.url).await, altocast_client::now_ms()).expect("current");
     let err = v.restore_directory(&old).expect_err("an older directory was accepted");
     assert_eq!(err.check(), Check::Sequence, "{err}");
+    let state = tempfile::tempdir().expect("state dir");
+    let cli = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
+            .args(["directory", "--endpoint", url, "--trust-root"])
+            .arg(o.root_pub_path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .output()
+            .expect("run altocast")
+    };
+    let fresh = cli(&o.url);
+    assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
+    let replayed = cli(&frozen.url);
+    let err = String::from_utf8_lossy(&replayed.stderr);
+    assert!(!replayed.status.success() && err.contains("older than"), "a replayed directory was accepted: {err}");
     c1.stop().await;
     c2.stop().await;
     frozen.stop().await;
