@@ -4,12 +4,14 @@
 //! the generated gRPC types ([`pb`]), the ALTO model ([`NetworkMap`],
 //! [`CostMap`]) with RFC 7285 JSON in and out ([`json`]), diffs and
 //! incremental content tags ([`Tag`]), signed updates ([`update::sign`]) and the
-//! [`Verifier`] that checks them (DESIGN §3–§5).
+//! [`Verifier`] that checks them (DESIGN §3–§5), and the [`conformance`]
+//! vectors (`proto/vectors/`) a second implementation is checked against.
 //!
 //! It is not a server or a client: those live in `altocast-rproxy`,
 //! `altocast-server` and `altocast-client`, which build on this crate.
 
 pub mod codec;
+pub mod conformance;
 pub mod cost_map;
 pub mod error;
 pub mod frame;
