@@ -229,6 +229,7 @@ pub fn error_name(e: &VerifyError) -> String {
                 SignatureError::TooMany(_) => "TooMany",
                 SignatureError::UnknownKey(_) => "UnknownKey",
                 SignatureError::Invalid(_) => "Invalid",
+                SignatureError::OutsideWindow { .. } => "OutsideWindow",
             }
         ),
         VerifyError::Chunk { .. } => "Chunk".into(),
@@ -242,6 +243,20 @@ pub fn error_name(e: &VerifyError) -> String {
         VerifyError::TagMismatch { .. } => "TagMismatch".into(),
         VerifyError::FromTheFuture { .. } => "FromTheFuture".into(),
         VerifyError::Dependency { .. } => "Dependency".into(),
+        VerifyError::Trust(t) => format!(
+            "Trust({})",
+            match t {
+                crate::trust::TrustError::NoKeyChain { .. } => "NoKeyChain",
+                crate::trust::TrustError::Malformed(_) => "Malformed",
+                crate::trust::TrustError::RootSignature { .. } => "RootSignature",
+                crate::trust::TrustError::UnknownRoot { .. } => "UnknownRoot",
+                crate::trust::TrustError::Rollback { .. } => "Rollback",
+                crate::trust::TrustError::Expired { .. } => "Expired",
+            }
+        ),
+        VerifyError::Origin { .. } => "Origin".into(),
+        VerifyError::DirectoryRollback { .. } => "DirectoryRollback".into(),
+        VerifyError::DirectoryExpired { .. } => "DirectoryExpired".into(),
     }
 }
 

@@ -98,6 +98,9 @@ pub(super) fn build() -> Result<Value, Error> {
         ],
         keys: vec![key_entry(&origin)],
         rproxies: vec!["http://127.0.0.1:7200".into()],
+        seq: 1,
+        expires_at_ms: 0,
+        key_chain: None,
     };
     let two_keys = pb::Directory {
         origin_id: origin.id().to_string(),
@@ -109,9 +112,12 @@ pub(super) fn build() -> Result<Value, Error> {
         ],
         keys: vec![key_entry(&origin), key_entry(&second)],
         rproxies: vec!["http://127.0.0.1:7200".into(), "https://rproxy.example.net:7200".into()],
+        seq: 2,
+        expires_at_ms: 0,
+        key_chain: None,
     };
-    let signed_a7 = sign_directory(&origin, &a7);
-    let mut both = sign_directory(&origin, &two_keys);
+    let signed_a7 = sign_directory(std::slice::from_ref(&origin), &a7);
+    let mut both = sign_directory(std::slice::from_ref(&origin), &two_keys);
     both.signatures.push(second.sign(DIRECTORY_CONTEXT, &both.body));
     let mut flipped = signed_a7.clone();
     let mut b = flipped.body.to_vec();
@@ -166,7 +172,10 @@ pub(super) fn build() -> Result<Value, Error> {
         rejected(
             "directory-untrusted-key",
             "A directory signed only by a key the client does not trust; the keys it lists do not make it trusted (PROTOCOL.md §9.3, §9.4).",
-            sign_directory(&untrusted, &pb::Directory { keys: vec![key_entry(&untrusted)], ..a7.clone() }),
+            sign_directory(
+                std::slice::from_ref(&untrusted),
+                &pb::Directory { keys: vec![key_entry(&untrusted)], ..a7.clone() },
+            ),
             Check::Signature,
             "Signature(UnknownKey)",
             "§9.4",
