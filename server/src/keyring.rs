@@ -165,6 +165,9 @@ pub enum Change {
 /// at `root_key` (for `RotateRoot`, the new root is written there, the old
 /// one kept beside it as `.old-ID`). Returns a line to print.
 pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64) -> anyhow::Result<String> {
+    if !chain_path(data_dir).exists() {
+        Keyring::load_or_init(data_dir)?;
+    }
     let mut chain = read_chain(data_dir)?;
     let current = chain.current.as_ref().context("keychain.pb has no current key list")?;
     let old = KeyList::decode(current).context("keychain.pb")?;
@@ -260,6 +263,9 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
 
 /// `keys list`: the current list, one key per line.
 pub fn describe(data_dir: &Path) -> anyhow::Result<String> {
+    if !chain_path(data_dir).exists() {
+        Keyring::load_or_init(data_dir)?;
+    }
     let chain = read_chain(data_dir)?;
     let list = KeyList::decode(chain.current.as_ref().context("keychain.pb has no current key list")?)?;
     let now = now_ms();

@@ -201,3 +201,39 @@ fn demo_runs_to_completion_and_converges() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("(all on one tag: true)"), "{}", stdout(&out));
 }
+
+/// The key files the server writes are read by OpenSSL (when the `openssl`
+/// binary is present): every private key as PKCS#8, every public key as SPKI,
+/// and OpenSSL derives the same public key from the private one.
+#[test]
+fn key_files_are_read_by_openssl() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not installed: skipped (Debian package openssl)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let root = run(Command::new(bin("altocast-server")).args(["pubkey", "--root", "--data-dir"]).arg(&data));
+    assert!(root.status.success(), "{}", stderr(&root));
+    let add = run(Command::new(bin("altocast-server")).args(["keys", "add", "--data-dir"]).arg(&data));
+    assert!(add.status.success(), "{}", stderr(&add));
+    let list = run(Command::new(bin("altocast-server")).args(["keys", "list", "--data-dir"]).arg(&data));
+    assert!(stdout(&list).contains("key list version 2"), "{}", stdout(&list));
+    let mut private: Vec<PathBuf> = vec![data.join("root-key.pem"), data.join("origin-key.pem")];
+    private.extend(std::fs::read_dir(data.join("update-keys")).expect("update-keys").map(|e| e.expect("entry").path()));
+    assert_eq!(private.len(), 3);
+    for p in &private {
+        let text = run(Command::new("openssl").args(["pkey", "-noout", "-text", "-in"]).arg(p));
+        assert!(text.status.success(), "openssl cannot read {}: {}", p.display(), stderr(&text));
+        assert!(stdout(&text).contains("ED25519 Private-Key"), "{}", stdout(&text));
+    }
+    for (private, public) in [("root-key.pem", "root-pub.pem"), ("origin-key.pem", "origin-pub.pem")] {
+        let derived = run(Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(data.join(private)));
+        assert!(derived.status.success(), "{}", stderr(&derived));
+        let ours = std::fs::read_to_string(data.join(public)).expect("public key");
+        assert_eq!(stdout(&derived), ours, "OpenSSL derives another public key from {private}");
+        let read = run(Command::new("openssl").args(["pkey", "-pubin", "-noout", "-in"]).arg(data.join(public)));
+        assert!(read.status.success(), "openssl cannot read {public}: {}", stderr(&read));
+    }
+    assert_eq!(stdout(&root), std::fs::read_to_string(data.join("root-pub.pem")).expect("root pub"));
+}
