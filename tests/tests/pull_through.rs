@@ -43,3 +43,36 @@ async fn unknown_resources_are_remembered_and_pulled_once_they_exist() {
     r.stop().await;
     o.stop().await;
 }
+
+/// A remembered "unknown" is forgotten as soon as a directory lists the
+/// resource, well before the negative TTL (here an hour) runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_listing_the_resource_clears_its_unknown_at_once() {
+    let o = TestOrigin::start().await;
+    let m = Maps::synthetic(5);
+    o.publish(altocast_tests::NM, &m.network_map_json()).await.expect("nm");
+    let flags = ["--pull-negative-secs", "3600"].map(String::from);
+    let r = TestRproxy::start_with_args(&[&o.url], &o.pub_key_path, None, &flags).await;
+    let _ = fetch(&r.url, altocast_tests::NM).await;
+    let first = fetch(&r.url, "later-map").await.expect_err("unknown");
+    assert_eq!(first.code(), Code::NotFound, "{first:?}");
+    assert!(fetch(&r.url, "later-map").await.expect_err("remembered").message().contains("recently"));
+
+    o.publish("later-map", &m.network_map_json()).await.expect("publish the new map");
+    // The RProxy re-reads the directory every 5 s; then the name is known.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match fetch(&r.url, "later-map").await {
+            Ok(got) => {
+                assert!(!got.updates.is_empty());
+                break;
+            }
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "still unknown after the directory listed it: {e:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    r.stop().await;
+    o.stop().await;
+}
