@@ -199,15 +199,18 @@ class NetworkMap:
             m[pid] = prefixes
         return NetworkMap.validated(m)
 
+    def row_preimage(self, pid: str) -> bytes:
+        v4, v6 = self.pids[pid]
+        return b"".join([D_NM_ROW, str_(pid), le64(len(v4)), *(a + bytes([n]) for a, n in v4),
+                         le64(len(v6)), *(a + bytes([n]) for a, n in v6)])
+
+    def preimage(self) -> bytes:
+        return b"".join([D_NM, le64(len(self.pids)),
+                         *(str_(p) + H(self.row_preimage(p)) for p in sorted(self.pids))])
+
     def tag(self) -> bytes:
         if self._tag is None:
-            parts = [D_NM, le64(len(self.pids))]
-            for pid in sorted(self.pids):
-                v4, v6 = self.pids[pid]
-                row = [D_NM_ROW, str_(pid), le64(len(v4)), *(a + bytes([n]) for a, n in v4),
-                       le64(len(v6)), *(a + bytes([n]) for a, n in v6)]
-                parts += [str_(pid), H(*row)]
-            self._tag = H(*parts)
+            self._tag = H(self.preimage())
         return self._tag
 
     def lookup(self, ip: str) -> str | None:
@@ -356,19 +359,25 @@ class CostMap:
                 row[j] = _cost(v, self.cost_type)
         return CostMap(self.cost_type, dep, pids, rows)
 
+    def names_preimage(self) -> bytes:
+        return b"".join([D_CM_PIDS, le64(len(self.pids)), *(str_(p) for p in self.pids)])
+
+    def row_preimage(self, i: int) -> bytes:
+        row = self.rows[i]
+        if sys.byteorder == "big":
+            row = array("d", row)
+            row.byteswap()
+        return D_CM_ROW + row.tobytes()
+
+    def preimage(self) -> bytes:
+        metric, mode = self.cost_type
+        dep = (le64(1) + str_(self.dependency[0]) + self.dependency[1]) if self.dependency else le64(0)
+        return b"".join([D_CM, str_(metric), str_(MODE_NAMES[mode]), dep, H(self.names_preimage()),
+                         le64(len(self.pids)), *(H(self.row_preimage(i)) for i in range(len(self.rows)))])
+
     def tag(self) -> bytes:
         if self._tag is None:
-            n = len(self.pids)
-            names = H(D_CM_PIDS, le64(n), *(str_(p) for p in self.pids))
-            dep = (le64(1) + str_(self.dependency[0]) + self.dependency[1]) if self.dependency else le64(0)
-            row_hashes = []
-            for row in self.rows:
-                if sys.byteorder == "big":
-                    row = array("d", row)
-                    row.byteswap()
-                row_hashes.append(H(D_CM_ROW, row.tobytes()))
-            metric, mode = self.cost_type
-            self._tag = H(D_CM, str_(metric), str_(MODE_NAMES[mode]), dep, names, le64(n), *row_hashes)
+            self._tag = H(self.preimage())
         return self._tag
 
     def cost(self, src: str, dst: str) -> float | None:

@@ -23,7 +23,7 @@ import grpc
 
 from . import model
 from ._pb import pb, pb_grpc
-from .verifier import MAX_SKEW_MS, Opened, Verifier, VerifyError, now_ms, open_directory
+from .verifier import MAX_SKEW_MS, Opened, Verifier, VerifyError, now_ms
 from .view import View
 
 log = logging.getLogger("altocast")
@@ -193,7 +193,7 @@ class Subscription:
     def _directory(self, stub, ep):
         try:
             signed = stub.GetDirectory(pb.GetDirectoryRequest(), timeout=self.options.rpc_timeout_s)
-            return open_directory(signed, self.trusted)
+            return self.verifier.accept_directory(signed)
         except VerifyError as e:
             raise self._reject(ep, e) from None
         except grpc.RpcError as e:

@@ -112,6 +112,22 @@ class Verifier:
         self.held: dict[str, Version] = {}
         self.pending: dict[str, Version] = {}
         self.recent: dict[str, list[Version]] = {}
+        self.origin_id: str | None = None              # of the accepted directory (§9.3)
+        self.directory_position: tuple[int, int] | None = None   # (seq, issued_at_ms)
+
+    def accept_directory(self, signed, now: int | None = None):
+        """§9.3 with fixed update keys (no key chain): open_directory, then origin id,
+        rollback and expiry; only then is the directory's position and origin id kept."""
+        now = now_ms() if now is None else now
+        d = open_directory(signed, self.trusted)
+        if self.origin_id is not None and d.origin_id != self.origin_id:
+            raise VerifyError("origin", f"directory of origin {d.origin_id[:80]!r}, not {self.origin_id}")
+        if self.directory_position and (d.seq, d.issued_at_ms) < self.directory_position:
+            raise VerifyError("directory", f"rollback to seq {d.seq} issued {d.issued_at_ms}")
+        if d.expires_at_ms != 0 and d.expires_at_ms + self.max_skew_ms < now:
+            raise VerifyError("directory", f"directory expired at {d.expires_at_ms}")
+        self.origin_id, self.directory_position = d.origin_id, (d.seq, d.issued_at_ms)
+        return d
 
     def follow(self, resources) -> None:
         if self.resources is not None:
@@ -134,6 +150,8 @@ class Verifier:
         except DecodeError as e:
             raise VerifyError("apply", f"malformed body: {e}", step="O3") from None
         r = u.resource_id
+        if self.origin_id is not None and u.origin_id != self.origin_id:     # §6.2 field 1, §9.3
+            raise VerifyError("trust", f"origin {u.origin_id[:80]!r}, not {self.origin_id}", r[:80], "O3")
         if self.resources is not None and r not in self.resources:
             raise VerifyError("resource", "not requested", r, "O4")
         if not model.valid_name(r):
@@ -305,14 +323,15 @@ MAX_DIRECTORY = 1024 * 1024
 
 
 def open_directory(signed, trusted: dict[str, bytes]):
-    """§9.3: size, signatures (directory context), decode. Nothing else is checked today."""
+    """§9.3 without state (fixed update keys): size, decode, signatures (directory context)."""
     if len(signed.body) > MAX_DIRECTORY:
         raise VerifyError("size", f"directory of {len(signed.body)} bytes")
+    try:
+        d = pb.Directory.FromString(signed.body)
+    except DecodeError as e:
+        raise VerifyError("apply", f"malformed directory: {e}") from None
     try:
         verify_signatures(DIRECTORY_CONTEXT, signed.body, list(signed.signatures), trusted)
     except SignatureError as e:
         raise VerifyError("signature", f"directory: {e}") from None
-    try:
-        return pb.Directory.FromString(signed.body)
-    except DecodeError as e:
-        raise VerifyError("apply", f"malformed directory: {e}") from None
+    return d
