@@ -37,6 +37,9 @@ pub enum EvilMode {
     FreezeDirectory,
     /// Flips the last byte of every directory it relays (inside the key chain).
     TamperDirectory,
+    /// Honest, but also sends whatever [`EvilProxy::inject`] is given to every
+    /// open subscription (updates signed by a leaked key, say).
+    Inject,
 }
 
 /// The running double.
@@ -45,6 +48,7 @@ pub struct EvilProxy {
     pub url: String,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    inject: tokio::sync::broadcast::Sender<pb::SignedUpdate>,
 }
 
 impl EvilProxy {
@@ -53,7 +57,14 @@ impl EvilProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let svc = Evil { upstream: upstream.to_owned(), mode, shutdown: shutdown.clone(), frozen: Default::default() };
+        let (inject, _) = tokio::sync::broadcast::channel(16);
+        let svc = Evil {
+            upstream: upstream.to_owned(),
+            mode,
+            shutdown: shutdown.clone(),
+            frozen: Default::default(),
+            inject: inject.clone(),
+        };
         let stop = shutdown.clone();
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -64,7 +75,13 @@ impl EvilProxy {
                 )
                 .await;
         });
-        EvilProxy { url, shutdown, task }
+        EvilProxy { url, shutdown, task, inject }
+    }
+
+    /// Sends `update` on every open subscription (mode [`EvilMode::Inject`]);
+    /// returns how many there were.
+    pub fn inject(&self, update: pb::SignedUpdate) -> usize {
+        self.inject.send(update).unwrap_or(0)
     }
 
     /// Stops it.
@@ -79,6 +96,7 @@ struct Evil {
     mode: EvilMode,
     shutdown: CancellationToken,
     frozen: tokio::sync::OnceCell<pb::SignedDirectory>,
+    inject: tokio::sync::broadcast::Sender<pb::SignedUpdate>,
 }
 
 async fn upstream(url: &str) -> Result<altocast_client::connect::DistributionClient, Status> {
@@ -121,6 +139,7 @@ impl pb::distribution_server::Distribution for Evil {
         let (tx, rx) = mpsc::channel(64);
         let mode = self.mode;
         let stop = self.shutdown.clone();
+        let mut injected = self.inject.subscribe();
         tokio::spawn(async move {
             let mut live_diffs = 0usize;
             let mut held_back: Option<pb::SubscribeResponse> = None;
@@ -130,6 +149,14 @@ impl pb::distribution_server::Distribution for Evil {
             loop {
                 let f = tokio::select! {
                     _ = stop.cancelled() => return,
+                    u = injected.recv(), if mode == EvilMode::Inject => {
+                        if let Ok(u) = u
+                            && tx.send(Ok(pb::SubscribeResponse::new(pb::subscribe_response::Item::Update(u)))).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
                     f = inner.message() => f,
                 };
                 let Ok(Some(f)) = f else { return };

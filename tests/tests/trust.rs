@@ -4,7 +4,8 @@
 //! - an update-key rotation (add, then retire) and a root rotation while
 //!   updates flow: no client rejects an update or goes stale;
 //! - a revoked key: every node's directory makes an update signed only by it
-//!   fail verification;
+//!   fail verification, and every running client rejects one injected by a
+//!   proxy and leaves that proxy;
 //! - a proxy that freezes (replays) the directory is left when it expires,
 //!   and what it hid arrives; one that tampers with the key chain is refused;
 //! - first-use pinning refuses another origin's root, naming both.
@@ -57,11 +58,18 @@ async fn changes(o: &TestOrigin, m: &mut Maps, n: usize) -> u64 {
     seq
 }
 
-fn bad_incidents(clients: &[(TestClient, String)]) -> Vec<String> {
-    clients
+/// A client and the endpoints it uses: an injecting proxy in front of one node, then that node.
+struct Follower {
+    client: TestClient,
+    proxy: EvilProxy,
+    node: String,
+}
+
+fn bad_incidents(followers: &[Follower]) -> Vec<String> {
+    followers
         .iter()
-        .flat_map(|(c, url)| c.incidents_at(url))
-        .filter(|i| i.starts_with("rejected") || i.contains("stale") || i.contains("went stale"))
+        .flat_map(|f| [f.client.incidents_at(&f.proxy.url), f.client.incidents_at(&f.node)].concat())
+        .filter(|i| i.starts_with("rejected") || i.contains("stale"))
         .collect()
 }
 
@@ -76,16 +84,25 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     let first_root = std::fs::read_to_string(&root_file).expect("root");
     let r1 = TestRproxy::start_trusting_root(&[&o.url], &root_file, &[]).await;
     let r2 = TestRproxy::start_trusting_root(&[&r1.url], &root_file, &[]).await;
-    let clients: Vec<(TestClient, String)> = [&o.url, &r1.url, &r2.url]
-        .into_iter()
-        .map(|url| {
-            let mut cfg = altocast_client::Config::new(vec![url.clone()], o.root_trusted());
-            cfg.directory_refresh = Duration::from_millis(500);
-            (TestClient::start_cfg(cfg), url.clone())
-        })
-        .collect();
-    for (c, _) in &clients {
-        c.wait_seq(CM, 1, T).await;
+    // Each client reaches its node through a proxy that relays honestly
+    // until it is told to inject something (once the nodes serve, so the
+    // clients stay on their proxies).
+    for url in [&o.url, &r1.url, &r2.url] {
+        let deadline = tokio::time::Instant::now() + T;
+        while let Err(e) = altocast_tests::join::join(url, &o.root_trusted(), T, Duration::from_millis(50)).await {
+            assert!(tokio::time::Instant::now() < deadline, "{url} does not serve: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut followers = Vec::new();
+    for url in [&o.url, &r1.url, &r2.url] {
+        let proxy = EvilProxy::start(url, EvilMode::Inject).await;
+        let mut cfg = altocast_client::Config::new(vec![proxy.url.clone(), url.clone()], o.root_trusted());
+        cfg.directory_refresh = Duration::from_millis(500);
+        followers.push(Follower { client: TestClient::start_cfg(cfg), proxy, node: url.clone() });
+    }
+    for f in &followers {
+        f.client.wait_seq(CM, 1, T).await;
     }
     let data = o.data_path().to_path_buf();
     let root_key = keyring::root_key_path(&data);
@@ -110,11 +127,11 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     keyring::change(&data, &root_key, &Change::RotateRoot, 30).expect("keys rotate-root");
     until(&o.url, "a root change", |d| d.key_chain.as_ref().is_some_and(|c| c.root_history.len() == 1)).await;
     let last = changes(&o, &mut m, 5).await;
-    for (c, url) in &clients {
-        let tag = c.wait_seq(CM, last, T).await;
-        assert_eq!(Some(tag), c.view().load().cost_maps.get(CM).map(|cm| cm.map.tag()), "{url}");
+    for f in &followers {
+        let tag = f.client.wait_seq(CM, last, T).await;
+        assert_eq!(Some(tag), f.client.view().load().cost_maps.get(CM).map(|cm| cm.map.tag()), "{}", f.node);
     }
-    assert_eq!(bad_incidents(&clients), Vec::<String>::new(), "a client rejected an update or went stale");
+    assert_eq!(bad_incidents(&followers), Vec::<String>::new(), "a client rejected an update or went stale");
 
     // 4. The retired first key revoked (as if it leaked): at every node, the
     //    directory makes an update signed only by it fail, and the same update
@@ -130,7 +147,7 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     let origin_id = directory(&o.url).await.origin_id;
     let version = altocast_proto::update::Version {
         seq: last,
-        state: altocast_proto::MapState::Cost(clients[0].0.view().load().cost_maps[CM].map.clone()),
+        state: altocast_proto::MapState::Cost(followers[0].client.view().load().cost_maps[CM].map.clone()),
         dependencies: Vec::new(),
     };
     let forged = Signer::with_keys(origin_id.clone(), vec![leaked], 60_000).expect("signer");
@@ -156,8 +173,30 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
         assert!(matches!(err, VerifyError::Signature(SignatureError::UnknownKey(_))), "{url}: {err}");
         v.open(&honest.heartbeat(&cm, &version, now).update).expect("the current key verifies");
     }
-    for (c, _) in clients {
-        c.stop().await;
+    // And the running clients: each proxy injects an update signed by the
+    // revoked key; every client rejects it and leaves that proxy.
+    let bad = forged.heartbeat(&cm, &version, altocast_client::now_ms()).update;
+    for f in &followers {
+        assert!(f.proxy.inject(bad.clone()) >= 1, "{}: no open subscription to inject into", f.node);
+    }
+    for f in &followers {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let refused = f.client.incidents_at(&f.proxy.url);
+            if refused.iter().any(|i| i.starts_with("rejected") && i.contains(&first[0])) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: the revoked key's update was not rejected: {refused:?}",
+                f.node
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for f in followers {
+        f.client.stop().await;
+        f.proxy.stop().await;
     }
     r2.stop().await;
     r1.stop().await;

@@ -74,6 +74,12 @@ def load_private_key(src) -> Ed25519PrivateKey:
     return serialization.load_pem_private_key(_read(src), None)  # anything else: let it decide
 
 
+def public_key_pem(raw: bytes) -> bytes:
+    """The SPKI PEM (RFC 8410) of a raw public key."""
+    return Ed25519PublicKey.from_public_bytes(raw).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def public_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 

@@ -49,7 +49,7 @@ class Options:
     poll_interval_s: float = 5.0     # pull fallback (§10.6)
     poll_rounds: int = 6
     fetch_retries: int = 3           # a dependency failure while pulling retries the set (§10.5)
-    directory_refresh_s: float = 30.0  # when following the whole directory (§9.3)
+    directory_refresh_s: float = 30.0  # re-read the directory this often, at least once per TTL (§9.4)
     rpc_timeout_s: float = 10.0
     backoff_min_s: float = 0.1
     backoff_max_s: float = 10.0
@@ -270,16 +270,19 @@ class Subscription:
             return connected + int(o.first_commit_s * 1000), "nothing committed in time"
         return max(min(held) + MAX_SKEW_MS, connected + int(o.grace_s * 1000)), "stale"
 
+    def _refresh_ms(self) -> int:
+        """§9.4: the directory is re-read periodically, at least once per TTL."""
+        ttls = [v.expires_at_ms - v.issued_at_ms for v in self.verifier.held.values()]
+        return int(min([self.options.directory_refresh_s * 1000] + [t for t in ttls if t > 0]))
+
     def _consume(self, ep, stub, q):
         o = self.options
         chunking: dict[int, tuple[Opened, int]] = {}   # stream -> (update awaiting chunks, deadline)
         pending_run, connected = 0, now_ms()
-        refresh = connected + int(o.directory_refresh_s * 1000) if self.configured is None else None
+        refresh = connected + self._refresh_ms()
         while not self._closed.is_set():
-            deadlines = [self._stale_deadline(connected)] + [(d, "chunk timeout") for _, d in chunking.values()]
-            if refresh:
-                deadlines.append((refresh, "refresh"))
-            deadline, why = min(deadlines)
+            deadlines = [self._stale_deadline(connected), (refresh, "refresh")]
+            deadline, why = min(deadlines + [(d, "chunk timeout") for _, d in chunking.values()])
             try:
                 i, kind, val = q.get(timeout=min(max(deadline - now_ms(), 0), 500) / 1000)
             except queue.Empty:
@@ -288,9 +291,10 @@ class Subscription:
                 if why != "refresh":
                     raise _Abandon(why) from None
                 d = self._directory(stub, ep)
-                if d is not None and {e.resource_id for e in d.resources if model.valid_name(e.resource_id)} - self._listed:
+                if d is not None and self.configured is None and \
+                        {e.resource_id for e in d.resources if model.valid_name(e.resource_id)} - self._listed:
                     raise _Resubscribe() from None
-                refresh = now_ms() + int(o.directory_refresh_s * 1000)
+                refresh = now_ms() + self._refresh_ms()
                 continue
             if kind == "end":
                 raise _Ended()

@@ -272,7 +272,7 @@ class Verifier:
         d_id, d_seq, d_tag = d
         if heartbeat_of is not None and d not in heartbeat_of.dependencies:
             fail("a heartbeat cannot re-bind its dependency")
-        if self._resolves(d):
+        if self.find_version(d_id, d_tag, d_seq):       # resolves: held or recent (seq 0 = any)
             return False
         h, p = self.held.get(d_id), self.pending.get(d_id)
         N = p if p and (not h or p.seq >= h.seq) else h
@@ -281,13 +281,6 @@ class Verifier:
         if N and d_seq == N.seq and d_tag == N.tag:
             return True
         fail(f"network map {d_id} seq {d_seq} is not known here")
-
-    def _resolves(self, d) -> bool:
-        d_id, d_seq, d_tag = d
-        for v in [self.held.get(d_id), *self.recent.get(d_id, ())]:
-            if v and v.tag == d_tag and (d_seq == 0 or v.seq == d_seq):
-                return True
-        return False
 
     def _commit(self, r, nxt: Version, waiting, on_pending) -> None:
         if waiting:
