@@ -256,6 +256,11 @@ async fn accepted(
             Some(pin) => format!("refusing {url} (root pinned in {})", pin.display()),
             None => format!("refusing {url}"),
         })?;
+    // An endpoint that only has directories older than one seen before
+    // (restored from the state directory) cannot serve once that one expired.
+    if let Some(e) = v.directory_stale(now_ms()) {
+        bail!("refusing {url}: it serves no directory newer than the last one seen, which is stale: {e}");
+    }
     if let Some(dir) = &common.state_dir {
         crate::state::save(dir, &signed).with_context(|| format!("saving to {}", dir.display()))?;
     }

@@ -53,6 +53,8 @@ struct Partial {
 #[derive(Default)]
 pub struct Assembler {
     partial: Option<Partial>,
+    /// The last directory frame, until taken.
+    directory: Option<pb::SignedDirectory>,
 }
 
 impl std::fmt::Debug for Assembler {
@@ -73,6 +75,12 @@ impl Assembler {
         self.partial.as_ref().map_or(0, |p| p.count - p.chunks.len())
     }
 
+    /// The directory the stream sent last (a `directory` frame), once: the
+    /// caller has the verifier accept it (PROTOCOL.md §9.3).
+    pub fn take_directory(&mut self) -> Option<pb::SignedDirectory> {
+        self.directory.take()
+    }
+
     /// Takes one frame; returns the update it completes, if any. `verifier`
     /// opens updates (it is not changed: applying is the caller's step).
     pub fn push(&mut self, verifier: &Verifier, frame: pb::SubscribeResponse) -> Result<Option<Assembled>, FrameError> {
@@ -90,6 +98,13 @@ impl Assembler {
                     }
                     _ => Ok(Some(Assembled { opened, signed, chunks: Vec::new() })),
                 }
+            }
+            Some(pb::subscribe_response::Item::Directory(signed)) => {
+                if let Some(missing) = Some(self.chunks_due()).filter(|&n| n > 0) {
+                    return Err(FrameError::ChunksCut { missing });
+                }
+                self.directory = Some(signed);
+                Ok(None)
             }
             Some(pb::subscribe_response::Item::Chunk(chunk)) => {
                 let p = self.partial.as_mut().ok_or(FrameError::StrayChunk)?;

@@ -432,6 +432,14 @@ impl Runner {
         );
         loop {
             let (wait, earliest) = self.stale_wait();
+            // The directory expires like the maps: a fresher one must come
+            // (pushed, or re-read) before the held one's expiry.
+            let now = (self.cfg.clock)();
+            let directory_wait =
+                self.verifier.directory().filter(|p| p.expires_at_ms != 0).map(|p| {
+                    Duration::from_millis((p.expires_at_ms + self.cfg.limits.max_skew_ms - now).max(0) as u64)
+                });
+            let wait = directory_wait.map_or(wait, |d| wait.min(d));
             let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
             // Each chunk of a snapshot in progress has a deadline of its own.
             let wait = if chunks_due(&assemblers) > 0 { CHUNK_DEADLINE } else { wait };
@@ -461,6 +469,10 @@ impl Runner {
                     };
                 }
                 Err(_) => {
+                    if let Some(error) = self.verifier.directory_stale((self.cfg.clock)()) {
+                        warn!(endpoint = %url, "no fresh directory before the held one expired; upstream withholds it");
+                        return self.rejected(url, error).await;
+                    }
                     return match earliest {
                         Some((resource_id, since_ms)) => {
                             warn!(endpoint = %url, resource = %resource_id, "no update before expiry; upstream withholds or is stuck");
@@ -488,6 +500,21 @@ impl Runner {
                 }
                 other => other,
             };
+            if let Some(signed) = assemblers[stream].take_directory() {
+                let now = (self.cfg.clock)();
+                match self.verifier.accept_directory(&signed, now) {
+                    Ok(dir) => {
+                        self.save_directory(&signed);
+                        self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
+                        if let Some(followed) = &followed
+                            && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
+                        {
+                            return End::Resubscribe;
+                        }
+                    }
+                    Err(error) => return self.rejected(url, error).await,
+                }
+            }
             let Assembled { opened, signed, chunks } = match pushed {
                 Ok(Some(a)) => a,
                 Ok(None) => continue,

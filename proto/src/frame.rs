@@ -21,6 +21,9 @@ pub enum Item {
     /// A chunk of the preceding chunked snapshot.
     #[prost(message, tag = "2")]
     Chunk(pb::SnapshotChunk),
+    /// The server's current signed directory.
+    #[prost(message, tag = "3")]
+    Directory(pb::SignedDirectory),
 }
 
 /// One frame of a `Subscribe` stream.
@@ -104,7 +107,7 @@ impl Message for SubscribeResponse {
     ) -> Result<(), DecodeError> {
         self.framed = None;
         match tag {
-            1 | 2 => Item::merge(&mut self.item, tag, wire_type, buf, ctx),
+            1..=3 => Item::merge(&mut self.item, tag, wire_type, buf, ctx),
             _ => skip_field(wire_type, tag, buf, ctx),
         }
     }

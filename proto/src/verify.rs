@@ -418,8 +418,8 @@ pub struct Verifier {
     origin_id: Option<String>,
     /// The key list version accepted (0: none).
     key_list_version: u64,
-    /// The directory accepted last.
-    directory: Option<DirectoryPosition>,
+    /// The directory accepted last, and its position.
+    directory: Option<(DirectoryPosition, pb::Directory)>,
 }
 
 /// Where a verifier's directory stands: no older one is accepted after it.
@@ -505,6 +505,16 @@ impl Verifier {
         }
         let dir = pb::Directory::decode(signed.body.clone())
             .map_err(|e| VerifyError::Malformed(format!("directory: {e}")))?;
+        // Not newer than the one held (a lower seq, or the same seq signed no
+        // later): nothing to learn from it, and nothing changes. An honest
+        // RProxy may lag behind another, so this is not an error; a proxy
+        // that only ever sends old directories is caught by the held one's
+        // expiry (`directory_stale`).
+        if let Some((h, held)) = &self.directory
+            && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms <= h.issued_at_ms))
+        {
+            return Ok(held.clone());
+        }
         let skew = self.limits.max_skew_ms;
         let (keys, list) = match self.keys.trusted_root() {
             Some(root) => {
@@ -537,16 +547,6 @@ impl Verifier {
                 got: dir.origin_id.chars().take(80).collect(),
             });
         }
-        if let Some(h) = self.directory
-            && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms < h.issued_at_ms))
-        {
-            return Err(VerifyError::DirectoryRollback {
-                held: h.seq,
-                held_issued_at_ms: h.issued_at_ms,
-                got: dir.seq,
-                got_issued_at_ms: dir.issued_at_ms,
-            });
-        }
         if let Some(now_ms) = now_ms
             && dir.expires_at_ms != 0
             && dir.expires_at_ms.saturating_add(skew) < now_ms
@@ -558,14 +558,22 @@ impl Verifier {
             self.key_list_version = l.version;
         }
         self.origin_id = Some(dir.origin_id.clone());
-        self.directory =
-            Some(DirectoryPosition { seq: dir.seq, issued_at_ms: dir.issued_at_ms, expires_at_ms: dir.expires_at_ms });
+        let pos = DirectoryPosition { seq: dir.seq, issued_at_ms: dir.issued_at_ms, expires_at_ms: dir.expires_at_ms };
+        self.directory = Some((pos, dir.clone()));
         Ok(dir)
     }
 
-    /// The directory accepted last.
+    /// Where the directory accepted last stands.
     pub fn directory(&self) -> Option<DirectoryPosition> {
-        self.directory
+        self.directory.as_ref().map(|(p, _)| *p)
+    }
+
+    /// The held directory's expiry has passed (plus the skew allowance)
+    /// without a fresher one: the endpoint withholds it, or it is stuck.
+    pub fn directory_stale(&self, now_ms: i64) -> Option<VerifyError> {
+        let (p, _) = self.directory.as_ref()?;
+        (p.expires_at_ms != 0 && p.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms)
+            .then_some(VerifyError::DirectoryExpired { seq: p.seq, expires_at_ms: p.expires_at_ms, now_ms })
     }
 
     /// The keys updates are checked with now.

@@ -320,6 +320,9 @@ pub struct Hub {
     /// Signals that a resource's snapshot is far behind its ring (an RProxy
     /// refreshes it with a pull from upstream).
     snapshot_wanted: tokio::sync::Notify,
+    /// The current signed directory as a pre-encoded frame: every stream
+    /// sends it first and again whenever it is replaced.
+    directory: tokio::sync::watch::Sender<Option<pb::SubscribeResponse>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -335,6 +338,7 @@ impl Hub {
         Arc::new(Hub {
             channels: DashMap::new(),
             live: broadcast::channel(cfg.live_buffer.max(1)).0,
+            directory: tokio::sync::watch::channel(None).0,
             publish_lock: Mutex::new(()),
             subscribers: Arc::new(AtomicU64::new(0)),
             shutdown,
@@ -504,6 +508,14 @@ impl Hub {
         if c.wants_snapshot(self.cfg.ring_size) {
             self.snapshot_wanted.notify_one();
         }
+    }
+
+    /// Replaces the directory every subscriber is sent (first on a new
+    /// stream, at once on open ones): the origin's after each signing, an
+    /// RProxy's after its upstream's was accepted.
+    pub fn publish_directory(&self, signed: &pb::SignedDirectory) {
+        let frame = pb::SubscribeResponse::pre_encoded(&pb::subscribe_response::Item::Directory(signed.clone()));
+        self.directory.send_replace(Some(frame));
     }
 
     /// Replaces a resource's cache wholesale (the origin restoring its store
@@ -706,12 +718,29 @@ impl Subscriber<'_> {
             .iter()
             .map(|(id, _, seq, tag)| (id.clone(), Position { seq: *seq, tag: *tag, issued_at_ms: i64::MIN }))
             .collect();
+        // The directory first: its key list verifies what follows.
+        let mut directory = self.hub.directory.subscribe();
+        let first = directory.borrow_and_update().clone();
+        if let Some(frame) = first {
+            self.send_frame(&frame, "directory").await?;
+        }
         self.resync_all(&channels, &mut pos).await?;
         loop {
             let next = tokio::select! {
                 biased;
                 _ = self.hub.shutdown.cancelled() => return Ok(()),
                 _ = self.tx.closed() => return Ok(()),
+                // A new directory before the updates it may be needed for.
+                changed = directory.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let frame = directory.borrow_and_update().clone();
+                    if let Some(frame) = frame {
+                        self.send_frame(&frame, "directory").await?;
+                    }
+                    continue;
+                }
                 next = live.next() => next,
             };
             match next {
@@ -771,26 +800,32 @@ impl Subscriber<'_> {
         Ok(())
     }
 
+    /// Queues one frame, waiting at most the stuck deadline for room.
+    async fn send_frame(&mut self, frame: &pb::SubscribeResponse, what: &str) -> Result<(), &'static str> {
+        // Fast path: room in the queue, no timer needed.
+        if let Ok(permit) = self.tx.try_reserve() {
+            permit.send(frame.clone());
+            return Ok(());
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = self.hub.shutdown.cancelled() => return Err("shutdown"),
+            r = tokio::time::timeout(self.hub.cfg.stuck_deadline, self.tx.reserve()) => match r {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err("closed"),
+                Err(_) => {
+                    warn!(frame = what, "subscriber stuck past its deadline; disconnecting");
+                    return Err("stuck");
+                }
+            },
+        };
+        permit.send(frame.clone());
+        Ok(())
+    }
+
     async fn send(&mut self, entry: &Entry, p: &mut Position) -> Result<(), &'static str> {
         for frame in &entry.frames {
-            // Fast path: room in the queue, no timer needed.
-            if let Ok(permit) = self.tx.try_reserve() {
-                permit.send(frame.clone());
-                continue;
-            }
-            let permit = tokio::select! {
-                biased;
-                _ = self.hub.shutdown.cancelled() => return Err("shutdown"),
-                r = tokio::time::timeout(self.hub.cfg.stuck_deadline, self.tx.reserve()) => match r {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_)) => return Err("closed"),
-                    Err(_) => {
-                        warn!(resource = %entry.resource_id, "subscriber stuck past its deadline; disconnecting");
-                        return Err("stuck");
-                    }
-                },
-            };
-            permit.send(frame.clone());
+            self.send_frame(frame, entry.resource_id.as_str()).await?;
         }
         metrics::counter!(m::UPDATES_OUT).increment(1);
         if entry.kind != UpdateKind::Heartbeat {

@@ -63,6 +63,7 @@ fn handle(hub: &Hub, directory: &ArcSwapOption<pb::SignedDirectory>, event: Even
                     hub.declare(&id);
                 }
             }
+            hub.publish_directory(&signed);
             directory.store(Some(Arc::new(signed)));
         }
         Event::Verified { header, signed, chunks, applied, .. } => {

@@ -837,6 +837,9 @@ impl Origin {
     pub fn rekey(&self, keys: Vec<OriginKey>, chain: pb::KeyChain) {
         self.signer.set_keys(keys);
         self.directory_content.lock().unwrap_or_else(|e| e.into_inner()).2 = Some(chain);
+        // The new directory first: subscribers get the key list before the
+        // updates signed by its keys.
+        self.sign_directory();
         let now = self.now();
         for (id, ..) in self.resources() {
             let Some(v) = self.current(id.as_str()) else { continue };
@@ -853,7 +856,6 @@ impl Origin {
             self.hub.restore(Arc::new(Entry::from_signed(snap)), Vec::new());
         }
         self.heartbeat_all(now);
-        self.sign_directory();
         info!(keys = ?self.signer.keys().iter().map(|k| k.id().to_string()).collect::<Vec<_>>(), "signing with the new key list");
     }
 
@@ -910,7 +912,9 @@ impl Origin {
         dir.seq = content.1;
         dir.issued_at_ms = now;
         dir.expires_at_ms = now.saturating_add(self.cfg.ttl.as_millis() as i64);
-        self.directory.store(Some(Arc::new(sign_directory(&keys, &dir))));
+        let signed = sign_directory(&keys, &dir);
+        self.hub.publish_directory(&signed);
+        self.directory.store(Some(Arc::new(signed)));
     }
 }
 
@@ -1054,8 +1058,14 @@ mod tests {
         }
         let (seq, tag) = published.expect("a change");
         let mut rx = o.hub().subscribe(vec![(cm.clone(), first.seq, first.state.tag())]).expect("subscribe");
-        let frame = rx.recv().await.expect("a catch-up frame");
-        let frame = pb::SubscribeResponse::decode(&frame.grpc_framed()[5..]).expect("frame");
+        let frame = loop {
+            let f = rx.recv().await.expect("a catch-up frame");
+            let f = pb::SubscribeResponse::decode(&f.grpc_framed()[5..]).expect("frame");
+            // The directory comes first.
+            if !matches!(f.item, Some(pb::subscribe_response::Item::Directory(_))) {
+                break f;
+            }
+        };
         let Some(pb::subscribe_response::Item::Update(u)) = frame.item else { panic!("not an update: {frame:?}") };
         let u = pb::Update::decode(u.body).expect("decode");
         assert_eq!(u.seq, seq);

@@ -171,6 +171,23 @@ impl pb::distribution_server::Distribution for Evil {
                 let caught_up = snapshots >= 2;
                 snapshots += usize::from(is_snapshot);
                 let mut out = vec![f.clone()];
+                // Directories pushed on the stream get the same treatment as
+                // those served by GetDirectory.
+                if let Some(pb::subscribe_response::Item::Directory(d)) = &f.item {
+                    match mode {
+                        EvilMode::FreezeDirectory => out.clear(),
+                        EvilMode::TamperDirectory => {
+                            let mut d = d.clone();
+                            let mut body = d.body.to_vec();
+                            if let Some(last) = body.last_mut() {
+                                *last ^= 1;
+                            }
+                            d.body = body.into();
+                            out = vec![pb::SubscribeResponse::new(pb::subscribe_response::Item::Directory(d))];
+                        }
+                        _ => {}
+                    }
+                }
                 match mode {
                     EvilMode::FlipCost => {
                         if let Some(bad) = info.as_ref().and_then(|(_, s)| flip_cost(s)) {

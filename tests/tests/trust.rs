@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use altocast_proto::{Check, Limits, OriginKey, Verifier, VerifyError, keys::SignatureError, pb, update::Signer};
+use altocast_proto::{Limits, OriginKey, Verifier, VerifyError, keys::SignatureError, pb, update::Signer};
 use altocast_server::keyring::{self, Change};
 use altocast_tests::{CM, EvilMode, EvilProxy, Maps, NM, OriginOptions, TestClient, TestOrigin, TestRproxy};
 use prost::Message as _;
@@ -240,14 +240,16 @@ async fn a_frozen_directory_is_left_at_its_expiry_and_a_tampered_key_chain_is_re
     // Within its TTL (2 s) plus the 5 s clock skew allowance and a refresh.
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
 
-    // A replayed older directory is a rollback for a verifier that saw a newer
-    // one, also across restarts: the CLI with a state directory, first at the
-    // honest origin, then at the frozen proxy.
+    // A replayed older directory changes nothing for a verifier that saw a
+    // newer one (it keeps the newer one), also across restarts: the CLI with
+    // a state directory, first at the honest origin, then at the frozen proxy.
     let old = signed_directory(&frozen.url).await;
     let mut v = Verifier::new(o.root_trusted(), Limits::default(), []);
-    v.accept_directory(&signed_directory(&o.url).await, altocast_client::now_ms()).expect("current");
-    let err = v.restore_directory(&old).expect_err("an older directory was accepted");
-    assert_eq!(err.check(), Check::Sequence, "{err}");
+    let newer = v.accept_directory(&signed_directory(&o.url).await, altocast_client::now_ms()).expect("current");
+    let kept = v.restore_directory(&old).expect("an older directory is ignored");
+    assert_eq!((kept.seq, v.directory().map(|p| p.seq)), (newer.seq, Some(newer.seq)));
+    assert!(pb::Directory::decode(old.body.clone()).expect("old").seq < newer.seq);
+    assert!(v.directory_stale(altocast_client::now_ms()).is_none());
     let state = tempfile::tempdir().expect("state dir");
     let cli = |url: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
@@ -261,8 +263,12 @@ async fn a_frozen_directory_is_left_at_its_expiry_and_a_tampered_key_chain_is_re
     let fresh = cli(&o.url);
     assert!(fresh.status.success(), "{}", String::from_utf8_lossy(&fresh.stderr));
     let replayed = cli(&frozen.url);
-    let err = String::from_utf8_lossy(&replayed.stderr);
-    assert!(!replayed.status.success() && err.contains("older than"), "a replayed directory was accepted: {err}");
+    let out = String::from_utf8_lossy(&replayed.stdout);
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    assert!(
+        out.contains(&format!("directory seq {}", newer.seq)) && out.contains("cm-new"),
+        "the replayed directory was used: {out}"
+    );
     c1.stop().await;
     c2.stop().await;
     frozen.stop().await;
@@ -308,4 +314,44 @@ async fn first_use_pinning_refuses_another_origins_root_naming_both() {
     assert!(err.contains(&root(&a)) && err.contains(&root(&b)), "{err}");
     a.stop().await;
     b.stop().await;
+}
+
+/// The directory is pushed: first on every Subscribe stream, then on the open
+/// stream when it changes, through an RProxy faster than the RProxy re-reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_directory_is_pushed_through_the_tree_on_open_streams() {
+    let o = TestOrigin::start().await;
+    let m = Maps::synthetic(4);
+    o.publish(NM, &m.network_map_json()).await.expect("nm");
+    let r = TestRproxy::start_trusting_root(&[&o.url], &o.root_pub_path(), &[]).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while altocast_tests::join::join(&r.url, &o.root_trusted(), T, Duration::from_millis(50)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the RProxy does not serve");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut c = altocast_client::connect::connect(&r.url, Duration::from_secs(2)).await.expect("connect");
+    let req =
+        pb::SubscribeRequest { resources: vec![pb::ResumePosition { resource_id: NM.into(), ..Default::default() }] };
+    let mut stream = c.subscribe(req).await.expect("subscribe").into_inner();
+    let first = stream.message().await.expect("frame").expect("frame");
+    let Some(pb::subscribe_response::Item::Directory(d)) = first.item else { panic!("first frame: {first:?}") };
+    let seq = pb::Directory::decode(d.body).expect("directory").seq;
+    let data = o.data_path().to_path_buf();
+    keyring::change(&data, &keyring::root_key_path(&data), &Change::Add, 30).expect("keys add");
+    let pushed = tokio::time::timeout(Duration::from_secs(4), async {
+        loop {
+            let f = stream.message().await.expect("frame").expect("open");
+            if let Some(pb::subscribe_response::Item::Directory(d)) = f.item {
+                let d = pb::Directory::decode(d.body).expect("directory");
+                if d.seq > seq {
+                    return d;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no newer directory pushed within 4 s (the RProxy re-reads every 5 s)");
+    assert_eq!(pushed.keys.len(), 2, "the pushed directory carries the new key");
+    r.stop().await;
+    o.stop().await;
 }

@@ -119,9 +119,13 @@ pub(crate) async fn run(args: &AbuseArgs) -> anyhow::Result<Vec<Verdict>> {
         resources: vec![pb::ResumePosition { resource_id: t.cm_id.to_string(), ..Default::default() }],
     };
     let mut frames = up.subscribe(req).await?.into_inner();
-    let head = match frames.message().await? {
-        Some(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(u)), .. }) => u,
-        other => anyhow::bail!("the origin's first frame is not an update: {other:?}"),
+    // (Directory frames come first.)
+    let head = loop {
+        match frames.message().await? {
+            Some(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Update(u)), .. }) => break u,
+            Some(pb::SubscribeResponse { item: Some(pb::subscribe_response::Item::Directory(_)), .. }) => continue,
+            other => anyhow::bail!("the origin's first update frame is missing: {other:?}"),
+        }
     };
     let (total_len, chunks) = match pb::Update::decode(head.body.clone())?.payload {
         Some(pb::update::Payload::Chunked(c)) => (c.total_len as usize, c.chunk_hashes.len()),

@@ -359,7 +359,7 @@ class Subscription:
                         u = opened.update
                         if u.resource_id != r:
                             raise VerifyError("resource", f"Fetch of {r} answered with another resource", u.resource_id)
-                        for c in resp.chunks if k == 0 else ():
+                        for c in resp.chunks if k == 0 and opened.chunks_due else ():   # else ignored (§7.2)
                             opened.add_chunk(c)
                         held = self.verifier.held.get(r)
                         if held and u.WhichOneof("payload") != "heartbeat" and u.seq <= held.seq:

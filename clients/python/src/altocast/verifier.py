@@ -121,11 +121,11 @@ class Verifier:
         now = now_ms() if now is None else now
         d = open_directory(signed, self.trusted)
         if self.origin_id is not None and d.origin_id != self.origin_id:
-            raise VerifyError("origin", f"directory of origin {d.origin_id[:80]!r}, not {self.origin_id}")
+            raise VerifyError("trust", f"directory of origin {d.origin_id[:80]!r}, not {self.origin_id}")
         if self.directory_position and (d.seq, d.issued_at_ms) < self.directory_position:
-            raise VerifyError("directory", f"rollback to seq {d.seq} issued {d.issued_at_ms}")
+            raise VerifyError("sequence", f"directory rollback to seq {d.seq} issued {d.issued_at_ms}")
         if d.expires_at_ms != 0 and d.expires_at_ms + self.max_skew_ms < now:
-            raise VerifyError("directory", f"directory expired at {d.expires_at_ms}")
+            raise VerifyError("expiry", f"directory expired at {d.expires_at_ms}")
         self.origin_id, self.directory_position = d.origin_id, (d.seq, d.issued_at_ms)
         return d
 
@@ -164,8 +164,9 @@ class Verifier:
         return Opened(signed, u, kid)
 
     def process(self, signed, chunks=(), now: int | None = None) -> Outcome:
+        """One update with its chunks; chunks given with an unchunked update are ignored (§7.2)."""
         o = self.open(signed)
-        for c in chunks:
+        for c in chunks if o.update.WhichOneof("payload") == "chunked" else ():
             o.add_chunk(c)
         return self.finish(o, now)
 
