@@ -82,8 +82,13 @@ impl DistributionService {
             return Err(status(SubscribeError::TooManyResources(req.resources.len(), max)));
         }
         let mut positions = Vec::with_capacity(req.resources.len());
+        let mut named = std::collections::HashSet::with_capacity(req.resources.len());
         for r in &req.resources {
             let id = resource_id(&r.resource_id)?;
+            // Twice in one stream would send its catch-up twice: the second a rollback.
+            if !named.insert(id.clone()) {
+                return Err(Status::invalid_argument(format!("resource {id} is listed twice")));
+            }
             let tag = if r.have_tag.is_empty() {
                 Tag::ZERO
             } else {
