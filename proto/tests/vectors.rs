@@ -840,6 +840,7 @@ fn directory_lifecycles_replay_from_the_trusted_root() {
         "two-root-rotations-offline",
         "no-key-chain-under-root",
         "current-list-unknown-root",
+        "current-list-not-signed-by-its-root",
         "root-rotation-signed-by-new-root-only",
         "root-rotation-signed-by-old-root-only",
         "key-list-rollback",

@@ -710,12 +710,13 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
         KeyList { revoked: vec![k1.id().to_string()], ..f.list(5, t + 3 * DAY_MS, r3, vec![uk(k2, 0, 0)]) }.sign(&[r3]);
     let d_rot2 = sign(&[k1], &f.dir(2, t + DAY_MS, &[k1], Some(chain(&[&rot2], &rot2))));
     let d_list3 = sign(&[k1, k2], &f.dir(3, t + DAY_MS + 1_000, &[k1, k2], Some(chain(&[&rot2], &list3_r2))));
+    let back_to_r1 = f.list(4, t + DAY_MS + 2_000, r1, vec![uk(k1, 0, 0)]).sign(&[r1]);
     let later = t + 3 * DAY_MS;
     let d_twice = sign(&[k2], &f.dir(5, later, &[k2], Some(chain(&[&rot2, &rot4], &list5_r3))));
     out.push(
         Lifecycle::new(
             "root-rotation",
-            "A root rotation: key list 2 names root r2 and is signed by r1 and r2 (root_history); a verifier trusting r1 walks to r2 and then takes key lists signed by r2 alone (PROTOCOL.md §9.2, §9.3).",
+            "A root rotation: key list 2 names root r2 and is signed by r1 and r2 (root_history); a verifier trusting r1 walks to r2, then takes key lists signed by r2 alone, walks from r2 from then on and refuses lists signed by r1 (PROTOCOL.md §9.2, §9.3).",
             r1,
         )
         .accept("The first directory under r1.", &d1, t, r1, 1)
@@ -735,6 +736,19 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
             "Key list 3, signed by r2 alone, adds k2; root_history still holds the rotation.",
             &d_list3,
             t + DAY_MS + 1_000,
+            r2,
+            3,
+        )
+        .reject(
+            "Key list 4 naming r1 again, signed by r1 alone: the old root no longer signs for this verifier.",
+            &sign(&[k1], &f.dir(4, t + DAY_MS + 2_000, &[k1], Some(chain(&[&rot2], &back_to_r1)))),
+            t + DAY_MS + 2_000,
+            (Check::Trust, "Trust(UnknownRoot)", "§9.3"),
+        )
+        .accept(
+            "Key list 3 with an empty root_history: the walk starts at the root reached (r2), not at the root first trusted.",
+            &sign(&[k1, k2], &f.dir(5, t + DAY_MS + 3_000, &[k1, k2], Some(chain(&[], &list3_r2)))),
+            t + DAY_MS + 3_000,
             r2,
             3,
         ),
@@ -811,6 +825,30 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
         ),
     );
 
+    let by_stranger = f.list(2, t + 20_000, r1, vec![uk(k1, 0, 0)]).sign(&[&f.stranger]);
+    let mut tampered = f.list(2, t + 20_000, r1, vec![uk(k1, 0, 0)]).sign(&[r1]);
+    tampered.body = Bytes::from(f.list(2, t + 20_000, r1, vec![uk(k1, 0, 0), uk(k3, 0, 0)]).to_pb().encode_to_vec());
+    out.push(
+        Lifecycle::new(
+            "current-list-not-signed-by-its-root",
+            "A current key list naming the trusted root but not validly signed by it (signed by another root; or its body changed after signing) is refused (PROTOCOL.md §9.3).",
+            r1,
+        )
+        .accept("The first directory under r1.", &d1, t, r1, 1)
+        .reject(
+            "Seq 2 whose current list 2 names r1 but is signed by another root.",
+            &sign(&[k1], &f.dir(2, t + 20_000, &[k1], Some(chain(&[], &by_stranger)))),
+            t + 20_000,
+            (Check::Trust, "Trust(RootSignature)", "§9.3"),
+        )
+        .reject(
+            "Seq 2 whose current list 2 is r1's signature over a list without k3, with k3 added to the body.",
+            &sign(&[k1], &f.dir(2, t + 20_000, &[k1], Some(chain(&[], &tampered)))),
+            t + 20_000,
+            (Check::Trust, "Trust(RootSignature)", "§9.3"),
+        ),
+    );
+
     let new_only = f.list(2, t + DAY_MS, r2, vec![uk(k1, 0, 0)]).sign(&[r2]);
     out.push(
         Lifecycle::new(
@@ -832,14 +870,14 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
     out.push(
         Lifecycle::new(
             "root-rotation-signed-by-old-root-only",
-            "A rotation to r2 signed by the old root r1 but not by r2 is refused: a new root must sign its own list (PROTOCOL.md §9.2, §9.3).",
+            "A rotation to r2 signed by the old root r1 but not by r2 is refused, even when the current list is validly signed by r2: a new root must sign the list that introduces it (PROTOCOL.md §9.2, §9.3).",
             r1,
         )
         .accept("The first directory under r1.", &d1, t, r1, 1)
         .reject(
-            "root_history [list 2 signed by r1 only], current the same list.",
-            &sign(&[k1], &f.dir(2, t + DAY_MS, &[k1], Some(chain(&[&old_only], &old_only)))),
-            t + DAY_MS,
+            "root_history [list 2 naming r2, signed by r1 only], current list 3 signed by r2.",
+            &sign(&[k1], &f.dir(2, t + DAY_MS + 1_000, &[k1], Some(chain(&[&old_only], &list3_r2)))),
+            t + DAY_MS + 1_000,
             (Check::Trust, "Trust(RootSignature)", "§9.3"),
         )
         .accept("The rotation signed by r1 and r2.", &d_rot2, t + DAY_MS, r2, 2),
