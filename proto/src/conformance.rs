@@ -20,9 +20,7 @@
 //! cargo run -p altocast-proto --example vectors -- --out proto/vectors
 //! ```
 //!
-//! then review the diff: a changed vector is a changed protocol. The
-//! directory group ([`Group::Directory`]) is built on its own and can be
-//! regenerated alone when the directory format changes.
+//! then review the diff: a changed vector is a changed protocol.
 //!
 //! # Files and JSON format
 //!
@@ -98,7 +96,7 @@ pub enum Group {
     Chains,
     /// Tampered updates and the check that rejects each (§5, §7, §8).
     Tamper,
-    /// The signed directory (§9), isolated because its format will change.
+    /// The signed directory and the trust lifecycle of its key chain (§9).
     Directory,
 }
 
@@ -150,6 +148,21 @@ impl Group {
     /// - **directory**: `vectors`, each trusted keys, a `signed` directory
     ///   (`body` or `body_fill`, `signatures`, `body_hash`) and `expect`:
     ///   `accepted` with the decoded `directory`, or `rejected` as in tamper.
+    ///   A decoded directory has every `Directory` field; its `key_chain` is
+    ///   `null` or `{"root_history": [...], "current"}`, each a signed key
+    ///   list (`body`, `signatures`, `body_hash`, `decoded` `KeyList`).
+    ///   And `lifecycles`: each a `trusted_root` (`{key_id, public_key}`),
+    ///   the followed `resources` and `steps` for one fresh verifier trusting
+    ///   only that root. A step has an `action` (`accept_directory` with a
+    ///   signed `directory` at `now_ms`; `restore_directory` with a signed
+    ///   `directory`, `now_ms` `null`; `verify_update` with a signed `update`
+    ///   and its `chunks` at `now_ms`), a `description`, and `expect`:
+    ///   `result` `accepted` (an update: committed) or `rejected` with
+    ///   `check`, `error` and `section`, and the `state` after the step
+    ///   (`root` reached, `key_list_version`, `origin_id`, `directory`
+    ///   position `{seq, issued_at_ms, expires_at_ms}`, `update_keys` with
+    ///   their windows, and `held` `[{resource_id, seq, tag, issued_at_ms,
+    ///   expires_at_ms}]`); a rejection leaves it as it was.
     pub fn build(self) -> Result<Value, Error> {
         match self {
             Group::Keys => keys::build(),

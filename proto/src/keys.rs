@@ -241,6 +241,12 @@ impl TrustedKeys {
         self.root.as_ref()
     }
 
+    /// The window `[not_before_ms, not_after_ms]` (0 = unbounded) of key
+    /// `id`: keys of a key list have one, fixed keys do not.
+    pub fn window(&self, id: &KeyId) -> Option<(i64, i64)> {
+        self.windows.get(&id.0).copied()
+    }
+
     /// Whether key `id` may sign a message issued at `issued_at_ms`.
     pub fn valid_at(&self, id: &KeyId, issued_at_ms: i64) -> bool {
         match self.windows.get(&id.0) {

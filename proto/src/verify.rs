@@ -581,6 +581,17 @@ impl Verifier {
         &self.keys
     }
 
+    /// The key list version accepted (0: none yet, and always with fixed keys).
+    pub fn key_list_version(&self) -> u64 {
+        self.key_list_version
+    }
+
+    /// The origin id every update must carry: the accepted directory's (none
+    /// before a directory is accepted).
+    pub fn origin_id(&self) -> Option<&str> {
+        self.origin_id.as_deref()
+    }
+
     /// Adds a resource to those accepted.
     pub fn request(&mut self, id: ResourceId) {
         self.held.entry(id).or_insert(None);

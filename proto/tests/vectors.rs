@@ -626,6 +626,86 @@ fn tamper_vectors_are_rejected_by_exactly_the_named_check() {
 
 // ---------------------------------------------------------------- directory (§9)
 
+/// A `{key_id, ed25519}` of a decoded directory or key list against the message's.
+fn assert_public_key(at: &str, x: &Value, k: Option<&pb::PublicKey>) {
+    let Some(k) = k else {
+        assert!(x.is_null(), "{at}: {x} given, the message has no key");
+        return;
+    };
+    assert_eq!((text(x, "key_id"), bytes_of(x, "ed25519")), (k.key_id.as_str(), k.ed25519.to_vec()), "{at}");
+    let key = PublicKey::from_raw(&k.ed25519).expect("listed key");
+    assert_eq!(key.id().as_str(), k.key_id, "{at}: a listed key id is that key's id (§4.2)");
+}
+
+/// A signed key list (`body`, `signatures`, `body_hash`, `decoded`) against
+/// the one the directory body carries.
+fn assert_key_list(at: &str, x: &Value, got: &pb::SignedKeyList) {
+    let (body, signatures) = signed_parts(x);
+    assert_eq!(body, got.body, "{at}: key list body");
+    assert_eq!(signatures, got.signatures, "{at}: key list signatures");
+    let d = field(x, "decoded");
+    let l = pb::KeyList::decode(body).expect("the key list decodes");
+    assert_eq!((text(d, "origin_id"), num(d, "version")), (l.origin_id.as_str(), l.version), "{at}");
+    assert_eq!((int(d, "issued_at_ms"), int(d, "expires_at_ms")), (l.issued_at_ms, l.expires_at_ms), "{at}");
+    assert_public_key(&format!("{at} root"), field(d, "root"), l.root.as_ref());
+    let keys = list(d, "keys");
+    assert_eq!(keys.len(), l.keys.len(), "{at}: keys");
+    for (k, got) in keys.iter().zip(&l.keys) {
+        assert_public_key(&format!("{at} key"), field(k, "key"), got.key.as_ref());
+        assert_eq!((int(k, "not_before_ms"), int(k, "not_after_ms")), (got.not_before_ms, got.not_after_ms), "{at}");
+    }
+    assert_eq!(strings(d, "revoked"), l.revoked, "{at}");
+}
+
+/// Every field of a decoded directory (`decoded`, or an accepted vector's
+/// `directory`) against the directory body.
+fn assert_directory(at: &str, x: &Value, dir: &pb::Directory) {
+    assert_eq!((text(x, "origin_id"), num(x, "seq")), (dir.origin_id.as_str(), dir.seq), "{at}");
+    assert_eq!((int(x, "issued_at_ms"), int(x, "expires_at_ms")), (dir.issued_at_ms, dir.expires_at_ms), "{at}");
+    let res = list(x, "resources");
+    assert_eq!(res.len(), dir.resources.len(), "{at}");
+    for (r, got) in res.iter().zip(&dir.resources) {
+        assert_eq!((text(r, "resource_id"), int(r, "kind")), (got.resource_id.as_str(), i64::from(got.kind)));
+        assert_eq!(strings(r, "uses"), got.uses);
+        match (field(r, "cost_type"), &got.cost_type) {
+            (Value::Null, None) => {}
+            (c, Some(ct)) => assert_eq!((text(c, "metric"), int(c, "mode")), (ct.metric.as_str(), i64::from(ct.mode))),
+            (c, None) => panic!("{at}: cost_type {c} expected"),
+        }
+    }
+    let listed = list(x, "keys");
+    assert_eq!(listed.len(), dir.keys.len(), "{at}");
+    for (k, got) in listed.iter().zip(&dir.keys) {
+        assert_public_key(at, k, Some(got));
+    }
+    assert_eq!(strings(x, "rproxies"), dir.rproxies, "{at}");
+    match (field(x, "key_chain"), &dir.key_chain) {
+        (Value::Null, None) => {}
+        (c, Some(chain)) => {
+            let history = list(c, "root_history");
+            assert_eq!(history.len(), chain.root_history.len(), "{at}: root_history");
+            for (i, (h, got)) in history.iter().zip(&chain.root_history).enumerate() {
+                assert_key_list(&format!("{at} root_history[{i}]"), h, got);
+            }
+            match (field(c, "current"), &chain.current) {
+                (Value::Null, None) => {}
+                (x, Some(got)) => assert_key_list(&format!("{at} current"), x, got),
+                (x, None) => panic!("{at}: current {x} expected"),
+            }
+        }
+        (c, None) => panic!("{at}: key_chain {c} expected"),
+    }
+}
+
+/// A signed directory of the vectors, its `decoded` form checked against the body.
+fn signed_directory(at: &str, v: &Value) -> pb::SignedDirectory {
+    let (body, signatures) = signed_parts(v);
+    if let Some(d) = v.get("decoded").filter(|d| !d.is_null()) {
+        assert_directory(at, d, &pb::Directory::decode(body.clone()).expect("decoded is given, so the body decodes"));
+    }
+    pb::SignedDirectory { body, signatures }
+}
+
 #[test]
 fn directory_vectors_hold() {
     let f = load(Group::Directory);
@@ -637,46 +717,14 @@ fn directory_vectors_hold() {
         let keys = TrustedKeys::new(
             list(d, "trusted_keys").iter().map(|k| PublicKey::from_raw(&bytes_of(k, "public_key")).expect("key")),
         );
-        let (body, signatures) = signed_parts(field(d, "signed"));
-        let signed = pb::SignedDirectory { body, signatures };
+        let signed = signed_directory(n, field(d, "signed"));
         let e = field(d, "expect");
         match (text(e, "result"), open_directory(&keys, &signed)) {
             ("accepted", Ok(dir)) => {
                 accepted += 1;
                 let x = field(e, "directory");
                 assert_eq!(field(field(d, "signed"), "decoded"), x, "{n}: decoded is the accepted directory");
-                assert_eq!(
-                    (text(x, "origin_id"), int(x, "issued_at_ms")),
-                    (dir.origin_id.as_str(), dir.issued_at_ms),
-                    "{n}"
-                );
-                let res = list(x, "resources");
-                assert_eq!(res.len(), dir.resources.len(), "{n}");
-                for (r, got) in res.iter().zip(&dir.resources) {
-                    assert_eq!(
-                        (text(r, "resource_id"), int(r, "kind")),
-                        (got.resource_id.as_str(), i64::from(got.kind))
-                    );
-                    assert_eq!(strings(r, "uses"), got.uses);
-                    match (field(r, "cost_type"), &got.cost_type) {
-                        (Value::Null, None) => {}
-                        (c, Some(ct)) => {
-                            assert_eq!((text(c, "metric"), int(c, "mode")), (ct.metric.as_str(), i64::from(ct.mode)))
-                        }
-                        (c, None) => panic!("{n}: cost_type {c} expected"),
-                    }
-                }
-                let listed = list(x, "keys");
-                assert_eq!(listed.len(), dir.keys.len(), "{n}");
-                for (k, got) in listed.iter().zip(&dir.keys) {
-                    assert_eq!(
-                        (text(k, "key_id"), bytes_of(k, "ed25519")),
-                        (got.key_id.as_str(), got.ed25519.to_vec())
-                    );
-                    let key = PublicKey::from_raw(&got.ed25519).expect("listed key");
-                    assert_eq!(key.id().as_str(), got.key_id, "{n}: a listed key id is that key's id (§4.2)");
-                }
-                assert_eq!(strings(x, "rproxies"), dir.rproxies, "{n}");
+                assert_directory(n, x, &dir);
             }
             ("rejected", Err(err)) => {
                 assert_eq!(
@@ -689,6 +737,203 @@ fn directory_vectors_hold() {
         }
     }
     assert!(accepted >= 1);
+}
+
+/// Root reached, key list version, origin id, directory position, update
+/// keys with their windows, and what is held: the verifier's state of §9.3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TrustState {
+    root: Option<String>,
+    key_list_version: u64,
+    origin_id: Option<String>,
+    directory: Option<(u64, i64, i64)>,
+    update_keys: Vec<(String, i64, i64)>,
+    held: Vec<(String, u64, String, i64, i64)>,
+}
+
+impl TrustState {
+    fn of(v: &Verifier) -> Self {
+        let keys = v.keys();
+        let mut update_keys: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let (from, until) = keys.window(k.id()).expect("a key list's update key has a window");
+                (k.id().to_string(), from, until)
+            })
+            .collect();
+        update_keys.sort();
+        let mut held: Vec<_> = v
+            .resources()
+            .filter_map(|(id, h)| h.map(|h| (id.to_string(), h.seq, h.tag.to_hex(), h.issued_at_ms, h.expires_at_ms)))
+            .collect();
+        held.sort();
+        TrustState {
+            root: keys.trusted_root().map(|r| r.id().to_string()),
+            key_list_version: v.key_list_version(),
+            origin_id: v.origin_id().map(str::to_owned),
+            directory: v.directory().map(|d| (d.seq, d.issued_at_ms, d.expires_at_ms)),
+            update_keys,
+            held,
+        }
+    }
+
+    fn parse(s: &Value) -> Self {
+        TrustState {
+            root: Some(text(s, "root").to_owned()),
+            key_list_version: num(s, "key_list_version"),
+            origin_id: field(s, "origin_id").as_str().map(str::to_owned),
+            directory: match field(s, "directory") {
+                Value::Null => None,
+                d => Some((num(d, "seq"), int(d, "issued_at_ms"), int(d, "expires_at_ms"))),
+            },
+            update_keys: list(s, "update_keys")
+                .iter()
+                .map(|k| (text(k, "key_id").to_owned(), int(k, "not_before_ms"), int(k, "not_after_ms")))
+                .collect(),
+            held: list(s, "held")
+                .iter()
+                .map(|h| {
+                    let times = (int(h, "issued_at_ms"), int(h, "expires_at_ms"));
+                    (text(h, "resource_id").to_owned(), num(h, "seq"), text(h, "tag").to_owned(), times.0, times.1)
+                })
+                .collect(),
+        }
+    }
+
+    /// What §9.3's commit makes of an accepted directory, from its decoded
+    /// form alone: the current list's root, version and keys not revoked (with
+    /// their windows), the directory's origin id and position.
+    fn committed(&self, dir: &pb::Directory) -> Self {
+        let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref()).expect("a current key list");
+        let l = pb::KeyList::decode(current.body.clone()).expect("the current key list decodes");
+        let mut update_keys: Vec<_> = l
+            .keys
+            .iter()
+            .filter_map(|k| {
+                let id = k.key.as_ref().expect("key").key_id.clone();
+                (!l.revoked.contains(&id)).then_some((id, k.not_before_ms, k.not_after_ms))
+            })
+            .collect();
+        update_keys.sort();
+        TrustState {
+            root: Some(l.root.expect("root").key_id),
+            key_list_version: l.version,
+            origin_id: Some(dir.origin_id.clone()),
+            directory: Some((dir.seq, dir.issued_at_ms, dir.expires_at_ms)),
+            update_keys,
+            held: self.held.clone(),
+        }
+    }
+}
+
+#[test]
+fn directory_lifecycles_replay_from_the_trusted_root() {
+    let f = load(Group::Directory);
+    let lifecycles = list(&f, "lifecycles");
+    let have = names(lifecycles);
+    for required in [
+        "root-first-directory",
+        "directory-heartbeat-and-content-change",
+        "update-key-rotation",
+        "retired-key-window",
+        "root-rotation",
+        "two-root-rotations-offline",
+        "no-key-chain-under-root",
+        "current-list-unknown-root",
+        "current-list-not-signed-by-its-root",
+        "root-rotation-signed-by-new-root-only",
+        "root-rotation-signed-by-old-root-only",
+        "key-list-rollback",
+        "key-list-expired",
+        "directory-origin-differs-from-key-list",
+        "directory-rollback-and-replay",
+        "directory-expired-skew-edge",
+        "directory-signed-by-revoked-key",
+        "updates-under-the-key-list",
+        "restore-expired-directory",
+    ] {
+        assert!(have.contains(&required), "lifecycle {required} is missing");
+    }
+    let mut errors = std::collections::BTreeSet::new();
+    let mut actions = std::collections::BTreeSet::new();
+    for lc in lifecycles {
+        let n = name_of(lc);
+        assert!(text(lc, "description").contains('§'), "{n}: described");
+        let root = field(lc, "trusted_root");
+        let key = PublicKey::from_raw(&bytes_of(root, "public_key")).expect("root key");
+        assert_eq!(key.id().as_str(), text(root, "key_id"), "{n}: root key id (§4.2)");
+        let resources = strings(lc, "resources").into_iter().map(|r| ResourceId::new(&r).expect("resource id"));
+        let mut v = Verifier::new(TrustedKeys::root(key), Limits::default(), resources);
+        let mut expected = TrustState {
+            root: Some(text(root, "key_id").to_owned()),
+            key_list_version: 0,
+            origin_id: None,
+            directory: None,
+            update_keys: Vec::new(),
+            held: Vec::new(),
+        };
+        assert_eq!(TrustState::of(&v), expected, "{n}: a fresh verifier trusts the root and nothing else");
+        for (i, st) in list(lc, "steps").iter().enumerate() {
+            let at = format!("{n} step {i}");
+            assert!(!text(st, "description").is_empty(), "{at}: described");
+            let action = text(st, "action");
+            actions.insert(action.to_owned());
+            let mut directory = None;
+            let outcome = match action {
+                "accept_directory" | "restore_directory" => {
+                    let signed = signed_directory(&at, field(st, "directory"));
+                    directory = pb::Directory::decode(signed.body.clone()).ok();
+                    if action == "accept_directory" {
+                        v.accept_directory(&signed, int(st, "now_ms")).map(drop)
+                    } else {
+                        assert!(field(st, "now_ms").is_null(), "{at}: restoring has no clock");
+                        v.restore_directory(&signed).map(drop)
+                    }
+                }
+                "verify_update" => v
+                    .verify(&signed_update(field(st, "update")), &chunks(field(st, "chunks")), int(st, "now_ms"))
+                    .map(|a| assert!(a.is_committed(), "{at}: accepted updates are committed ({:?})", a.waiting)),
+                other => panic!("{at}: unknown action {other:?}"),
+            };
+            let e = field(st, "expect");
+            let state = TrustState::parse(field(e, "state"));
+            match (text(e, "result"), outcome) {
+                ("accepted", Ok(())) => {
+                    if let Some(dir) = &directory {
+                        assert_eq!(state, expected.committed(dir), "{at}: the state §9.3 commits");
+                    }
+                }
+                ("rejected", Err(err)) => {
+                    assert_eq!(
+                        (err.check().as_str(), error_name(&err).as_str()),
+                        (text(e, "check"), text(e, "error")),
+                        "{at}: {err}"
+                    );
+                    assert!(text(e, "section").starts_with('§'), "{at}");
+                    assert_eq!(state, expected, "{at}: a rejection leaves the state as it was");
+                    errors.insert(error_name(&err));
+                }
+                (want, got) => panic!("{at}: expected {want}, the verifier gave {got:?}"),
+            }
+            assert_eq!(TrustState::of(&v), state, "{at}: the verifier's state");
+            expected = state;
+        }
+    }
+    for required in [
+        "Trust(NoKeyChain)",
+        "Trust(UnknownRoot)",
+        "Trust(RootSignature)",
+        "Trust(Rollback)",
+        "Trust(Expired)",
+        "Origin",
+        "DirectoryRollback",
+        "DirectoryExpired",
+        "Signature(OutsideWindow)",
+        "Signature(UnknownKey)",
+    ] {
+        assert!(errors.contains(required), "no lifecycle is rejected with {required}");
+    }
+    assert_eq!(actions.len(), 3, "every action is used: {actions:?}");
 }
 
 // ---------------------------------------------------------------- PROTOCOL.md
