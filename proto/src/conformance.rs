@@ -268,7 +268,6 @@ pub fn error_name(e: &VerifyError) -> String {
             }
         ),
         VerifyError::Origin { .. } => "Origin".into(),
-        VerifyError::DirectoryRollback { .. } => "DirectoryRollback".into(),
         VerifyError::DirectoryExpired { .. } => "DirectoryExpired".into(),
     }
 }

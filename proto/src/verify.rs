@@ -205,21 +205,6 @@ pub enum VerifyError {
         /// The origin id received.
         got: String,
     },
-    /// A directory older than one already seen: a lower seq, or the same seq
-    /// signed earlier (a replayed directory).
-    #[error(
-        "directory seq {got} issued at {got_issued_at_ms} ms is older than seq {held} issued at {held_issued_at_ms} ms already seen"
-    )]
-    DirectoryRollback {
-        /// Seq seen.
-        held: u64,
-        /// Its issue time.
-        held_issued_at_ms: i64,
-        /// Seq received.
-        got: u64,
-        /// Its issue time.
-        got_issued_at_ms: i64,
-    },
     /// A directory past its expiry (a frozen one).
     #[error("directory seq {seq} expired at {expires_at_ms} ms (now {now_ms} ms)")]
     DirectoryExpired {
@@ -245,7 +230,6 @@ impl VerifyError {
             VerifyError::FromTheFuture { .. } => Check::Expiry,
             VerifyError::Dependency { .. } => Check::Dependency,
             VerifyError::Trust(_) | VerifyError::Origin { .. } => Check::Trust,
-            VerifyError::DirectoryRollback { .. } => Check::Sequence,
             VerifyError::DirectoryExpired { .. } => Check::Expiry,
         }
     }

@@ -1,6 +1,7 @@
 """Real origin and RProxy processes on loopback free ports, always killed at the end of a test."""
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from altocast import crypto, model
+from altocast import Trust, model
 from altocast._pb import pb, pb_grpc
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +92,19 @@ class Origin:
                                 "--maps-dir", self.maps_dir, "--no-example", "--ttl-secs", TTL_S,
                                 "--heartbeat-secs", HEARTBEAT_S, "--quiet-ms", 150, "--poll-ms", 50, log="origin.log")
         wait_for(lambda: directory_ids(self.url) == set(maps), 20, "the origin's directory")
-        self.pub = self.data / "origin-pub.pem"
+        self.pub = self.data / "origin-pub.pem"      # the first update key (fixed-key trust)
+        self.root = self.data / "root-pub.pem"      # the root key: what clients and RProxies trust
+
+    def keys(self, *args) -> str:
+        """`altocast-server keys ARGS --data-dir D` (a running origin picks the change up within a second)."""
+        out = subprocess.run([str(BIN / "altocast-server"), "keys", *args, "--data-dir", str(self.data)],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def key_ids(self) -> dict[str, str]:
+        """Update key id -> state (active, retired, ...), from `keys list`."""
+        return dict(re.findall(r"^\s+([0-9a-f]{16}) (\w+)", self.keys("list"), flags=re.M))
 
     def write(self, maps: dict):
         """Write RFC 7285 bodies, each to a temporary name and renamed (one maps-dir burst)."""
@@ -106,7 +119,7 @@ class Rproxy:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = procs.start("altocast-rproxy", "--upstream", origin.url, "--listen", f"127.0.0.1:{self.port}",
-                                "--trust-key", origin.pub, *extra, log=f"rproxy-{self.port}.log")
+                                "--trust-root", origin.root, *extra, log=f"rproxy-{self.port}.log")
         wait_for(lambda: directory_ids(self.url), 20, "the RProxy's directory")
 
 
@@ -142,5 +155,5 @@ def view_is(view, nm_pids, costs) -> bool:
                 and pair.cost.state.to_json() == {s: {d: float(c) for d, c in r.items()} for s, r in costs.items()})
 
 
-def trusted(origin: Origin):
-    return crypto.load_trusted(origin.pub)
+def trusted(origin: Origin, **kw) -> Trust:
+    return Trust(root=origin.root, **kw)

@@ -1,14 +1,17 @@
 """End to end: a real origin (maps dir) and a real RProxy; the view follows every change."""
 import copy
+import itertools
 import json
 import subprocess
+import threading
+import time
 
-from altocast import Options, Subscription, model
+from altocast import Options, Subscription, Trust, crypto, model
 from conftest import BIN, CM0, NM0, Origin, Rproxy, maps, trusted, view_is, wait_for
 
 
 def altocast_get(endpoint, origin, resource):
-    out = subprocess.run([str(BIN / "altocast"), "get", "--endpoint", endpoint, "--trust-key", str(origin.pub),
+    out = subprocess.run([str(BIN / "altocast"), "get", "--endpoint", endpoint, "--trust-root", str(origin.root),
                           "--resource", resource, "--timeout", "10"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -94,4 +97,53 @@ def test_pull_fallback_when_subscribe_is_refused(procs, tmp_path):
         assert sub.stats["pull_fallbacks"] >= 1 and sub.rejections == []
         assert {e.mode for e in sub.events} == {"pull"}
     finally:
+        sub.close()
+
+
+def test_update_key_rotation_while_updates_flow(procs, tmp_path):
+    """keys add, then retire the old key, then rotate the root, while the cost map changes every 0.3 s:
+    the subscriber (trusting the first root) never rejects, never goes stale, and converges (§9.2-§9.4)."""
+    origin = Origin(procs, tmp_path, maps(NM0, CM0))
+    rp = Rproxy(procs, origin)
+    state = tmp_path / "client-state"
+    sub = Subscription([rp.url], trusted(origin, state_dir=state), options=Options(backoff_max_s=1)).start()
+    cm, stop = copy.deepcopy(CM0), threading.Event()
+
+    def publish():
+        for k in itertools.count(1):
+            if stop.wait(0.3):
+                return
+            cm["PID1"]["PID2"] = 100 + k
+            origin.write({"cm": maps(NM0, cm)["cm"]})
+
+    def flowing(what):   # more changes arrive after this point
+        n = len(sub.events)
+        wait_for(lambda: len([e for e in sub.events[n:] if e.payload == "diff"]) >= 3, 20, f"changes after {what}")
+    writer = threading.Thread(target=publish, daemon=True)
+    try:
+        wait_for(lambda: view_is(sub.view, NM0, CM0), 20, "the initial maps")
+        (old,) = origin.key_ids()
+        first_root = sub.verifier.trust.root
+        writer.start()
+        flowing("the start")
+        origin.keys("add")
+        time.sleep(2)
+        flowing("keys add")
+        new = wait_for(lambda: set(sub.verifier.trust.keys) - {old}, 10, "the new key at the client").pop()
+        origin.keys("retire", old)
+        flowing("keys retire")
+        wait_for(lambda: sub.verifier.trust.keys[old].not_after_ms, 10, "the retirement at the client")
+        assert origin.key_ids() == {old: "retired", new: "active"}
+        origin.keys("rotate-root")
+        flowing("keys rotate-root")
+        wait_for(lambda: sub.verifier.trust.root != first_root, 10, "the new root at the client")
+        stop.set()
+        writer.join()
+        wait_for(lambda: view_is(sub.view, NM0, cm), 20, "the last change")
+        assert sub.rejections == [] and sub.failures == [], (sub.rejections, sub.failures)
+        assert sub.verifier.trust.origin_id == crypto.key_id(first_root)       # the origin id survives the root
+        restored = Trust(root=first_root, state_dir=state)                     # a restart resumes from the state
+        assert restored.root == sub.verifier.trust.root and restored.key_list_version >= 4
+    finally:
+        stop.set()
         sub.close()

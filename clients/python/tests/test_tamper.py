@@ -7,7 +7,7 @@ from concurrent import futures
 import grpc
 import pytest
 
-from altocast import Options, Subscription
+from altocast import Options, Subscription, crypto
 from altocast._pb import pb, pb_grpc
 from conftest import CM0, NM0, Origin, Rproxy, free_port, maps, trusted, view_is, wait_for
 
@@ -17,7 +17,9 @@ TAMPERED = 1000.5   # added to a cost: no legitimate map has such a value
 class TamperProxy(pb_grpc.DistributionServicer):
     """mode "cost": re-encode cost-map updates with one cost changed (signatures kept);
     mode "byte": flip the last body byte of cost-map updates;
-    mode "withhold": relay for one second, then only replay the last heartbeat of each resource."""
+    mode "withhold": relay for one second, then only replay the last heartbeat of each resource;
+    mode "dir-stream": flip a byte of the origin id in every directory frame of Subscribe;
+    mode "dir-get": flip the last body byte (inside the key list's root signature) of GetDirectory."""
 
     def __init__(self, upstream: str, mode: str):
         self.mode, self.port = mode, free_port()
@@ -65,6 +67,8 @@ class TamperProxy(pb_grpc.DistributionServicer):
             for resp in frames:
                 if resp.WhichOneof("item") == "update":
                     resp = pb.SubscribeResponse(update=self.tamper(resp.update))
+                elif resp.WhichOneof("item") == "directory" and self.mode == "dir-stream":
+                    resp = pb.SubscribeResponse(directory=self.flip(resp.directory, 2))
                 yield resp
         except grpc.RpcError:   # upstream ended or was cancelled with the downstream call
             return
@@ -99,7 +103,13 @@ class TamperProxy(pb_grpc.DistributionServicer):
         return pb.FetchResponse(updates=[self.tamper(s) for s in resp.updates], chunks=resp.chunks)
 
     def GetDirectory(self, request, context):
-        return self.stub.GetDirectory(request)
+        signed = self.stub.GetDirectory(request)
+        return self.flip(signed, len(signed.body) - 1) if self.mode == "dir-get" else signed
+
+    def flip(self, signed, i):
+        self.tampered += 1
+        return pb.SignedDirectory(body=signed.body[:i] + bytes([signed.body[i] ^ 1]) + signed.body[i + 1:],
+                                  signatures=signed.signatures)
 
 
 def legit_costs():
@@ -148,3 +158,24 @@ def test_withholding_proxy_is_declared_stale(procs, tmp_path):
         finally:
             sub.close()
         assert sub.rejections == []
+
+
+@pytest.mark.parametrize("mode,check", [("dir-stream", "signature"), ("dir-get", "trust")])
+def test_tampered_directory_is_refused(procs, tmp_path, mode, check):
+    """A directory with a body byte flipped, pushed on the stream or answered by GetDirectory, is refused
+    (on the stream once it is newer than the held one: a not-newer directory is ignored, §9.3)."""
+    origin = Origin(procs, tmp_path, maps(NM0, CM0))
+    rp = Rproxy(procs, origin)
+    with TamperProxy(rp.url, mode) as tp:
+        sub = Subscription([tp.url, rp.url], trusted(origin), options=Options(backoff_max_s=1)).start()
+        try:
+            wait_for(lambda: sub.rejections, 20, "the tampered directory to be refused")
+            cm = copy.deepcopy(CM0)
+            cm["PID2"]["PID3"] = 3
+            origin.write({"cm": maps(NM0, cm)["cm"]})
+            wait_for(lambda: view_is(sub.view, NM0, cm), 20, "the cost change via the honest RProxy")
+        finally:
+            sub.close()
+        assert tp.tampered >= 1 and sub.failures and all(ep == tp.url for ep, _ in sub.failures)
+        assert all(ep == tp.url and e.check == check and e.step == "§9.3" for ep, e in sub.rejections), sub.rejections
+        assert sub.verifier.trust.origin_id == crypto.key_id(crypto.load_public_key(origin.root))

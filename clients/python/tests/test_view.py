@@ -60,26 +60,3 @@ def test_stream_plan_keeps_cost_maps_with_their_network_map():
     one = Subscription(["http://127.0.0.1:1"], {KID: PUB}, resources=["cm1-5"])
     one._plan_streams(directory(groups))
     assert one._plan == [["nm1", "cm1-5"]] and one.verifier.resources == {"nm1", "cm1-5"}
-
-
-def test_directory_state_and_origin_id():
-    """§9.3 with fixed keys: rollback and expiry refused; then updates of another origin are refused."""
-    from altocast import crypto, VerifyError
-    from test_vectors import KEY, resigned, NM_SNAP
-    v = verifier()
-
-    def directory(seq, issued, expires=0, origin=KID):
-        body = pb.Directory(origin_id=origin, seq=seq, issued_at_ms=issued, expires_at_ms=expires).SerializeToString()
-        kid, sig = crypto.sign(KEY, crypto.DIRECTORY_CONTEXT, body)
-        return pb.SignedDirectory(body=body, signatures=[pb.Signature(key_id=kid, sig=sig)])
-    v.accept_directory(directory(2, T + 10), now=T)
-    for bad, check in ((directory(1, T + 20), "sequence"), (directory(2, T + 5), "sequence"),
-                       (directory(3, T, T + 1000), "expiry"), (directory(3, T + 20, 0, "ffffffffffffffff"), "trust")):
-        with pytest.raises(VerifyError) as e:
-            v.accept_directory(bad, now=T + 7000)
-        assert e.value.check == check
-    assert v.directory_position == (2, T + 10)
-    assert v.process(su(*NM_SNAP), now=T).committed
-    with pytest.raises(VerifyError) as e:
-        v.process(resigned(NM_SNAP[0], origin_id="ffffffffffffffff", seq=2), now=T)
-    assert e.value.check == "trust"

@@ -964,16 +964,15 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
     );
 
     let d2_body = f.dir(2, t + 20_000, &[k1], Some(chain(&[], &f.list1())));
-    let rollback = (Check::Sequence, "DirectoryRollback", "§9.3");
     out.push(
         Lifecycle::new(
-            "directory-rollback-and-replay",
-            "After seq 2, seq 1 is a rollback; after a heartbeat of seq 2, the earlier signing of seq 2 is a replay; the directory accepted last may come again (PROTOCOL.md §9.3, §9.4).",
+            "directory-older-is-ignored",
+            "After seq 2, seq 1 is ignored (the state stays at seq 2); after a heartbeat of seq 2, the earlier signing of seq 2 is ignored too; the directory accepted last may come again (PROTOCOL.md §9.3, §9.4).",
             r1,
         )
         .accept("Seq 1 at T0.", &d1, t, r1, 1)
         .accept("Seq 2 at T0 + 20 s.", &sign(&[k1], &d2_body), t + 20_000, r1, 1)
-        .reject("Seq 1 again (not expired yet).", &d1, t + 20_000, rollback)
+        .accept("Seq 1 again (not expired yet): ignored, the position stays at seq 2.", &d1, t + 20_000, r1, 1)
         .accept(
             "Seq 2 re-signed at T0 + 40 s (a heartbeat).",
             &sign(&[k1], &at(&d2_body, t + 40_000)),
@@ -981,7 +980,13 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
             r1,
             1,
         )
-        .reject("Seq 2 as signed at T0 + 20 s (not expired yet).", &sign(&[k1], &d2_body), t + 40_000, rollback)
+        .accept(
+            "Seq 2 as signed at T0 + 20 s (not expired yet): ignored, the position stays at T0 + 40 s.",
+            &sign(&[k1], &d2_body),
+            t + 40_000,
+            r1,
+            1,
+        )
         .accept("The heartbeat of T0 + 40 s again.", &sign(&[k1], &at(&d2_body, t + 40_000)), t + 45_000, r1, 1),
     );
 
@@ -989,10 +994,17 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
     out.push(
         Lifecycle::new(
             "directory-expired-skew-edge",
-            "A directory expiring at T0 + 60 s is accepted at its expiry + 5000 ms and refused at its expiry + 5001 ms (PROTOCOL.md §9.3, §11).",
+            "A directory expiring at T0 + 60 s is accepted by a verifier holding none at its expiry + 5000 ms (PROTOCOL.md §9.3, §11).",
             r1,
         )
-        .accept("Seq 1 at its expiry + 5000 ms.", &d1, d1_expires + 5_000, r1, 1)
+        .accept("Seq 1 at its expiry + 5000 ms.", &d1, d1_expires + 5_000, r1, 1),
+    );
+    out.push(
+        Lifecycle::new(
+            "directory-expired",
+            "The same directory is refused by a verifier holding none at its expiry + 5001 ms (PROTOCOL.md §9.3, §11).",
+            r1,
+        )
         .reject(
             "Seq 1 at its expiry + 5001 ms.",
             &d1,
@@ -1079,17 +1091,19 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
             Action::Restore(saved_dir.clone()),
             Intent::Accepted(Some((r1.public(), 1))),
         )
-        .reject(
-            "The same directory given to accept_directory at T0 + 200 s: its key list is expired.",
+        .accept(
+            "The same directory given to accept_directory at T0 + 200 s: not newer than the restored one, so ignored (the held directory is then stale, §9.3).",
             &saved_dir,
             restart,
-            (Check::Trust, "Trust(Expired)", "§9.3"),
+            r1,
+            1,
         )
-        .reject(
-            "Seq 1 issued at T0 + 190 s with a fresh key list 2: older than the restored seq 2.",
+        .accept(
+            "Seq 1 issued at T0 + 190 s with a fresh key list 2: older than the restored seq 2, so ignored.",
             &sign(&[k1], &f.dir(1, t + 190_000, &[k1], Some(chain(&[], &list2_restart)))),
             restart,
-            rollback,
+            r1,
+            1,
         )
         .accept(
             "Seq 3 issued at T0 + 200 s with key list 2.",

@@ -1,40 +1,21 @@
-"""Command line: `python -m altocast watch|rank --endpoint URL... (--trust-key F | --trust-on-first-use)`."""
+"""Command line: `python -m altocast watch|rank --endpoint URL... (--trust-root F | --trust-key F | --trust-on-first-use PIN)`."""
 import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 
-import grpc
-
-from . import Subscription, crypto
-from ._pb import pb, pb_grpc
-
-
-def trust_on_first_use(endpoint: str, pin: Path) -> dict[str, bytes]:
-    """§9.5 with a fixed update key: the pin file if it exists; else the key that signed the
-    endpoint's directory among those it lists, written to the pin file. Insecure on first use."""
-    if pin.exists():
-        return crypto.load_trusted(pin)
-    with grpc.insecure_channel(endpoint.removeprefix("http://")) as ch:
-        signed = pb_grpc.DistributionStub(ch).GetDirectory(pb.GetDirectoryRequest(), timeout=10)
-    d = pb.Directory.FromString(signed.body)
-    if d.HasField("key_chain"):
-        sys.exit("this directory has a key chain: pin its root (root trust is not implemented here)")
-    keys = {k.key_id: k.ed25519 for k in d.keys if crypto.key_id(k.ed25519) == k.key_id}
-    kid = crypto.verify_signatures(crypto.DIRECTORY_CONTEXT, signed.body, list(signed.signatures), keys)
-    pin.write_bytes(crypto.public_key_pem(keys[kid]))
-    print(f"warning: trusting on first use key {kid} of {endpoint}, pinned in {pin}", file=sys.stderr)
-    return {kid: keys[kid]}
+from . import Subscription, Trust, crypto
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m altocast")
     p.add_argument("command", choices=["watch", "rank"])
     p.add_argument("--endpoint", action="append", required=True, help="gRPC URL; repeat for fallbacks")
-    p.add_argument("--trust-key", help="the origin's public key (SPKI PEM, `altocast-server pubkey`)")
-    p.add_argument("--trust-on-first-use", metavar="PIN_FILE", type=Path,
-                   help="pin the key that signs the directory on first use (insecure then)")
+    p.add_argument("--trust-root", help="the origin's root key (SPKI PEM, `altocast-server pubkey --root`)")
+    p.add_argument("--trust-key", action="append", help="a fixed update key (SPKI PEM) instead of the root")
+    p.add_argument("--trust-on-first-use", metavar="PIN_FILE",
+                   help="pin the root the first directory presents, then trust only it (insecure on first use)")
+    p.add_argument("--state-dir", help="keep the last accepted directory here, so no older one is accepted later")
     p.add_argument("--resource", action="append", help="resource to follow (default: the whole directory)")
     p.add_argument("--count", type=int, help="watch: exit after this many updates")
     p.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
@@ -43,14 +24,13 @@ def main(argv=None) -> int:
     p.add_argument("peers", nargs="*", help="rank: peer addresses")
     a = p.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if a.trust_key:
-        trusted = crypto.load_trusted(a.trust_key)
-    elif a.trust_on_first_use:
-        trusted = trust_on_first_use(a.endpoint[0], a.trust_on_first_use)
-    else:
-        p.error("give --trust-key or --trust-on-first-use PIN_FILE")
+    given = [x for x in (a.trust_root, a.trust_key, a.trust_on_first_use) if x]
+    if len(given) != 1:
+        p.error("give exactly one of --trust-root, --trust-key, --trust-on-first-use PIN_FILE")
+    trust = Trust(root=a.trust_root, keys=a.trust_key and crypto.load_trusted(*a.trust_key),
+                  first_use=a.trust_on_first_use, state_dir=a.state_dir)
     deadline, n = time.monotonic() + a.timeout, 0
-    sub = Subscription(a.endpoint, trusted, resources=a.resource).start()
+    sub = Subscription(a.endpoint, trust, resources=a.resource).start()
     try:
         while time.monotonic() < deadline:
             for e in sub.events[n:]:

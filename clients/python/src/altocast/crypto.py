@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 UPDATE_CONTEXT = b"altocast/v1/update\0"
 DIRECTORY_CONTEXT = b"altocast/v1/directory\0"
+KEYLIST_CONTEXT = b"altocast/v1/keylist\0"
 MAX_SIGNATURES = 4
 
 # ---- §4 keys -----------------------------------------------------------------------------
@@ -153,25 +154,33 @@ def sign(key: Ed25519PrivateKey, context: bytes, body: bytes) -> tuple[str, byte
 
 
 class SignatureError(Exception):
-    pass
+    """`untrusted_only`: no signature was by a trusted key id (what §9.4's re-read may explain)."""
+
+    def __init__(self, reason: str, untrusted_only: bool = False):
+        super().__init__(reason)
+        self.untrusted_only = untrusted_only
 
 
-def verify_signatures(context: bytes, body: bytes, sigs, trusted: dict[str, bytes]) -> str:
-    """§5.3. `sigs`: objects with key_id and sig. Returns the key id accepted, else raises."""
+def verify_signers(context: bytes, body: bytes, sigs, trusted: dict[str, bytes]) -> list[str]:
+    """§5.3. `sigs`: objects with key_id and sig. Returns every trusted key id that signed, else raises."""
     if not sigs:
         raise SignatureError("no signature")
     if len(sigs) > MAX_SIGNATURES:
         raise SignatureError(f"too many signatures ({len(sigs)} > {MAX_SIGNATURES})")
     m = signed_message(context, body)
-    good = None
+    good = []
     for s in sigs:
         k = trusted.get(s.key_id)
         if k is None:
             continue
         if not strict_verify(k, m, s.sig):
             raise SignatureError(f"bad signature by key {s.key_id}")
-        good = s.key_id
-    if good is None:
-        raise SignatureError("signed only by untrusted keys")
+        good.append(s.key_id)
+    if not good:
+        raise SignatureError("signed only by untrusted keys", untrusted_only=True)
     return good
 
+
+def verify_signatures(context: bytes, body: bytes, sigs, trusted: dict[str, bytes]) -> str:
+    """§5.3: the (last) trusted key id that signed, else raises SignatureError."""
+    return verify_signers(context, body, sigs, trusted)[-1]

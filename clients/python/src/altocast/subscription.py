@@ -1,6 +1,6 @@
 """Verified, resumable subscription with failover and pull fallback (PROTOCOL.md §8.8, §9.3, §10).
 
-    sub = Subscription(["http://127.0.0.1:7200", "http://127.0.0.1:7100"], load_trusted("origin.pem"))
+    sub = Subscription(["http://127.0.0.1:7200", "http://127.0.0.1:7100"], Trust(root="root-pub.pem"))
     for event in sub:                  # one Event per committed update
         print(event.resource, event.seq, event.view.rank("192.0.2.1", peers))
 
@@ -8,6 +8,9 @@ Endpoints are tried in order. Any verification failure, protocol error, stalenes
 run over the limit abandons the endpoint (put aside for `aside_s`), keeps the verified state and
 resumes from the held positions at the next one. A Subscribe refused with a status other than
 UNAVAILABLE falls back to polling that endpoint with Fetch. One Verifier serves every stream.
+Every stream starts with a directory frame (§10.4), verified before what follows (§9.4); an update
+signed only by keys not known (or outside their windows) makes the client re-read that endpoint's
+directory once and try again before rejecting it (§9.4).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import grpc
 
 from . import model
 from ._pb import pb, pb_grpc
-from .verifier import MAX_SKEW_MS, Opened, Verifier, VerifyError, now_ms
+from .verifier import Opened, Verifier, VerifyError, now_ms
 from .view import View
 
 log = logging.getLogger("altocast")
@@ -76,14 +79,13 @@ class _Resubscribe(Exception):
 
 
 class Subscription:
-    def __init__(self, endpoints, trusted: dict[str, bytes], resources=None,
-                 options: Options | None = None, ca: bytes | None = None):
+    def __init__(self, endpoints, trust, resources=None, options: Options | None = None, ca: bytes | None = None):
+        """trust: a Trust (root, fixed keys or first-use pin; optional state dir), or {key id: raw key}."""
         self.endpoints = list(endpoints)
-        self.trusted = trusted
         self.configured = list(resources) if resources else None
         self.options = options or Options()
         self.ca = ca
-        self.verifier = Verifier(trusted, resources=self.configured or ())
+        self.verifier = Verifier(trust, resources=self.configured or ())
         self.view = View()
         self.stats = Counter()
         self.rejections: list[tuple[str, VerifyError]] = []   # (endpoint, error)
@@ -191,16 +193,38 @@ class Subscription:
 
     # -- directory and stream plan (§9.3, §10.4) -----------------------------------------------
     def _directory(self, stub, ep):
+        """GetDirectory, verified (§9.3): the held directory after it (None if there is none)."""
         try:
             signed = stub.GetDirectory(pb.GetDirectoryRequest(), timeout=self.options.rpc_timeout_s)
+        except grpc.RpcError as e:
+            held = self.verifier.trust.directory
+            if self.configured is None and self._plan is None and held is None:
+                raise _Abandon(f"GetDirectory: {e.code()}", aside=False) from None
+            log.info("%s: GetDirectory failed (%s); using the resources already known", ep, e.code())
+            return held
+        return self._accept_directory(ep, signed)
+
+    def _accept_directory(self, ep, signed):
+        try:
             return self.verifier.accept_directory(signed)
         except VerifyError as e:
             raise self._reject(ep, e) from None
-        except grpc.RpcError as e:
-            if self.configured is None and self._plan is None:
-                raise _Abandon(f"GetDirectory: {e.code()}", aside=False) from None
-            log.info("%s: GetDirectory failed (%s); using the resources already known", ep, e.code())
-            return None
+
+    def _open(self, stub, ep, signed) -> Opened:
+        """O1-O5; signed only by unknown keys or outside their windows: re-read the directory once (§9.4)."""
+        try:
+            return self.verifier.open(signed)
+        except VerifyError as e:
+            if not e.reread:
+                raise
+        self.stats["directory_rereads"] += 1
+        self._directory(stub, ep)
+        return self.verifier.open(signed)
+
+    def _new_resources(self, d) -> bool:
+        """Following the whole directory and it lists a resource not followed yet (§9.4)."""
+        return d is not None and self.configured is None and \
+            bool({e.resource_id for e in d.resources if model.valid_name(e.resource_id)} - self._listed)
 
     def _plan_streams(self, d) -> None:
         if d is None:
@@ -264,11 +288,15 @@ class Subscription:
             pb.ResumePosition(resource_id=r)
 
     def _stale_deadline(self, connected):
-        o = self.options
+        """§8.8, and the held directory's expiry (§9.3), after the grace period of a new connection."""
+        o, skew = self.options, self.verifier.max_skew_ms
+        grace = connected + int(o.grace_s * 1000)
         held = [self.verifier.held[r].expires_at_ms for r in self._followed() if r in self.verifier.held]
-        if not held:
-            return connected + int(o.first_commit_s * 1000), "nothing committed in time"
-        return max(min(held) + MAX_SKEW_MS, connected + int(o.grace_s * 1000)), "stale"
+        out = [(max(min(held) + skew, grace), "stale") if held else
+               (connected + int(o.first_commit_s * 1000), "nothing committed in time")]
+        if self.verifier.trust.deadline_ms() is not None:
+            out.append((max(self.verifier.trust.deadline_ms(), grace), "stale directory (expiry)"))
+        return min(out)
 
     def _refresh_ms(self) -> int:
         """§9.4: the directory is re-read periodically, at least once per TTL."""
@@ -290,9 +318,7 @@ class Subscription:
                     continue
                 if why != "refresh":
                     raise _Abandon(why) from None
-                d = self._directory(stub, ep)
-                if d is not None and self.configured is None and \
-                        {e.resource_id for e in d.resources if model.valid_name(e.resource_id)} - self._listed:
+                if self._new_resources(self._directory(stub, ep)):
                     raise _Resubscribe() from None
                 refresh = now_ms() + self._refresh_ms()
                 continue
@@ -307,7 +333,13 @@ class Subscription:
                 if which == "update":
                     if i in chunking:
                         raise _Abandon("protocol error: update while snapshot chunks are due")
-                    opened = self.verifier.open(val.update)
+                    opened = self._open(stub, ep, val.update)
+                elif which == "directory":
+                    if i in chunking:
+                        raise _Abandon("protocol error: directory while snapshot chunks are due")
+                    if self._new_resources(self._accept_directory(ep, val.directory)):
+                        raise _Resubscribe()
+                    continue
                 elif which == "chunk":
                     if i not in chunking:
                         raise _Abandon("protocol error: chunk without a chunked update")
@@ -335,6 +367,8 @@ class Subscription:
         try:
             stub = pb_grpc.DistributionStub(channel)
             for n in range(self.options.poll_rounds):
+                if n:
+                    self._directory(stub, ep)     # re-read periodically (§9.4)
                 yield from self._pull_once(ep, stub)
                 if n + 1 < self.options.poll_rounds and self._closed.wait(self.options.poll_interval_s):
                     return
@@ -355,7 +389,7 @@ class Subscription:
                     raise _Abandon(f"Fetch {r}: {e.code().name}", aside=False) from None
                 try:
                     for k, su in enumerate(resp.updates):
-                        opened = self.verifier.open(su)
+                        opened = self._open(stub, ep, su)
                         u = opened.update
                         if u.resource_id != r:
                             raise VerifyError("resource", f"Fetch of {r} answered with another resource", u.resource_id)

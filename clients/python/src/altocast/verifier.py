@@ -1,6 +1,6 @@
 """The verifier of PROTOCOL.md §8: held, pending and recent state per resource.
 
-    v = Verifier(trusted, resources={"nm", "cm"})
+    v = Verifier(Trust(root="root-pub.pem"), resources={"nm", "cm"})   # or {key id: raw key}
     outcome = v.process(signed_update, chunks, now_ms)     # raises VerifyError(check, reason)
 
 or, on a stream where chunks arrive one by one (§7.3): `o = v.open(signed)`, then
@@ -9,7 +9,6 @@ any state: the would-be state is computed aside and installed only at the end (C
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import blake3
@@ -17,22 +16,14 @@ from google.protobuf.message import DecodeError
 
 from . import model
 from ._pb import pb
-from .crypto import DIRECTORY_CONTEXT, UPDATE_CONTEXT, SignatureError, verify_signatures
+from .crypto import UPDATE_CONTEXT, SignatureError, verify_signers
 from .model import PayloadError
+from .trust import MAX_SKEW_MS, Trust, VerifyError, now_ms, open_directory  # noqa: F401 (re-exported)
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_SNAPSHOT = 512 * 1024 * 1024
 MAX_CHUNKS = 4096
-MAX_SKEW_MS = 5000
 RECENT = 8
-
-
-class VerifyError(Exception):
-    """A rejected update. `check` is the §8.4 check class (malformed is reported as apply)."""
-
-    def __init__(self, check: str, reason: str, resource: str | None = None, step: str = ""):
-        super().__init__(f"{check}: {reason}" + (f" ({resource})" if resource else ""))
-        self.check, self.reason, self.resource, self.step = check, reason, resource, step
 
 
 @dataclass(frozen=True)
@@ -99,35 +90,19 @@ def wire_tag(b: bytes, resource=None, step="C2") -> bytes:
     raise VerifyError("apply", f"malformed: tag of {len(b)} bytes", resource, step)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Verifier:
-    def __init__(self, trusted: dict[str, bytes], resources=None, *, max_skew_ms: int = MAX_SKEW_MS):
-        """trusted: {key id: raw Ed25519 key}. resources: ids to accept, or None for any."""
-        self.trusted = dict(trusted)
+    def __init__(self, trust, resources=None, *, max_skew_ms: int = MAX_SKEW_MS):
+        """trust: a Trust, or {key id: raw Ed25519 key} (fixed update keys). resources: ids to accept, or None for any."""
+        self.trust = trust if isinstance(trust, Trust) else Trust(keys=trust, max_skew_ms=max_skew_ms)
         self.resources = None if resources is None else set(resources)
         self.max_skew_ms = max_skew_ms
         self.held: dict[str, Version] = {}
         self.pending: dict[str, Version] = {}
         self.recent: dict[str, list[Version]] = {}
-        self.origin_id: str | None = None              # of the accepted directory (§9.3)
-        self.directory_position: tuple[int, int] | None = None   # (seq, issued_at_ms)
 
     def accept_directory(self, signed, now: int | None = None):
-        """§9.3 with fixed update keys (no key chain): open_directory, then origin id,
-        rollback and expiry; only then is the directory's position and origin id kept."""
-        now = now_ms() if now is None else now
-        d = open_directory(signed, self.trusted)
-        if self.origin_id is not None and d.origin_id != self.origin_id:
-            raise VerifyError("trust", f"directory of origin {d.origin_id[:80]!r}, not {self.origin_id}")
-        if self.directory_position and (d.seq, d.issued_at_ms) < self.directory_position:
-            raise VerifyError("sequence", f"directory rollback to seq {d.seq} issued {d.issued_at_ms}")
-        if d.expires_at_ms != 0 and d.expires_at_ms + self.max_skew_ms < now:
-            raise VerifyError("expiry", f"directory expired at {d.expires_at_ms}")
-        self.origin_id, self.directory_position = d.origin_id, (d.seq, d.issued_at_ms)
-        return d
+        """§9.3 (see Trust.accept_directory): the held directory after this one."""
+        return self.trust.accept_directory(signed, now)
 
     def follow(self, resources) -> None:
         if self.resources is not None:
@@ -142,16 +117,15 @@ class Verifier:
         if len(signed.body) > MAX_BODY:
             raise VerifyError("size", f"body of {len(signed.body)} bytes", step="O1")
         try:
-            kid = verify_signatures(UPDATE_CONTEXT, signed.body, list(signed.signatures), self.trusted)
+            signers = verify_signers(UPDATE_CONTEXT, signed.body, list(signed.signatures), self.trust.raw)
         except SignatureError as e:
-            raise VerifyError("signature", str(e), step="O2") from None
+            raise VerifyError("signature", str(e), step="O2", reread=e.untrusted_only) from None
         try:
             u = pb.Update.FromString(signed.body)
         except DecodeError as e:
             raise VerifyError("apply", f"malformed body: {e}", step="O3") from None
+        self.trust.check_update(u, signers)                  # windows and origin id (§9.3)
         r = u.resource_id
-        if self.origin_id is not None and u.origin_id != self.origin_id:     # §6.2 field 1, §9.3
-            raise VerifyError("trust", f"origin {u.origin_id[:80]!r}, not {self.origin_id}", r[:80], "O3")
         if self.resources is not None and r not in self.resources:
             raise VerifyError("resource", "not requested", r, "O4")
         if not model.valid_name(r):
@@ -161,7 +135,7 @@ class Verifier:
                 raise VerifyError("size", f"{len(u.chunked.chunk_hashes)} chunks", r, "O5")
             if u.chunked.total_len > MAX_SNAPSHOT:
                 raise VerifyError("size", f"snapshot of {u.chunked.total_len} bytes", r, "O5")
-        return Opened(signed, u, kid)
+        return Opened(signed, u, signers[-1])
 
     def process(self, signed, chunks=(), now: int | None = None) -> Outcome:
         """One update with its chunks; chunks given with an unchunked update are ignored (§7.2)."""
@@ -311,21 +285,3 @@ class Verifier:
             if v and v.tag == tag and (seq == 0 or v.seq == seq):
                 return v
         return None
-
-
-MAX_DIRECTORY = 1024 * 1024
-
-
-def open_directory(signed, trusted: dict[str, bytes]):
-    """§9.3 without state (fixed update keys): size, decode, signatures (directory context)."""
-    if len(signed.body) > MAX_DIRECTORY:
-        raise VerifyError("size", f"directory of {len(signed.body)} bytes")
-    try:
-        d = pb.Directory.FromString(signed.body)
-    except DecodeError as e:
-        raise VerifyError("apply", f"malformed directory: {e}") from None
-    try:
-        verify_signatures(DIRECTORY_CONTEXT, signed.body, list(signed.signatures), trusted)
-    except SignatureError as e:
-        raise VerifyError("signature", f"directory: {e}") from None
-    return d
