@@ -175,3 +175,15 @@ def test_unknown_signer_rereads_the_directory_once():
     stub = Stub(later)                                    # the same directory again: ignored, so rejected
     rejects(sub._open, "signature", stub, "ep", update([R9], T))
     assert stub.calls == 1 and sub.stats["directory_rereads"] == 2
+
+
+def test_malformed_key_lists():
+    """§9.3 decode_key_list: the root and every key present, 32 bytes that are a point, with their own id."""
+    bad_point = next(bytes([i]) + bytes(30) + b"\x00" for i in range(2, 255) if crypto._decode_point(bytes([i]) + bytes(31)) is None)
+    for mutate in (lambda kl: kl.ClearField("root"), lambda kl: kl.keys.add(),
+                   lambda kl: kl.keys[0].key.CopyFrom(pb.PublicKey(key_id=crypto.key_id(bad_point), ed25519=bad_point)),
+                   lambda kl: setattr(kl, "version", 0), lambda kl: setattr(kl, "origin_id", "")):
+        kl = pb.KeyList.FromString(L1.body)
+        mutate(kl)
+        s = signed(pb.SignedKeyList, kl.SerializeToString(), crypto.KEYLIST_CONTEXT, [R1])
+        rejects(Trust(root=crypto.public_bytes(R1)).accept_directory, "trust", directory(1, s, [K1]), now=T)

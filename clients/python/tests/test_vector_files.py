@@ -6,7 +6,7 @@ import blake3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from altocast import crypto, model
+from altocast import Trust, crypto, model
 from altocast._pb import pb
 from altocast.verifier import Verifier, VerifyError, open_directory
 
@@ -21,7 +21,7 @@ def load(group, array):
         return [pytest.param(None, marks=pytest.mark.skip(reason=f"{DIR} does not exist"))]
     f = json.loads((DIR / f"{group}.json").read_text())
     assert f["format"] == "altocast-conformance-vectors/1" and f["group"] == group
-    return [pytest.param(v, id=v["name"]) for v in f[array]]
+    return [pytest.param(v, id=v["name"]) for v in f.get(array, [])]
 
 
 def body_of(m) -> bytes:
@@ -170,11 +170,15 @@ def test_tamper(v):
 
 # ---- directory.json -------------------------------------------------------------------------
 
+def signed_directory(s):
+    assert blake3.blake3(body_of(s)).hexdigest() == s["body_hash"]
+    return pb.SignedDirectory(body=body_of(s), signatures=[pb.Signature(key_id=x["key_id"], sig=X(x["sig"]))
+                                                           for x in s["signatures"]])
+
+
 @pytest.mark.parametrize("v", load("directory", "vectors"))
 def test_directory(v):
-    s = v["signed"]
-    signed = pb.SignedDirectory(body=body_of(s), signatures=[pb.Signature(key_id=x["key_id"], sig=X(x["sig"]))
-                                                       for x in s["signatures"]])
+    signed = signed_directory(v["signed"])
     e = v["expect"]
     if e["result"] == "rejected":
         with pytest.raises(VerifyError) as err:
@@ -188,3 +192,36 @@ def test_directory(v):
             else None) for r in d.resources]
     assert got == [(r["resource_id"], r["kind"], r["uses"], r["cost_type"] and (r["cost_type"]["metric"],
                     r["cost_type"]["mode"])) for r in want["resources"]]
+
+
+def trust_state(v: Verifier):
+    """The verifier's state as `expect.state` of a directory lifecycle gives it (Appendix C.2)."""
+    t, d = v.trust, v.trust.directory
+    return {"root": crypto.key_id(t.root), "key_list_version": t.key_list_version, "origin_id": t.origin_id,
+            "directory": d and {"seq": d.seq, "issued_at_ms": d.issued_at_ms, "expires_at_ms": d.expires_at_ms},
+            "update_keys": [{"key_id": k, "not_before_ms": u.not_before_ms, "not_after_ms": u.not_after_ms}
+                            for k, u in sorted(t.keys.items())],
+            "held": [{"resource_id": r, "seq": h.seq, "tag": h.tag.hex(), "issued_at_ms": h.issued_at_ms,
+                      "expires_at_ms": h.expires_at_ms} for r, h in sorted(v.held.items())]}
+
+
+@pytest.mark.parametrize("v", load("directory", "lifecycles"))
+def test_directory_lifecycle(v):
+    root = X(v["trusted_root"]["public_key"])
+    assert crypto.key_id(root) == v["trusted_root"]["key_id"]
+    ver = Verifier(Trust(root=root), resources=v["resources"])
+    for k, step in enumerate(v["steps"]):
+        e, act = step["expect"], step["action"]
+        if act == "verify_update":
+            run_step = lambda: ver.process(signed_update(step["update"]), chunks(step), step["now_ms"]).committed  # noqa: E731
+        else:
+            assert act in ("accept_directory", "restore_directory"), act
+            run_step = lambda: ver.trust.accept_directory(signed_directory(step["directory"]), step["now_ms"],  # noqa: E731
+                                                          restoring=act == "restore_directory") is not None
+        if e["result"] == "rejected":
+            with pytest.raises(VerifyError) as err:
+                run_step()
+            assert err.value.check == e["check"], f"step {k}: {err.value} ({e['error']})"
+        else:
+            assert e["result"] == "accepted" and run_step(), f"step {k}"
+        assert trust_state(ver) == e["state"], f"step {k}: {step['description']}"

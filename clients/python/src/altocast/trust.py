@@ -11,6 +11,7 @@ directory position. A directory not newer than the held one is ignored (the held
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,9 +20,10 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from ._pb import pb
-from .crypto import (DIRECTORY_CONTEXT, KEYLIST_CONTEXT, SignatureError, key_id, load_public_key,
+from .crypto import (DIRECTORY_CONTEXT, KEYLIST_CONTEXT, SignatureError, _decode_point, key_id, load_public_key,
                      public_key_pem, verify_signers)
 
+log = logging.getLogger("altocast")
 MAX_SKEW_MS = 5000
 MAX_DIRECTORY = 1024 * 1024
 MAX_KEY_LIST = 65536
@@ -58,7 +60,8 @@ def _trust_error(reason):
 
 
 def decode_key_list(s) -> "pb.KeyList":
-    """§9.3 decode_key_list: size, decoding, version, origin id, counts, every key id matching its key."""
+    """§9.3 decode_key_list: size, decoding, version, origin id, counts, the root and every key present,
+    each 32 bytes that decode as an Ed25519 point, with the key id of those bytes."""
     if len(s.body) > MAX_KEY_LIST:
         raise _trust_error(f"key list of {len(s.body)} bytes")
     try:
@@ -69,8 +72,10 @@ def decode_key_list(s) -> "pb.KeyList":
         raise _trust_error("key list without version or origin id")
     if len(kl.keys) > MAX_KEYS or len(kl.revoked) > MAX_KEYS:
         raise _trust_error("key list with too many keys or revoked ids")
+    if not kl.HasField("root") or not all(u.HasField("key") for u in kl.keys):
+        raise _trust_error("key list without its root or a key")
     for k in [kl.root] + [u.key for u in kl.keys]:
-        if len(k.ed25519) != 32 or key_id(k.ed25519) != k.key_id:
+        if len(k.ed25519) != 32 or _decode_point(k.ed25519) is None or key_id(k.ed25519) != k.key_id:
             raise _trust_error(f"key list entry {k.key_id[:20]!r} does not match its key")
     return kl
 
@@ -87,7 +92,8 @@ def signed_by(s, raw: bytes) -> bool:
 class Trust:
     def __init__(self, *, root=None, keys=None, first_use=None, state_dir=None, max_skew_ms: int = MAX_SKEW_MS):
         """root: SPKI PEM file or bytes, or the 32 raw bytes. keys: {key id: raw key} (fixed update keys).
-        first_use: pin file (§9.5). Exactly one of the three is required (§9: else refuse to run)."""
+        first_use: pin file (§9.5). Exactly one of the three is required (§9: else refuse to run).
+        state_dir: its directory.pb is restored here; one that fails §9.3 raises VerifyError (refuse to start)."""
         if sum(x is not None for x in (root, keys, first_use)) != 1:
             raise ValueError("trust exactly one of: a root key, fixed update keys, a first-use pin file")
         self.max_skew_ms = max_skew_ms
@@ -176,6 +182,8 @@ class Trust:
         self.origin_id, self.position, self.directory = d.origin_id, (d.seq, d.issued_at_ms), d
         if self.pin is not None and root != old_root:       # first use, or the chain rotated the root
             _write(self.pin, public_key_pem(root))
+            log.warning("%s root %s, pinned in %s", "trusting on first use" if old_root is None else "the chain rotated to",
+                        key_id(root), self.pin)
         if self.state_dir is not None and not restoring:
             self.state_dir.mkdir(parents=True, exist_ok=True)
             _write(self.state_dir / STATE_FILE, signed.SerializeToString())
