@@ -502,7 +502,8 @@ impl Domains {
                 slots: Mutex::default(),
                 by_origin: Mutex::default(),
                 counters: Counters::default(),
-                shutdown,
+                // Its own token: stopping these domains ends nothing else.
+                shutdown: shutdown.child_token(),
                 tasks: TaskTracker::new(),
             }),
         })

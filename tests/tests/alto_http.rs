@@ -724,9 +724,14 @@ async fn a_stream_reader_that_stopped_reading_is_closed_after_the_write_timeout(
 }
 
 /// GETs the IRD until its `meta.altocast` names the origin (the interface's
-/// subscription has accepted a directory), at most 10 s.
+/// subscription has accepted a directory), at most 10 s; the interface may
+/// still be binding its port at first.
 async fn ird_with_origin(addr: std::net::SocketAddr) -> serde_json::Value {
     for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        }
         let (status, _, _, body) = http(addr, "GET", "/directory", "").await;
         if status == 200 {
             let ird = json(&body);

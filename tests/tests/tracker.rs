@@ -237,6 +237,8 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     assert!(e.to_string().contains("does not lead from the trusted root"), "{e}");
     // … while west, whose chain leads from that root, is followed.
     assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("west"), Some(west.origin_id()));
+    let r = domains.rank(ip("10.1.0.200"), &[ip("10.1.0.1")], 1).await.expect("ranked");
+    assert_eq!((r[0].standing, r[0].cost), (Standing::Priced, Some(1.0)));
     domains.stop().await;
 
     // First-use pinning: the stranger's root is pinned on first contact …
@@ -247,6 +249,8 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     assert_eq!(domains.domain_of(ip("10.3.0.1")).await.expect("pinned"), Some(stranger.origin_id()));
     let pin = pins.path().join(format!("{}.pem", stranger.origin_id()));
     assert_eq!(std::fs::read_to_string(&pin).expect("pin file"), stranger.root().to_spki_pem());
+    let r = domains.rank(ip("10.3.0.200"), &[ip("10.1.0.1"), ip("10.3.0.1")], 2).await.expect("ranked");
+    assert_eq!((r[0].ip, r[0].standing, r[0].pid.as_deref()), (ip("10.3.0.1"), Standing::Priced, Some("south-000")));
     domains.stop().await;
     // … and any other root for that origin is refused afterwards.
     std::fs::write(&pin, west.root().to_spki_pem()).expect("replace the pin");
