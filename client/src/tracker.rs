@@ -88,10 +88,11 @@ struct RankRequest {
     count: usize,
 }
 
-fn ip(field: &str, s: &str) -> Result<IpAddr, Response> {
+/// `s` as an address, or the message naming `field`.
+fn ip(field: &str, s: &str) -> Result<IpAddr, String> {
     s.parse().map_err(|_| {
         let shown: String = s.chars().take(60).collect();
-        error(StatusCode::BAD_REQUEST, "syntax", format!("{field}: {shown:?} is not an IP address"))
+        format!("{field}: {shown:?} is not an IP address")
     })
 }
 
@@ -124,13 +125,13 @@ async fn rank(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
     let requester = match ip("requester", &parsed.requester) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "syntax", msg),
     };
     let mut candidates = Vec::with_capacity(parsed.candidates.len().min(100_000));
     for (i, c) in parsed.candidates.iter().enumerate() {
         match ip(&format!("candidates[{i}]"), c) {
             Ok(a) => candidates.push(a),
-            Err(r) => return r,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, "syntax", msg),
         }
     }
     match shared.domains.rank(requester, &candidates, parsed.count).await {
