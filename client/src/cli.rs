@@ -213,7 +213,8 @@ pub struct TrackerArgs {
     /// Most reverse-tree names cached; beyond it lookups are not cached.
     #[arg(long, default_value_t = D.max_names)]
     max_names: usize,
-    /// Shortest time (seconds) a name's answer is cached; also for answers without a TTL ("no record").
+    /// Shortest time (seconds) a name's answer is cached; also for answers without a TTL (a failure, or "no
+    /// record" without the zone's negative TTL).
     #[arg(long, default_value_t = D.cache_min.as_secs())]
     cache_min_secs: u64,
     /// Longest time (seconds) a name's answer is cached, whatever its TTL.

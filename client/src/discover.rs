@@ -331,7 +331,8 @@ impl Discoverer {
     }
 
     /// One name's U-NAPTR answer (one DNS lookup, bounded by the timeout),
-    /// and the TTL of the record used (zero when there is no record): the
+    /// and how long it may be cached: the TTL of the record used, the zone's
+    /// negative TTL (RFC 2308) for "no record", else zero: the
     /// step [`Discoverer::discover`] repeats, for callers that cache names.
     pub async fn lookup_name(&self, name: &str) -> (Outcome, Duration) {
         let none = Duration::ZERO;
@@ -342,6 +343,10 @@ impl Discoverer {
         let lookup = match tokio::time::timeout(self.timeout, self.resolver.lookup(fqdn, RecordType::NAPTR)).await {
             Err(_) => {
                 return (Outcome::Failed { reason: format!("timed out after {} ms", self.timeout.as_millis()) }, none);
+            }
+            // RFC 2308: "no such record" may be cached for the zone's negative TTL.
+            Ok(Err(hickory_resolver::net::NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(nr)))) => {
+                return (Outcome::NoRecord, Duration::from_secs(nr.negative_ttl.map_or(0, u64::from)));
             }
             Ok(Err(e)) if e.is_no_records_found() => return (Outcome::NoRecord, none),
             Ok(Err(e)) => return (Outcome::Failed { reason: e.to_string() }, none),

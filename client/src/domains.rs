@@ -9,11 +9,13 @@
 //!    prefix first, each name's answer cached — a record, "no record", a
 //!    refusal or a failure — for its DNS TTL clamped to
 //!    [`DomainsConfig::cache_min`]..[`DomainsConfig::cache_max`] (answers
-//!    without a TTL, such as "no record", for the minimum). So the swarm's
-//!    shared /24 and /16 names are asked once, not once per peer. At most
+//!    without a TTL for the minimum; "no record" for the zone's negative TTL,
+//!    RFC 2308). So the swarm's shared /24 and /16 names are asked once, not
+//!    once per peer, and each address's walk is remembered as long as all its
+//!    names' answers hold. At most
 //!    [`DomainsConfig::max_lookups`] lookups are in flight; concurrent
 //!    requests for one name share one lookup; at most
-//!    [`DomainsConfig::max_names`] names are cached.
+//!    [`DomainsConfig::max_names`] names (and as many addresses) are cached.
 //! 2. **The domain** behind the IRD URI found: the IRD is fetched (bounded
 //!    size and time) and its `meta.altocast.grpc` says where to subscribe.
 //!    The gRPC endpoint's signed directory names the origin; the root trusted
@@ -158,10 +160,10 @@ pub struct DomainsConfig {
     pub max_domains: usize,
     /// Most DNS lookups in flight.
     pub max_lookups: usize,
-    /// Most reverse-tree names cached.
+    /// Most reverse-tree names cached (and most addresses' walks).
     pub max_names: usize,
     /// Shortest time a name's answer is cached (and the time for answers
-    /// without a TTL: no record, failures).
+    /// without a TTL: failures, "no record" without the zone's SOA).
     pub cache_min: Duration,
     /// Longest time a name's answer is cached.
     pub cache_max: Duration,
@@ -479,6 +481,9 @@ struct Inner {
     cfg: DomainsConfig,
     discoverer: Discoverer,
     names: Mutex<HashMap<String, Arc<OnceCell<Answer>>>>,
+    /// Each address's walk, until its first name's answer expires: a tracker
+    /// sees the same swarm in every request.
+    addresses: Mutex<HashMap<IpAddr, (Option<String>, Instant)>>,
     lookups: Semaphore,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     by_origin: Mutex<HashMap<String, Arc<Domain>>>,
@@ -498,6 +503,7 @@ impl Domains {
                 cfg,
                 discoverer,
                 names: Mutex::default(),
+                addresses: Mutex::default(),
                 lookups,
                 slots: Mutex::default(),
                 by_origin: Mutex::default(),
@@ -666,16 +672,37 @@ impl Inner {
 
     /// RFC 8686 for `ip` through the name cache: the IRD URI, if any.
     async fn discover(&self, ip: IpAddr) -> Option<String> {
+        let now = Instant::now();
+        if let Some((uri, until)) = lock(&self.addresses).get(&ip)
+            && *until > now
+        {
+            return uri.clone();
+        }
+        // The walk holds as long as every name it asked holds.
+        let mut until = now + self.cfg.cache_max;
+        let mut found = None;
         for name in reverse_names(ip) {
-            match self.name(&name).await.outcome {
-                Outcome::Found { uri } => return Some(uri),
+            let answer = self.name(&name).await;
+            until = until.min(answer.until);
+            match answer.outcome {
+                Outcome::Found { uri } => {
+                    found = Some(uri);
+                    break;
+                }
                 // The operator published ALTO records here that cannot be
                 // used: a shorter name's server may not be responsible.
-                Outcome::Refused { .. } => return None,
+                Outcome::Refused { .. } => break,
                 Outcome::NoRecord | Outcome::NoAltoRecord { .. } | Outcome::Failed { .. } => {}
             }
         }
-        None
+        let mut addresses = lock(&self.addresses);
+        if addresses.len() >= self.cfg.max_names {
+            addresses.retain(|_, (_, t)| *t > now);
+        }
+        if addresses.len() < self.cfg.max_names {
+            addresses.insert(ip, (found.clone(), until));
+        }
+        found
     }
 
     /// One name's answer: cached, or asked once however many want it.

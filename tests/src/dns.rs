@@ -67,7 +67,8 @@ impl TestDns {
             3600,
             600,
             86400,
-            60,
+            // The negative TTL (RFC 2308): how long "no record" may be cached.
+            3600,
         );
         assert!(zone.upsert_mut(Record::from_rdata(Name::root(), 3600, RData::SOA(soa)), 1));
         for r in records {
