@@ -250,7 +250,8 @@ pub struct TrackerArgs {
     /// Requests ranked at once (503 beyond).
     #[arg(long, default_value_t = T.max_in_flight)]
     max_in_flight: usize,
-    /// CA (PEM) that https:// gRPC endpoints' certificates must chain to.
+    /// CA (PEM) that https:// IRDs' and gRPC endpoints' certificates must chain to. Default for IRDs: the
+    /// system's root store.
     #[arg(long, env = "ALTOCAST_CA")]
     ca: Option<PathBuf>,
 }
@@ -299,6 +300,7 @@ impl TrackerArgs {
         cfg.cost_map = self.cost_map.as_deref().map(resource_arg).transpose()?;
         cfg.max_candidates = self.max_candidates;
         cfg.tls = connect::ClientTls::from_files(self.ca.as_deref(), None, None).map_err(|e| anyhow!("TLS: {e}"))?;
+        cfg.ird_ca = cfg.tls.as_ref().and_then(|t| t.ca_pem.clone());
         let limits = crate::tracker::TrackerLimits {
             max_request_bytes: self.max_request_bytes,
             max_count: self.max_count,

@@ -17,7 +17,9 @@
 //!    requests for one name share one lookup; at most
 //!    [`DomainsConfig::max_names`] names (and as many addresses) are cached.
 //! 2. **The domain** behind the IRD URI found: the IRD is fetched (bounded
-//!    size and time) and its `meta.altocast.grpc` says where to subscribe.
+//!    size and time; `https://` checked against the platform's roots or
+//!    [`DomainsConfig::ird_ca`]) and its `meta.altocast.grpc` says where to
+//!    subscribe.
 //!    The gRPC endpoint's signed directory names the origin; the root trusted
 //!    for it is the one the operator configured for that origin id or for the
 //!    IRD host's DNS domain, else a first-use pin in the pin directory
@@ -191,6 +193,9 @@ pub struct DomainsConfig {
     pub cost_map: Option<ResourceId>,
     /// TLS for `https://` gRPC endpoints.
     pub tls: Option<ClientTls>,
+    /// CA certificates (PEM) that `https://` IRDs' certificates must chain
+    /// to; `None`: the platform's root store.
+    pub ird_ca: Option<Vec<u8>>,
     /// Longest reconnect delay of a domain's subscription (how soon a domain
     /// that comes back is used again).
     pub backoff_max: Duration,
@@ -235,6 +240,7 @@ impl DomainsConfig {
         inter_domain_cost: None,
         cost_map: None,
         tls: None,
+        ird_ca: None,
         backoff_max: Duration::from_secs(5),
     };
 }
@@ -488,6 +494,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     by_origin: Mutex<HashMap<String, Arc<Domain>>>,
     counters: Counters,
+    /// TLS for `https://` IRDs, built on first use.
+    ird_tls: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -508,6 +516,7 @@ impl Domains {
                 slots: Mutex::default(),
                 by_origin: Mutex::default(),
                 counters: Counters::default(),
+                ird_tls: std::sync::OnceLock::new(),
                 // Its own token: stopping these domains ends nothing else.
                 shutdown: shutdown.child_token(),
                 tasks: TaskTracker::new(),
@@ -952,7 +961,14 @@ impl Inner {
     async fn fetch_ird(&self, uri: &str) -> Result<IrdAltocast, DomainError> {
         self.counters.ird_fetches.fetch_add(1, Ordering::Relaxed);
         let err = |reason: String| DomainError::Ird { uri: uri.into(), reason };
-        let body = tokio::time::timeout(self.cfg.ird_timeout, http_get(uri, self.cfg.max_ird_bytes))
+        let https = uri.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let tls = match https {
+            true => Some(
+                self.ird_tls.get_or_init(|| ird_tls(self.cfg.ird_ca.as_deref())).clone().map_err(|e| err(e.clone()))?,
+            ),
+            false => None,
+        };
+        let body = tokio::time::timeout(self.cfg.ird_timeout, http_get(uri, tls, self.cfg.max_ird_bytes))
             .await
             .map_err(|_| err(format!("no answer within {:?}", self.cfg.ird_timeout)))?
             .map_err(err)?;
@@ -1026,25 +1042,76 @@ pub fn parse_ird(body: &[u8]) -> Result<IrdAltocast, String> {
     Ok(IrdAltocast { grpc, origin_id: id("origin-id")?, root_key_id: id("root-key-id")? })
 }
 
-/// GET `uri` over HTTP/1.1; the body if 200, at most `limit` bytes.
-async fn http_get(uri: &str, limit: usize) -> Result<Bytes, String> {
-    use http_body_util::BodyExt as _;
-    let parsed: http::Uri = uri.parse().map_err(|_| "not a URI".to_owned())?;
-    let scheme = parsed.scheme_str().unwrap_or_default();
-    if scheme.eq_ignore_ascii_case("https") {
-        return Err("https IRDs are not fetched by this build (only loopback http with --allow-loopback-http)".into());
+/// The TLS client for `https://` IRDs: rustls (ring), trusting `ca_pem` or
+/// the platform's root store.
+fn ird_tls(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, pem::PemObject as _},
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_pem {
+        Some(pem) => {
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| format!("CA file: {e}"))?;
+                roots.add(cert).map_err(|e| format!("CA file: {e}"))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for cert in found.certs {
+                // A certificate the store holds that rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
     }
+    if roots.is_empty() {
+        return Err("no CA certificate to check https IRDs with (give --ca, or install the system's roots)".into());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// GET `uri` over HTTP/1.1 (over TLS with `tls` for `https://`); the body
+/// if 200, at most `limit` bytes.
+async fn http_get(uri: &str, tls: Option<tokio_rustls::TlsConnector>, limit: usize) -> Result<Bytes, String> {
+    let parsed: http::Uri = uri.parse().map_err(|_| "not a URI".to_owned())?;
+    let https = parsed.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case("https"));
     let authority = parsed.authority().ok_or("no host")?.clone();
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
     let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("connect: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+    match (https, tls) {
+        (true, Some(tls)) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| format!("TLS server name {host:?}: {e}"))?;
+            let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+            exchange(stream, &parsed, authority.as_str(), limit).await
+        }
+        (true, None) => Err("an https IRD needs TLS settings".into()),
+        (false, _) => exchange(tcp, &parsed, authority.as_str(), limit).await,
+    }
+}
+
+/// One GET over `io`.
+async fn exchange<S>(io: S, parsed: &http::Uri, authority: &str, limit: usize) -> Result<Bytes, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt as _;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP: {e}"))?;
     let conn = tokio::spawn(conn);
     let path = parsed.path_and_query().map_or("/", |p| p.as_str());
     let req = http::Request::get(path)
-        .header(http::header::HOST, authority.as_str())
+        .header(http::header::HOST, authority)
         .header(http::header::ACCEPT, "application/alto-directory+json,application/alto-error+json")
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;

@@ -16,10 +16,13 @@ use std::{
 
 use altocast_client::{
     Domains,
-    domains::{DomainError, Standing, TrustScope},
+    domains::{DomainError, DomainsConfig, Standing, TrustScope},
     tracker::TrackerLimits,
 };
-use altocast_tests::tracker::{Isp, REPLY, Scenario, http, measure, post_rank, rank_body};
+use altocast_tests::{
+    dns::{TestDns, alto},
+    tracker::{Isp, REPLY, Scenario, http, measure, post_rank, rank_body},
+};
 use tokio_util::sync::CancellationToken;
 
 fn ip(s: &str) -> IpAddr {
@@ -327,4 +330,83 @@ async fn a_domain_that_goes_down_ranks_last_without_touching_the_other_and_is_us
         isp.origin.stop().await;
     }
     sc.dns.stop().await;
+}
+
+/// A TLS front on loopback with a certificate for 127.0.0.1 from a test CA,
+/// forwarding every connection to `backend`: an IRD served over https.
+/// Returns its address and the CA (PEM).
+async fn tls_front(backend: SocketAddr) -> (SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use tokio_rustls::rustls::{
+        self,
+        pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+    };
+    let ca_key = KeyPair::generate().expect("key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "altocast tracker test CA");
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca = p.self_signed(&ca_key).expect("CA");
+    let issuer = Issuer::new(p, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params").signed_by(&key, &issuer).expect("leaf");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (Ok(mut tls), Ok(mut plain)) =
+                    (acceptor.accept(tcp).await, tokio::net::TcpStream::connect(backend).await)
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_ird_is_read_with_the_configured_ca_and_needs_no_loopback_option() {
+    let west = Isp::start("west", 1).await;
+    let (front, ca) = tls_front(west.http).await;
+    let dns = TestDns::start(vec![alto("1.10.in-addr.arpa.", &format!("https://{front}/directory"))]).await;
+    let mut cfg = DomainsConfig::new();
+    cfg.dns = Some(dns.addr);
+    cfg.roots = vec![(TrustScope::Origin(west.origin_id()), west.root())];
+    assert!(!cfg.allow_loopback_http, "off by default");
+    let stop = CancellationToken::new();
+
+    // The platform's roots do not know the test CA: refused at the IRD.
+    let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
+    let e = domains.domain_of(ip("10.1.0.1")).await.expect_err("unknown CA");
+    assert!(matches!(&e, DomainError::Ird { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("TLS: invalid peer certificate: UnknownIssuer") || msg.contains("no CA certificate"), "{e}");
+    domains.stop().await;
+
+    // With the CA: the IRD is read over TLS, the domain followed and ranked.
+    cfg.ird_ca = Some(ca.into_bytes());
+    let domains = Domains::new(cfg, stop.clone()).expect("tracker");
+    assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("followed"), Some(west.origin_id()));
+    let r = domains.rank(ip("10.1.2.200"), &[ip("10.1.3.1"), ip("10.1.2.1")], 2).await.expect("ranked");
+    assert_eq!((r[0].ip, r[0].cost, r[1].cost), (ip("10.1.2.1"), Some(1.0), Some(2.0)));
+    domains.stop().await;
+
+    west.origin.stop().await;
+    dns.stop().await;
 }
