@@ -199,6 +199,9 @@ pub struct DomainsConfig {
     /// Longest reconnect delay of a domain's subscription (how soon a domain
     /// that comes back is used again).
     pub backoff_max: Duration,
+    /// How often each domain's directory is re-read (key changes, root
+    /// rotations, which a pin then follows).
+    pub directory_refresh: Duration,
 }
 
 impl std::fmt::Debug for DomainsConfig {
@@ -242,6 +245,7 @@ impl DomainsConfig {
         tls: None,
         ird_ca: None,
         backoff_max: Duration::from_secs(5),
+        directory_refresh: Duration::from_secs(30),
     };
 }
 
@@ -431,6 +435,9 @@ struct Slot {
 /// One followed domain.
 struct Domain {
     origin_id: String,
+    /// The first-use pin file, moved forward when the root rotates, and the
+    /// key id of the root it holds.
+    pin: Option<(PathBuf, Mutex<String>)>,
     sub: Mutex<Option<Subscription>>,
     view: View,
     connected: AtomicBool,
@@ -830,8 +837,13 @@ impl Inner {
                 reason: e.to_string(),
             });
         }
-        if let Some(path) = pin {
-            write_pin(&path, &root)?;
+        let first_use = pin.is_some();
+        let pin = match pin {
+            Some(path) => Some(path),
+            None => self.pin_path(&origin).filter(|p| p.exists() && !self.configured(uri, &origin)),
+        };
+        if first_use && let Some(path) = &pin {
+            write_pin(path, &root)?;
             info!(origin = %origin, root = %root.id(), pin = %path.display(), "pinned the root on first use");
         }
         let domain = {
@@ -847,6 +859,7 @@ impl Inner {
             cfg.connect_timeout = self.cfg.ird_timeout;
             cfg.backoff_max = self.cfg.backoff_max;
             cfg.quarantine = self.cfg.backoff_max.max(Duration::from_secs(1));
+            cfg.directory_refresh = self.cfg.directory_refresh;
             if let Some(cm) = &self.cfg.cost_map {
                 cfg.resources = vec![cm.clone()];
             }
@@ -854,6 +867,7 @@ impl Inner {
             let sub = Subscription::start(cfg, self.shutdown.clone(), Some(tx));
             let d = Arc::new(Domain {
                 origin_id: origin.clone(),
+                pin: pin.map(|p| (p, Mutex::new(root.id().to_string()))),
                 view: sub.view().clone(),
                 sub: Mutex::new(Some(sub)),
                 connected: AtomicBool::new(false),
@@ -885,6 +899,29 @@ impl Inner {
         }
     }
 
+    /// The root the operator configured for `origin` or the IRD host's domain.
+    fn configured_root(&self, uri: &str, origin: &str) -> Option<&PublicKey> {
+        let by_origin =
+            self.cfg.roots.iter().find(|(s, _)| matches!(s, TrustScope::Origin(o) if o.eq_ignore_ascii_case(origin)));
+        if let Some((_, k)) = by_origin {
+            return Some(k);
+        }
+        let host = uri.parse::<http::Uri>().ok().and_then(|u| u.host().map(|h| h.to_ascii_lowercase()));
+        let in_domain = |d: &str| host.as_deref().is_some_and(|h| h == d || h.ends_with(&format!(".{d}")));
+        self.cfg.roots.iter().find(|(s, _)| matches!(s, TrustScope::Domain(d) if in_domain(d))).map(|(_, k)| k)
+    }
+
+    fn configured(&self, uri: &str, origin: &str) -> bool {
+        self.configured_root(uri, origin).is_some()
+    }
+
+    /// `<pin dir>/<origin>.pem`, for an origin id that is a safe file name.
+    fn pin_path(&self, origin: &str) -> Option<PathBuf> {
+        let dir = self.cfg.pin_dir.as_ref()?;
+        let safe = !origin.is_empty() && origin.len() <= 64 && origin.bytes().all(|b| b.is_ascii_alphanumeric());
+        safe.then(|| dir.join(format!("{origin}.pem")))
+    }
+
     /// The root to verify `origin` with: configured for the origin id, for
     /// the IRD host's domain, pinned, or (with a pin directory) the presented
     /// one, to be pinned once its directory verifies. Never anything else.
@@ -894,22 +931,11 @@ impl Inner {
         origin: &str,
         presented: Option<&PublicKey>,
     ) -> Result<(PublicKey, Option<PathBuf>), DomainError> {
-        let by_origin =
-            self.cfg.roots.iter().find(|(s, _)| matches!(s, TrustScope::Origin(o) if o.eq_ignore_ascii_case(origin)));
-        if let Some((_, k)) = by_origin {
-            return Ok((k.clone(), None));
-        }
-        let host = uri.parse::<http::Uri>().ok().and_then(|u| u.host().map(|h| h.to_ascii_lowercase()));
-        let in_domain = |d: &str| host.as_deref().is_some_and(|h| h == d || h.ends_with(&format!(".{d}")));
-        if let Some((_, k)) = self.cfg.roots.iter().find(|(s, _)| matches!(s, TrustScope::Domain(d) if in_domain(d))) {
+        if let Some(k) = self.configured_root(uri, origin) {
             return Ok((k.clone(), None));
         }
         let untrusted = || DomainError::Untrusted { origin: origin.into(), uri: uri.into() };
-        let Some(dir) = &self.cfg.pin_dir else { return Err(untrusted()) };
-        if origin.is_empty() || origin.len() > 64 || !origin.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(untrusted());
-        }
-        let path = dir.join(format!("{origin}.pem"));
+        let Some(path) = self.pin_path(origin) else { return Err(untrusted()) };
         match std::fs::read_to_string(&path) {
             Ok(pem) => {
                 let k = PublicKey::from_spki_pem(&pem)
@@ -976,14 +1002,40 @@ impl Inner {
     }
 }
 
-/// Tracks whether a domain's subscription has a live stream.
+/// Tracks whether a domain's subscription has a live stream, and moves a
+/// first-use pin forward when the verified key chain rotated the root
+/// (PROTOCOL.md §9.5).
 async fn follow_link(d: std::sync::Weak<Domain>, mut rx: mpsc::Receiver<Event>) {
     while let Some(e) = rx.recv().await {
         let Some(d) = d.upgrade() else { return };
         match e {
             Event::Connected { .. } => d.set_connected(true),
             Event::Failover { .. } => d.set_connected(false),
+            Event::Directory { directory, .. } => d.follow_root(&directory),
             _ => {}
+        }
+    }
+}
+
+impl Domain {
+    /// The subscription accepted `dir` under the chain from the pinned root,
+    /// so the root of its current key list is the root reached.
+    fn follow_root(&self, dir: &pb::Directory) {
+        let Some((path, pinned)) = &self.pin else { return };
+        let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
+        let Some(root) = current.and_then(|c| altocast_proto::trust::KeyList::decode(c).ok()).map(|l| l.root) else {
+            return;
+        };
+        let mut pinned = lock(pinned);
+        if *pinned == root.id().as_str() {
+            return;
+        }
+        match write_pin(path, &root) {
+            Ok(()) => {
+                info!(origin = %self.origin_id, from = %pinned, to = %root.id(), pin = %path.display(), "root rotated; pin updated");
+                *pinned = root.id().to_string();
+            }
+            Err(e) => warn!(origin = %self.origin_id, error = %e, "root rotated; the pin could not be updated"),
         }
     }
 }

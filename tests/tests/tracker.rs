@@ -248,12 +248,32 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     let pins = tempfile::tempdir().expect("pin dir");
     let mut cfg = sc.tracker_config();
     cfg.pin_dir = Some(pins.path().to_path_buf());
+    cfg.directory_refresh = Duration::from_millis(300);
     let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
     assert_eq!(domains.domain_of(ip("10.3.0.1")).await.expect("pinned"), Some(stranger.origin_id()));
     let pin = pins.path().join(format!("{}.pem", stranger.origin_id()));
     assert_eq!(std::fs::read_to_string(&pin).expect("pin file"), stranger.root().to_spki_pem());
     let r = domains.rank(ip("10.3.0.200"), &[ip("10.1.0.1"), ip("10.3.0.1")], 2).await.expect("ranked");
     assert_eq!((r[0].ip, r[0].standing, r[0].pid.as_deref()), (ip("10.3.0.1"), Standing::Priced, Some("south-000")));
+    // The operator rotates the stranger's root: the pin follows the verified chain.
+    let data = stranger.origin.data_path().to_path_buf();
+    let root_key = altocast_server::keyring::root_key_path(&data);
+    altocast_server::keyring::change(&data, &root_key, &altocast_server::keyring::Change::RotateRoot, 30)
+        .expect("keys rotate-root");
+    let first_pin = std::fs::read_to_string(&pin).expect("pin file");
+    let stranger_id = altocast_proto::PublicKey::from_spki_pem(&first_pin).expect("pem").id().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&pin).expect("pin file") == first_pin {
+        assert!(tokio::time::Instant::now() < deadline, "the pin did not follow the root rotation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // `keys rotate-root` rewrote the root file: the pin holds the new root.
+    assert_eq!(std::fs::read_to_string(&pin).expect("pin"), stranger.root().to_spki_pem());
+    assert_ne!(stranger.root().id().as_str(), stranger_id, "a new root; the origin id stays the first root's");
+    domains.stop().await;
+    // A tracker starting from the moved pin accepts the stranger.
+    let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
+    assert_eq!(domains.domain_of(ip("10.3.0.1")).await.expect("pinned root"), Some(stranger_id.clone()));
     domains.stop().await;
     // … and any other root for that origin is refused afterwards.
     std::fs::write(&pin, west.root().to_spki_pem()).expect("replace the pin");
