@@ -175,7 +175,8 @@ enum Command {
     /// IRD are never a trust root: with neither, the domain is refused.
     ///
     /// Ranking: candidates in the requester's domain by cost from the
-    /// requester's PID; then other domains' (at --inter-domain-cost, if set);
+    /// requester's PID (other domains' among them at --inter-domain-cost, if
+    /// set; else after them);
     /// then addresses with no ALTO server; last, peers of domains that are
     /// down (disconnected for --down-after-secs) or stale. Prints "altocast
     /// tracker listening on ADDR" when ready; runs until SIGINT/SIGTERM.
@@ -232,7 +233,8 @@ pub struct TrackerArgs {
     /// A domain whose subscription has been disconnected this many seconds is down: its peers rank last.
     #[arg(long, default_value_t = D.down_after.as_secs())]
     down_after_secs: u64,
-    /// Cost given to candidates in another domain than the requester's (default: none, ranked after its own).
+    /// Cost given to candidates in another domain than the requester's, in the units of the requester's cost
+    /// map: they rank among its candidates by that cost. Default: none, ranked after all of its own.
     #[arg(long)]
     inter_domain_cost: Option<f64>,
     /// Cost map to rank by in every domain (default: the first by id).

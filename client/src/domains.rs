@@ -36,8 +36,10 @@
 //! is kept on ties):
 //! candidates in the requester's domain by the cost from the requester's PID
 //! in that domain's cost map (unpriced ones after the priced); then
-//! candidates of other domains (at the operator's inter-domain cost, when set);
-//! then addresses with no ALTO server; last, peers of a domain that is down
+//! candidates of other domains — unless the operator set an inter-domain cost
+//! ([`DomainsConfig::inter_domain_cost`]), which prices them at that cost
+//! among the requester's domain's priced candidates; then addresses with no
+//! ALTO server; last, peers of a domain that is down
 //! (its subscription disconnected for [`DomainsConfig::down_after`]) or whose
 //! maps are stale or not there yet. A domain coming back is used again as
 //! soon as its subscription has fresh maps; other domains are never affected.
@@ -186,8 +188,9 @@ pub struct DomainsConfig {
     pub resolve_deadline: Duration,
     /// Most candidates in one ranking request.
     pub max_candidates: usize,
-    /// Cost given to candidates of other domains (`None`: unpriced, ranked
-    /// after the requester's domain).
+    /// Cost given to candidates of other domains, in the units of the
+    /// requester's domain's cost map, so they rank among its candidates by
+    /// cost (`None`: unpriced, ranked after the requester's domain).
     pub inter_domain_cost: Option<f64>,
     /// Cost map to rank by in every domain (default: the first by id).
     pub cost_map: Option<ResourceId>,
@@ -360,11 +363,12 @@ pub enum RankError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Standing {
-    /// In the requester's domain, priced by its cost map.
+    /// Priced: in the requester's domain by its cost map, or in another
+    /// domain at the inter-domain cost.
     Priced,
     /// In the requester's domain, without a cost (no PID, or no entry).
     Unpriced,
-    /// In another domain that is up.
+    /// In another domain that is up, unpriced (no inter-domain cost set).
     OtherDomain,
     /// No ALTO server found for it (or its domain was refused).
     NoServer,
@@ -609,7 +613,8 @@ impl Domains {
                     let same = home.as_ref().is_some_and(|h| Arc::ptr_eq(h, &d));
                     if !same {
                         let cost = cfg.inter_domain_cost;
-                        return Ranked { ip, domain, pid: pid_s, cost, standing: Standing::OtherDomain };
+                        let standing = if cost.is_some() { Standing::Priced } else { Standing::OtherDomain };
+                        return Ranked { ip, domain, pid: pid_s, cost, standing };
                     }
                     let cost = match (&home_cm, src, pid.as_ref()) {
                         (Some(cm), Some(s), Some(p)) => cm.map.index_of(p.as_str()).and_then(|t| cm.map.cost_at(s, t)),

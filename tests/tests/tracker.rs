@@ -79,6 +79,19 @@ async fn a_tracker_ranks_each_requester_against_its_own_domain_and_beats_random_
     assert_eq!(own[100].pid.as_deref().map(|p| &p[..7]), Some("east-00"), "a neighbouring PID (9 or 11) next");
     assert!(other.iter().all(|r| r.standing == Standing::OtherDomain && r.cost.is_none()), "west after east");
 
+    // An operator-set inter-domain cost prices other domains' peers among the
+    // requester's own: here between the neighbouring PID (2) and a far one (38).
+    let mut cfg = sc.tracker_config();
+    cfg.inter_domain_cost = Some(2.5);
+    let priced = Domains::new(cfg, stop.clone()).expect("tracker");
+    let candidates = ["10.1.40.9", "10.2.3.1", "10.1.4.1", "10.1.3.1", "10.9.0.1"].map(ip);
+    let r = priced.rank(ip("10.1.3.200"), &candidates, 5).await.expect("ranked");
+    let got: Vec<(String, Option<f64>)> = r.iter().map(|x| (x.ip.to_string(), x.cost)).collect();
+    let want = [("10.1.3.1", Some(1.0)), ("10.1.4.1", Some(2.0)), ("10.2.3.1", Some(2.5)), ("10.1.40.9", Some(38.0))];
+    assert_eq!(&got[..4], want.map(|(a, c)| (a.to_owned(), c)));
+    assert_eq!((r[4].ip, r[4].standing), (ip("10.9.0.1"), Standing::NoServer));
+    priced.stop().await;
+
     // Measured over many requests, alternating the requester's domain.
     let isps: Vec<&Isp> = sc.isps.iter().collect();
     let (random, ranked) = measure(addr, &isps, &swarm, 40, 7).await;
