@@ -252,6 +252,15 @@ pub struct TrackerArgs {
     /// Requests ranked at once (503 beyond).
     #[arg(long, default_value_t = T.max_in_flight)]
     max_in_flight: usize,
+    /// Seconds to read a domain's IRD, and to reach its gRPC endpoint for the first directory.
+    #[arg(long, default_value_t = D.ird_timeout.as_secs())]
+    ird_timeout_secs: u64,
+    /// Largest IRD body read, bytes.
+    #[arg(long, default_value_t = D.max_ird_bytes)]
+    max_ird_bytes: usize,
+    /// Serve Prometheus metrics (altocast_tracker_*) on this address.
+    #[arg(long, env = "ALTOCAST_METRICS")]
+    metrics: Option<SocketAddr>,
     /// CA (PEM) that https:// IRDs' and gRPC endpoints' certificates must chain to. Default for IRDs: the
     /// system's root store.
     #[arg(long, env = "ALTOCAST_CA")]
@@ -277,7 +286,7 @@ impl TrackerArgs {
             std::fs::create_dir_all(dir).with_context(|| format!("creating --pin-dir {}", dir.display()))?;
         }
         let counts = [self.max_domains, self.max_lookups, self.max_names, self.max_candidates, self.max_count];
-        if counts.contains(&0) || self.max_request_bytes == 0 || self.max_in_flight == 0 {
+        if counts.contains(&0) || self.max_request_bytes == 0 || self.max_in_flight == 0 || self.max_ird_bytes == 0 {
             bail!("the --max-* limits must be at least 1");
         }
         if self.cache_min_secs > self.cache_max_secs {
@@ -301,6 +310,8 @@ impl TrackerArgs {
         cfg.inter_domain_cost = self.inter_domain_cost;
         cfg.cost_map = self.cost_map.as_deref().map(resource_arg).transpose()?;
         cfg.max_candidates = self.max_candidates;
+        cfg.ird_timeout = Duration::from_secs(self.ird_timeout_secs.max(1));
+        cfg.max_ird_bytes = self.max_ird_bytes;
         cfg.tls = connect::ClientTls::from_files(self.ca.as_deref(), None, None).map_err(|e| anyhow!("TLS: {e}"))?;
         cfg.ird_ca = cfg.tls.as_ref().and_then(|t| t.ca_pem.clone());
         let limits = crate::tracker::TrackerLimits {
@@ -542,6 +553,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Tracker(args) => {
             let (cfg, limits) = args.config()?;
+            if let Some(addr) = args.metrics {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .install()
+                    .with_context(|| format!("metrics listener on {addr}"))?;
+                crate::domains::describe_metrics();
+            }
             let shutdown = CancellationToken::new();
             let domains = crate::Domains::new(cfg, shutdown.clone())?;
             let listener = tokio::net::TcpListener::bind(args.listen)

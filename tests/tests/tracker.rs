@@ -161,6 +161,10 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
     }
     args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = free.local_addr().expect("addr");
+    drop(free);
+    args.extend(["--metrics".into(), metrics.to_string()]);
     let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
     let addr = tracker.addr;
 
@@ -208,6 +212,25 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     let (status, _) = http(addr, "GET", "/nowhere", "").await;
     assert_eq!(status, 404);
 
+    // The counters, for Prometheus.
+    let mut text = String::new();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
+            text = http(metrics, "GET", "/metrics", "").await.1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in [
+        "altocast_tracker_subscriptions_total 2",
+        "altocast_tracker_domains 2",
+        "altocast_tracker_dns_lookups_total{outcome=\"found\"} 2",
+        "altocast_tracker_refused_total{reason=\"count\"} 2",
+        "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    }
+
     drop(tracker);
     for isp in sc.isps {
         isp.origin.stop().await;
@@ -222,6 +245,16 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     let sc = Scenario::start(vec![stranger.record()]).await;
     let west = &sc.isps[0];
     let stop = CancellationToken::new();
+
+    // The cap on domains: one followed, the next refused, naming the cap.
+    let mut cfg = sc.tracker_config();
+    cfg.max_domains = 1;
+    let capped = Domains::new(cfg, stop.clone()).expect("tracker");
+    assert_eq!(capped.domain_of(ip("10.1.0.1")).await.expect("west"), Some(west.origin_id()));
+    let e = capped.domain_of(ip("10.2.0.1")).await.expect_err("over the cap");
+    assert!(matches!(&e, DomainError::TooMany { max: 1, .. }), "{e}");
+    assert!(e.to_string().contains("already following the maximum of 1 domains"), "{e}");
+    capped.stop().await;
 
     // Not configured, no pin directory: refused, never trusted from DNS or the IRD.
     let mut cfg = sc.tracker_config();
