@@ -1,5 +1,5 @@
 //! The `altocast` command-line tool (DESIGN §8): `watch`, `get`, `rank`,
-//! `lookup`, `directory`, `discover`. Everything it prints as ALTO data has
+//! `lookup`, `directory`, `discover`, `tracker`. Everything it prints as ALTO data has
 //! been verified against the trusted origin key (`discover` prints only where
 //! DNS says the ALTO server is); errors are one line on stderr with a non-zero
 //! exit.
@@ -160,6 +160,167 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = crate::discover::LOOKUP_TIMEOUT.as_secs())]
         timeout: u64,
     },
+    /// Serve a multi-domain tracker: POST /rank ranks candidate peers for a
+    /// requesting peer, each against its own domain's verified maps.
+    ///
+    /// Request: {"requester": IP, "candidates": [IP, …], "count": N}; reply:
+    /// {"peers": [{"ip", "domain", "pid", "cost"}, …]}, the best N. GET /stats
+    /// shows the counters. For each address not seen before, the ALTO server
+    /// responsible for it is found through DNS (RFC 8686 reverse-tree U-NAPTR
+    /// lookups for ALTO:https, each name's answer cached for its TTL within
+    /// --cache-min-secs..--cache-max-secs); its IRD's meta.altocast.grpc says
+    /// where to subscribe, and the origin's signed directory must verify under
+    /// the root trusted for it: a --trust-root for its origin id or for the
+    /// IRD host's DNS domain, else a first-use pin in --pin-dir. DNS and the
+    /// IRD are never a trust root: with neither, the domain is refused.
+    ///
+    /// Ranking: candidates in the requester's domain by cost from the
+    /// requester's PID (other domains' among them at --inter-domain-cost, if
+    /// set; else after them);
+    /// then addresses with no ALTO server; last, peers of domains that are
+    /// down (disconnected for --down-after-secs) or stale. Prints "altocast
+    /// tracker listening on ADDR" when ready; runs until SIGINT/SIGTERM.
+    Tracker(TrackerArgs),
+}
+
+/// `altocast tracker` options.
+#[derive(Debug, Args)]
+pub struct TrackerArgs {
+    /// Address to serve POST /rank and GET /stats on (port 0: a free port, printed when ready).
+    #[arg(long, env = "ALTOCAST_TRACKER_LISTEN")]
+    listen: SocketAddr,
+    /// Ask only this nameserver (IP address, port 53 unless given). Default: the system resolver configuration.
+    #[arg(long, env = "ALTOCAST_DNS", value_name = "ADDR[:PORT]", value_parser = parse_dns)]
+    dns: Option<SocketAddr>,
+    /// A root key (SPKI PEM) trusted for one origin id (16 hex characters) or for IRDs whose host is in one DNS
+    /// domain; repeat for several.
+    #[arg(long = "trust-root", value_name = "DOMAIN_OR_ORIGIN=FILE")]
+    trust_root: Vec<String>,
+    /// Directory of first-use pins: a domain with no --trust-root has the root its directory names recorded in
+    /// DIR/<origin id>.pem on first contact, and any other root refused afterwards. Without it, such domains are
+    /// refused.
+    #[arg(long, env = "ALTOCAST_PIN_DIR", value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
+    /// Also accept http:// IRD URIs whose host is a loopback IP literal (127.0.0.0/8, [::1]): for tests and
+    /// single-machine demos only. Off by default: IRD URIs must be https://.
+    #[arg(long)]
+    allow_loopback_http: bool,
+    /// Most domains followed (one verified subscription each); more are refused.
+    #[arg(long, default_value_t = D.max_domains)]
+    max_domains: usize,
+    /// Most DNS lookups in flight at once.
+    #[arg(long, default_value_t = D.max_lookups)]
+    max_lookups: usize,
+    /// Most reverse-tree names cached; beyond it lookups are not cached.
+    #[arg(long, default_value_t = D.max_names)]
+    max_names: usize,
+    /// Shortest time (seconds) a name's answer is cached; also for answers without a TTL (a failure, or "no
+    /// record" without the zone's negative TTL).
+    #[arg(long, default_value_t = D.cache_min.as_secs())]
+    cache_min_secs: u64,
+    /// Longest time (seconds) a name's answer is cached, whatever its TTL.
+    #[arg(long, default_value_t = D.cache_max.as_secs())]
+    cache_max_secs: u64,
+    /// Seconds a refused or unreachable domain is remembered before it is tried again.
+    #[arg(long, default_value_t = D.retry_after.as_secs())]
+    retry_secs: u64,
+    /// Seconds each DNS name's lookup may take, retries included.
+    #[arg(long, default_value_t = D.lookup_timeout.as_secs())]
+    lookup_timeout_secs: u64,
+    /// Seconds one request may spend finding the domains of its addresses; the rest rank as having no server.
+    #[arg(long, default_value_t = D.resolve_deadline.as_secs())]
+    resolve_deadline_secs: u64,
+    /// A domain whose subscription has been disconnected this many seconds is down: its peers rank last.
+    #[arg(long, default_value_t = D.down_after.as_secs())]
+    down_after_secs: u64,
+    /// Cost given to candidates in another domain than the requester's, in the units of the requester's cost
+    /// map: they rank among its candidates by that cost. Default: none, ranked after all of its own.
+    #[arg(long)]
+    inter_domain_cost: Option<f64>,
+    /// Cost map to rank by in every domain (default: the first by id).
+    #[arg(long)]
+    cost_map: Option<String>,
+    /// Most candidates in one request (400 beyond).
+    #[arg(long, default_value_t = D.max_candidates)]
+    max_candidates: usize,
+    /// Largest count (peers per reply) a request may ask for (400 beyond).
+    #[arg(long, default_value_t = T.max_count)]
+    max_count: usize,
+    /// Largest request body, bytes (413 beyond).
+    #[arg(long, default_value_t = T.max_request_bytes)]
+    max_request_bytes: usize,
+    /// Requests ranked at once (503 beyond).
+    #[arg(long, default_value_t = T.max_in_flight)]
+    max_in_flight: usize,
+    /// Seconds to read a domain's IRD, and to reach its gRPC endpoint for the first directory.
+    #[arg(long, default_value_t = D.ird_timeout.as_secs())]
+    ird_timeout_secs: u64,
+    /// Largest IRD body read, bytes.
+    #[arg(long, default_value_t = D.max_ird_bytes)]
+    max_ird_bytes: usize,
+    /// Serve Prometheus metrics (altocast_tracker_*) on this address.
+    #[arg(long, env = "ALTOCAST_METRICS")]
+    metrics: Option<SocketAddr>,
+    /// CA (PEM) that https:// IRDs' and gRPC endpoints' certificates must chain to. Default for IRDs: the
+    /// system's root store.
+    #[arg(long, env = "ALTOCAST_CA")]
+    ca: Option<PathBuf>,
+}
+
+/// The defaults the tracker flags show.
+const D: crate::domains::DomainsConfig = crate::domains::DomainsConfig::DEFAULT;
+const T: crate::tracker::TrackerLimits = crate::tracker::TrackerLimits::DEFAULT;
+
+impl TrackerArgs {
+    fn config(&self) -> anyhow::Result<(crate::domains::DomainsConfig, crate::tracker::TrackerLimits)> {
+        use crate::domains::TrustScope;
+        let mut cfg = crate::domains::DomainsConfig::new();
+        for t in &self.trust_root {
+            let (scope, file) =
+                t.split_once('=').ok_or_else(|| anyhow!("--trust-root {t:?}: expected DOMAIN_OR_ORIGIN=FILE"))?;
+            let scope = TrustScope::parse(scope).map_err(|e| anyhow!("--trust-root {t:?}: {e}"))?;
+            let key = read_public(std::path::Path::new(file), "trust root")?;
+            cfg.roots.push((scope, key));
+        }
+        if let Some(dir) = &self.pin_dir {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating --pin-dir {}", dir.display()))?;
+        }
+        let counts = [self.max_domains, self.max_lookups, self.max_names, self.max_candidates, self.max_count];
+        if counts.contains(&0) || self.max_request_bytes == 0 || self.max_in_flight == 0 || self.max_ird_bytes == 0 {
+            bail!("the --max-* limits must be at least 1");
+        }
+        if self.cache_min_secs > self.cache_max_secs {
+            bail!("--cache-min-secs {} is above --cache-max-secs {}", self.cache_min_secs, self.cache_max_secs);
+        }
+        if self.inter_domain_cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
+            bail!("--inter-domain-cost must be a finite, non-negative number");
+        }
+        cfg.dns = self.dns;
+        cfg.pin_dir = self.pin_dir.clone();
+        cfg.allow_loopback_http = self.allow_loopback_http;
+        cfg.max_domains = self.max_domains;
+        cfg.max_lookups = self.max_lookups;
+        cfg.max_names = self.max_names;
+        cfg.cache_min = Duration::from_secs(self.cache_min_secs);
+        cfg.cache_max = Duration::from_secs(self.cache_max_secs);
+        cfg.retry_after = Duration::from_secs(self.retry_secs);
+        cfg.lookup_timeout = Duration::from_secs(self.lookup_timeout_secs.max(1));
+        cfg.resolve_deadline = Duration::from_secs(self.resolve_deadline_secs.max(1));
+        cfg.down_after = Duration::from_secs(self.down_after_secs);
+        cfg.inter_domain_cost = self.inter_domain_cost;
+        cfg.cost_map = self.cost_map.as_deref().map(resource_arg).transpose()?;
+        cfg.max_candidates = self.max_candidates;
+        cfg.ird_timeout = Duration::from_secs(self.ird_timeout_secs.max(1));
+        cfg.max_ird_bytes = self.max_ird_bytes;
+        cfg.tls = connect::ClientTls::from_files(self.ca.as_deref(), None, None).map_err(|e| anyhow!("TLS: {e}"))?;
+        cfg.ird_ca = cfg.tls.as_ref().and_then(|t| t.ca_pem.clone());
+        let limits = crate::tracker::TrackerLimits {
+            max_request_bytes: self.max_request_bytes,
+            max_count: self.max_count,
+            max_in_flight: self.max_in_flight,
+        };
+        Ok((cfg, limits))
+    }
 }
 
 /// `--dns`: `ADDR:PORT`, `[V6]:PORT`, or an address alone (port 53).
@@ -190,6 +351,19 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn read_public(path: &std::path::Path, what: &str) -> anyhow::Result<PublicKey> {
@@ -382,6 +556,36 @@ fn cost_map_version(v: &Verifier, id: &ResourceId) -> anyhow::Result<CostMapVers
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Tracker(args) => {
+            let (cfg, limits) = args.config()?;
+            if let Some(addr) = args.metrics {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .install()
+                    .with_context(|| format!("metrics listener on {addr}"))?;
+                crate::domains::describe_metrics();
+            }
+            let shutdown = CancellationToken::new();
+            let domains = crate::Domains::new(cfg, shutdown.clone())?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding --listen {}", args.listen))?;
+            let addr = listener.local_addr().context("listener address")?;
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "altocast tracker listening on {addr}")?;
+                out.flush()?;
+            }
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                stop.cancel();
+            });
+            let served = crate::tracker::serve(domains.clone(), listener, limits, shutdown.clone()).await;
+            domains.stop().await;
+            served.context("serving the tracker")?;
+        }
         Command::Discover { ip, domain, dns, timeout } => {
             let discoverer = Discoverer::with_timeout(dns, Duration::from_secs(timeout.max(1)))?;
             match discoverer.discover(ip, domain.as_deref()).await {

@@ -29,6 +29,12 @@
 //!    information for this name, and a shorter name's server may not be the
 //!    one responsible.
 //!
+//! **Loopback test option.** [`Discoverer::allow_loopback_http`] (off by
+//! default; `altocast tracker --allow-loopback-http`) also accepts `http://`
+//! URIs whose host is a loopback IP literal (`127.0.0.0/8`, `[::1]`), so a
+//! whole multi-domain deployment can run on one machine without TLS
+//! certificates. Nothing else changes: no other `http://` URI is accepted.
+//!
 //! Only the regexp form U-NAPTR uses is supported: a match of the whole
 //! string (`.*`, `^.*$`) replaced by a URI with no back-references, such as
 //! `!^.*$!https://alto.example/ird!` (any delimiter, optional `i` flag).
@@ -240,6 +246,7 @@ fn quote(bytes: &[u8]) -> String {
 pub struct Discoverer {
     resolver: TokioResolver,
     timeout: Duration,
+    loopback_http: bool,
 }
 
 impl Discoverer {
@@ -274,7 +281,14 @@ impl Discoverer {
         opts.use_hosts_file = ResolveHosts::Never;
         opts.cache_size = 256;
         let resolver = builder.build().map_err(|e| DiscoverError::Resolver { reason: e.to_string() })?;
-        Ok(Discoverer { resolver, timeout })
+        Ok(Discoverer { resolver, timeout, loopback_http: false })
+    }
+
+    /// Also accept `http://` IRD URIs whose host is a loopback IP literal
+    /// (tests and single-machine demos; see the module doc). Off by default.
+    pub fn allow_loopback_http(mut self, allow: bool) -> Discoverer {
+        self.loopback_http = allow;
+        self
     }
 
     /// RFC 8686: the IRD URI for `ip`, from its reverse-tree names, longest
@@ -300,7 +314,7 @@ impl Discoverer {
         }
         let mut tried = Vec::with_capacity(names.len());
         for name in names {
-            let (outcome, ttl) = self.ask(&name).await;
+            let (outcome, ttl) = self.lookup_name(&name).await;
             let done = match &outcome {
                 Outcome::Found { uri } => Some(Ok(uri.clone())),
                 Outcome::Refused { reason } => Some(Err(reason.clone())),
@@ -316,8 +330,11 @@ impl Discoverer {
         Err(DiscoverError::NotFound { tried })
     }
 
-    /// One name's U-NAPTR answer, and the TTL of the record used.
-    async fn ask(&self, name: &str) -> (Outcome, Duration) {
+    /// One name's U-NAPTR answer (one DNS lookup, bounded by the timeout),
+    /// and how long it may be cached: the TTL of the record used, the zone's
+    /// negative TTL (RFC 2308) for "no record", else zero: the
+    /// step [`Discoverer::discover`] repeats, for callers that cache names.
+    pub async fn lookup_name(&self, name: &str) -> (Outcome, Duration) {
         let none = Duration::ZERO;
         let fqdn = match Name::from_ascii(name) {
             Ok(n) => n,
@@ -326,6 +343,10 @@ impl Discoverer {
         let lookup = match tokio::time::timeout(self.timeout, self.resolver.lookup(fqdn, RecordType::NAPTR)).await {
             Err(_) => {
                 return (Outcome::Failed { reason: format!("timed out after {} ms", self.timeout.as_millis()) }, none);
+            }
+            // RFC 2308: "no such record" may be cached for the zone's negative TTL.
+            Ok(Err(hickory_resolver::net::NetError::Dns(hickory_resolver::net::DnsError::NoRecordsFound(nr)))) => {
+                return (Outcome::NoRecord, Duration::from_secs(nr.negative_ttl.map_or(0, u64::from)));
             }
             Ok(Err(e)) if e.is_no_records_found() => return (Outcome::NoRecord, none),
             Ok(Err(e)) => return (Outcome::Failed { reason: e.to_string() }, none),
@@ -344,7 +365,7 @@ impl Discoverer {
         if naptrs.is_empty() {
             return (Outcome::NoRecord, none);
         }
-        match select(&naptrs) {
+        match select_with(&naptrs, self.loopback_http) {
             Ok(Selected::Found { uri, index }) => {
                 let ttl = ttls.get(index).copied().unwrap_or(0);
                 (Outcome::Found { uri }, Duration::from_secs(u64::from(ttl)))
@@ -418,6 +439,12 @@ pub enum Selected {
 /// first whose regexp gives a usable URI wins. All unusable: the first one's
 /// error.
 pub fn select(records: &[&NAPTR]) -> Result<Selected, RecordError> {
+    select_with(records, false)
+}
+
+/// [`select`], also accepting loopback `http://` URIs when `loopback_http`
+/// (see [`Discoverer::allow_loopback_http`]).
+pub fn select_with(records: &[&NAPTR], loopback_http: bool) -> Result<Selected, RecordError> {
     if records.len() > MAX_RECORDS {
         return Err(RecordError::TooMany { count: records.len(), max: MAX_RECORDS });
     }
@@ -429,7 +456,7 @@ pub fn select(records: &[&NAPTR]) -> Result<Selected, RecordError> {
     alto.sort_by_key(|(_, n)| (n.order, n.preference));
     let mut first_error = None;
     for (index, n) in alto {
-        match uri_of(n) {
+        match uri_of(n, loopback_http) {
             Ok(uri) => return Ok(Selected::Found { uri, index }),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -452,12 +479,12 @@ fn is_terminal_uri(n: &NAPTR) -> bool {
     n.flags.eq_ignore_ascii_case(b"U")
 }
 
-fn uri_of(n: &NAPTR) -> Result<String, RecordError> {
+fn uri_of(n: &NAPTR, loopback_http: bool) -> Result<String, RecordError> {
     if !n.replacement.is_root() {
         return Err(RecordError::Replacement { replacement: n.replacement.to_ascii().chars().take(80).collect() });
     }
     let uri = apply_regexp(&n.regexp)?;
-    check_uri(&uri)?;
+    check_uri_with(&uri, loopback_http)?;
     Ok(uri)
 }
 
@@ -525,6 +552,12 @@ pub fn apply_regexp(regexp: &[u8]) -> Result<String, RecordError> {
 /// (which would let `https://good.example@evil.example/` pass for the former).
 /// `http://` is refused: the service asked for is `ALTO:https`.
 pub fn check_uri(uri: &str) -> Result<(), RecordError> {
+    check_uri_with(uri, false)
+}
+
+/// [`check_uri`], also accepting `http://` with a loopback IP literal as
+/// host when `loopback_http`.
+pub fn check_uri_with(uri: &str, loopback_http: bool) -> Result<(), RecordError> {
     let err = |reason| RecordError::Uri { uri: quote(uri.as_bytes()), reason };
     if uri.len() > MAX_URI {
         return Err(err("too long"));
@@ -533,10 +566,25 @@ pub fn check_uri(uri: &str) -> Result<(), RecordError> {
         return Err(err("has spaces, control or non-ASCII characters"));
     }
     let parsed: http::Uri = uri.parse().map_err(|_| err("not a URI"))?;
-    if parsed.scheme_str().is_none_or(|s| !s.eq_ignore_ascii_case("https")) {
+    let Some(authority) = parsed.authority() else {
+        return Err(err(if parsed.scheme().is_some() {
+            "has no host"
+        } else {
+            "not https (the service is ALTO:https)"
+        }));
+    };
+    let scheme = parsed.scheme_str().unwrap_or_default();
+    let loopback = || {
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    };
+    if scheme.eq_ignore_ascii_case("http") && loopback_http {
+        if !loopback() {
+            return Err(err("http is allowed only to a loopback address (--allow-loopback-http)"));
+        }
+    } else if !scheme.eq_ignore_ascii_case("https") {
         return Err(err("not https (the service is ALTO:https)"));
     }
-    let Some(authority) = parsed.authority() else { return Err(err("has no host")) };
     if authority.as_str().contains('@') {
         return Err(err("has user info"));
     }
@@ -643,6 +691,22 @@ mod tests {
                 other => panic!("{uri}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn loopback_http_is_accepted_only_when_allowed_and_only_to_loopback_literals() {
+        for uri in ["http://127.0.0.1:8080/directory", "http://[::1]:80/directory", "http://127.9.9.9/"] {
+            assert!(check_uri_with(uri, true).is_ok(), "{uri}");
+            assert!(matches!(check_uri(uri), Err(RecordError::Uri { reason, .. }) if reason.contains("not https")));
+        }
+        for uri in ["http://10.0.0.1/directory", "http://localhost/directory", "http://alto.example/"] {
+            match check_uri_with(uri, true) {
+                Err(RecordError::Uri { reason, .. }) => assert!(reason.contains("loopback"), "{uri}: {reason}"),
+                other => panic!("{uri}: {other:?}"),
+            }
+        }
+        assert!(check_uri_with("https://alto.example/ird", true).is_ok());
+        assert!(check_uri_with("http://user@127.0.0.1/", true).is_err());
     }
 
     #[test]

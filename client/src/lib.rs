@@ -9,21 +9,28 @@
 //! [`rank`] orders candidate peers by network cost (the tracker use of ALTO).
 //! [`discover`] finds, through DNS, the ALTO server responsible for an address
 //! or a domain (RFC 8686, RFC 7286); DNS only says where to look, never what to trust.
+//! [`Domains`] puts both together for trackers: verified subscriptions to the
+//! ALTO servers of many domains, found per peer address, ranking candidates
+//! for a requester against its own domain's maps; [`tracker`] serves it as
+//! `POST /rank` (`altocast tracker`).
 //!
 //! The crate also holds the `altocast` command-line tool ([`cli`]).
 
 pub mod cli;
 pub mod connect;
 pub mod discover;
+pub mod domains;
 pub mod frames;
 pub mod rank;
 pub mod state;
 pub mod subscription;
+pub mod tracker;
 pub mod view;
 
+pub use domains::{Domains, DomainsConfig};
 pub use rank::{Ranked, rank};
 pub use subscription::{Config, Event, Subscription};
-pub use view::{CostMapVersion, Freshness, NetworkMapVersion, View, ViewState};
+pub use view::{CostMapVersion, DirectoryInfo, Freshness, NetworkMapVersion, View, ViewState};
 
 /// Unix time in milliseconds.
 pub fn now_ms() -> i64 {

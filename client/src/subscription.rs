@@ -332,6 +332,7 @@ impl Runner {
         let (resources, dir) = match connect::directory(&mut client, url, &mut self.verifier, now).await {
             Ok((signed, dir)) => {
                 self.save_directory(&signed);
+                self.view.set_directory(&dir, &self.verifier);
                 let r = connect::resources_for(&dir, &self.cfg.resources);
                 self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
                 (r, Some(dir))
@@ -549,6 +550,7 @@ impl Runner {
         match connect::directory(client, url, &mut self.verifier, now).await {
             Ok((signed, dir)) => {
                 self.save_directory(&signed);
+                self.view.set_directory(&dir, &self.verifier);
                 self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
                 Ok(Some(dir))
             }

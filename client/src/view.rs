@@ -9,8 +9,8 @@
 use std::{collections::HashMap, sync::Arc};
 
 pub use altocast_proto::Freshness;
-use altocast_proto::{Applied, CostMap, MapState, NetworkMap, ResourceId, Tag, Verifier};
-use arc_swap::ArcSwap;
+use altocast_proto::{Applied, CostMap, MapState, NetworkMap, ResourceId, Tag, Verifier, pb};
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::broadcast;
 
 /// One verified network map version.
@@ -85,6 +85,31 @@ impl ViewState {
     }
 }
 
+/// What the last verified directory says about the origin: what the RFC 7285
+/// IRD advertises (`meta.altocast`) and what a tracker keys domains by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryInfo {
+    /// The origin id (the key id of its first root; stable across rotations).
+    pub origin_id: String,
+    /// The key id of the current key list's root, when the directory carries
+    /// a key chain.
+    pub root_key_id: Option<String>,
+    /// The directory's seq.
+    pub seq: u64,
+}
+
+impl DirectoryInfo {
+    /// From a directory the verifier accepted: the root it reached when it
+    /// trusts a root, else the root named in the (signed) current key list.
+    pub fn of(dir: &pb::Directory, verifier: &Verifier) -> DirectoryInfo {
+        let root_key_id = verifier.keys().trusted_root().map(|r| r.id().to_string()).or_else(|| {
+            let current = dir.key_chain.as_ref()?.current.as_ref()?;
+            altocast_proto::trust::KeyList::decode(current).ok().map(|l| l.root.id().to_string())
+        });
+        DirectoryInfo { origin_id: dir.origin_id.clone(), root_key_id, seq: dir.seq }
+    }
+}
+
 /// A verified change, as seen by subscribers of [`View::changes`].
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -100,12 +125,17 @@ pub struct Change {
 #[derive(Debug, Clone)]
 pub struct View {
     state: Arc<ArcSwap<ViewState>>,
+    directory: Arc<ArcSwapOption<DirectoryInfo>>,
     changes: broadcast::Sender<Change>,
 }
 
 impl Default for View {
     fn default() -> Self {
-        View { state: Arc::new(ArcSwap::from_pointee(ViewState::default())), changes: broadcast::channel(1024).0 }
+        View {
+            state: Arc::new(ArcSwap::from_pointee(ViewState::default())),
+            directory: Arc::new(ArcSwapOption::empty()),
+            changes: broadcast::channel(1024).0,
+        }
     }
 }
 
@@ -113,6 +143,20 @@ impl View {
     /// The current state (a cheap `Arc` load; hold it as long as needed).
     pub fn load(&self) -> Arc<ViewState> {
         self.state.load_full()
+    }
+
+    /// What the last verified directory says about the origin (`None` until
+    /// one was accepted).
+    pub fn directory(&self) -> Option<Arc<DirectoryInfo>> {
+        self.directory.load_full()
+    }
+
+    /// Records the directory the subscription's verifier just accepted.
+    pub(crate) fn set_directory(&self, dir: &pb::Directory, verifier: &Verifier) {
+        let info = DirectoryInfo::of(dir, verifier);
+        if self.directory.load().as_deref() != Some(&info) {
+            self.directory.store(Some(Arc::new(info)));
+        }
     }
 
     /// A stream of verified changes (lagging receivers skip ahead).

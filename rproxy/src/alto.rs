@@ -97,6 +97,9 @@ pub struct HttpLimits {
     /// Base of the absolute URIs in the IRD and stream control events
     /// (`https://alto.example.net`); `None`: relative paths.
     pub public_url: Option<String>,
+    /// This node's public gRPC URLs, advertised in the IRD's
+    /// `meta.altocast.grpc` (`--grpc-public-url`); empty: none advertised.
+    pub grpc_urls: Vec<String>,
     /// Most open connections; more are accepted and closed at once.
     pub max_connections: usize,
     /// Longest from a request's first byte to the end of its header.
@@ -128,6 +131,7 @@ impl HttpLimits {
     /// The defaults (also the flags' defaults).
     pub const DEFAULT: HttpLimits = HttpLimits {
         public_url: None,
+        grpc_urls: Vec::new(),
         max_connections: 4096,
         header_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
@@ -844,8 +848,30 @@ async fn directory(State(shared): State<Arc<Shared>>) -> Result<Response, AltoEr
     if let Some(nm) = nms.first() {
         meta.insert("default-alto-network-map".into(), nm.resource_id.to_string().into());
     }
+    if let Some(altocast) = altocast_meta(&shared.limits.grpc_urls, shared.view.directory().as_deref()) {
+        meta.insert("altocast".into(), altocast);
+    }
     let body = json!({"meta": meta, "resources": resources}).to_string();
     Ok(([(header::CONTENT_TYPE, IRD_TYPE)], body).into_response())
+}
+
+/// The IRD's `meta.altocast` member: how to subscribe to this node over gRPC
+/// and which origin and root its verified directory names (what a tracker
+/// that discovered this IRD needs to pick the root it trusts). `grpc` only
+/// from configuration; `origin-id` and `root-key-id` only from the verified
+/// directory. `None` when there is nothing to say.
+fn altocast_meta(grpc: &[String], dir: Option<&altocast_client::DirectoryInfo>) -> Option<Value> {
+    let mut m = Map::new();
+    if !grpc.is_empty() {
+        m.insert("grpc".into(), json!(grpc));
+    }
+    if let Some(d) = dir {
+        m.insert("origin-id".into(), d.origin_id.clone().into());
+        if let Some(root) = &d.root_key_id {
+            m.insert("root-key-id".into(), root.clone().into());
+        }
+    }
+    (!m.is_empty()).then_some(Value::Object(m))
 }
 
 /// A full map: fresh-checked, from the shared rendering, with the tag as its

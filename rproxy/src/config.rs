@@ -136,6 +136,8 @@ impl Config {
 }
 
 const D: HttpLimits = HttpLimits::DEFAULT;
+/// Most --grpc-public-url values (an IRD lists a handful of entry points).
+const MAX_GRPC_PUBLIC_URLS: usize = 16;
 /// Longest any --alto-*-timeout-secs may be.
 const MAX_ALTO_TIMEOUT_SECS: u64 = 86_400;
 
@@ -183,6 +185,11 @@ pub struct AltoArgs {
     /// IRD and update stream control events; without it they are relative paths. Never taken from `Host`.
     #[arg(long, env = "ALTOCAST_ALTO_PUBLIC_URL")]
     pub alto_public_url: Option<String>,
+    /// Public gRPC URL of this node (e.g. https://alto.example.net:7100), advertised in the IRD's
+    /// meta.altocast.grpc so trackers and clients that discovered the IRD can subscribe; repeat for several.
+    /// Without it the IRD advertises no gRPC endpoint. Never taken from `Host`.
+    #[arg(long = "grpc-public-url", env = "ALTOCAST_GRPC_PUBLIC_URL", value_delimiter = ',')]
+    pub grpc_public_url: Vec<String>,
     /// Most open HTTP connections; more are accepted and closed at once.
     #[arg(long, env = "ALTOCAST_ALTO_MAX_CONNECTIONS", default_value_t = D.max_connections)]
     pub alto_max_connections: usize,
@@ -234,6 +241,18 @@ impl AltoArgs {
                 Some(u.trim_end_matches('/').to_owned())
             }
         };
+        if self.grpc_public_url.len() > MAX_GRPC_PUBLIC_URLS {
+            bail!("at most {MAX_GRPC_PUBLIC_URLS} --grpc-public-url");
+        }
+        let mut grpc_urls = Vec::new();
+        for u in &self.grpc_public_url {
+            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            let rest = rest.map(|r| r.trim_end_matches('/'));
+            if u.len() > 255 || rest.is_none_or(|r| r.is_empty() || r.contains(['/', '?', '#', ' ', '@'])) {
+                bail!("--grpc-public-url {u:?} must be an http:// or https:// URL with a host (and port), no path");
+            }
+            grpc_urls.push(u.trim_end_matches('/').to_owned());
+        }
         let counts = [
             self.alto_max_connections,
             self.alto_max_request_bytes,
@@ -264,6 +283,7 @@ impl AltoArgs {
         }
         Ok(HttpLimits {
             public_url,
+            grpc_urls,
             max_connections: self.alto_max_connections,
             header_timeout: Duration::from_secs(self.alto_header_timeout_secs),
             idle_timeout: Duration::from_secs(self.alto_idle_timeout_secs),
@@ -360,8 +380,15 @@ mod tests {
             alto(&["--alto-idle-timeout-secs", "1", "--alto-public-url", "https://alto.example.net/"]).expect("valid");
         assert_eq!(set.idle_timeout, Duration::from_secs(1));
         assert_eq!(set.public_url.as_deref(), Some("https://alto.example.net"), "trailing slash dropped");
+        assert!(d.grpc_urls.is_empty(), "no gRPC URL advertised without the flag");
+        let set = alto(&["--grpc-public-url", "https://a.example:7100/", "--grpc-public-url", "http://[::1]:7100"])
+            .expect("valid");
+        assert_eq!(set.grpc_urls, ["https://a.example:7100", "http://[::1]:7100"]);
         for bad in [
-            &["--alto-public-url", "alto.example.net"][..],
+            &["--grpc-public-url", "a.example:7100"][..],
+            &["--grpc-public-url", "https://a.example:7100/x"],
+            &["--grpc-public-url", "https://user@a.example"],
+            &["--alto-public-url", "alto.example.net"],
             &["--alto-public-url", "https://"],
             &["--alto-public-url", "https://a.example/?x=1"],
             &["--alto-max-queries", "0"],

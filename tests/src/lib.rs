@@ -14,10 +14,12 @@ use altocast_proto::{
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
+pub mod dns;
 pub mod evil;
 pub mod join;
 pub mod model;
 pub mod process;
+pub mod tracker;
 pub use evil::{EvilMode, EvilProxy};
 
 /// The publish token every test origin uses.
@@ -61,6 +63,8 @@ pub struct OriginOptions {
     pub tls: Option<(altocast_rproxy::tls::TlsArgs, altocast_client::connect::ClientTls)>,
     /// `--max-subscription-resources`.
     pub max_subscription_resources: u64,
+    /// Advertise the origin's own gRPC URL in its IRD (`--grpc-public-url`).
+    pub advertise_grpc: bool,
 }
 
 impl Default for OriginOptions {
@@ -73,6 +77,7 @@ impl Default for OriginOptions {
             alto_http: None,
             tls: None,
             max_subscription_resources: 1024,
+            advertise_grpc: false,
         }
     }
 }
@@ -118,6 +123,9 @@ impl TestOrigin {
         cfg.poll_ms = 50;
         cfg.quiet_ms = 100;
         cfg.grace_secs = 2;
+        if opts.advertise_grpc {
+            cfg.alto.grpc_public_url = vec![url.clone()];
+        }
         if let Some((server, _)) = opts.tls.clone() {
             cfg.tls = server;
         }

@@ -722,3 +722,80 @@ async fn a_stream_reader_that_stopped_reading_is_closed_after_the_write_timeout(
     stop.cancel();
     client.stop().await;
 }
+
+/// GETs the IRD until its `meta.altocast` names the origin (the interface's
+/// subscription has accepted a directory), at most 10 s; the interface may
+/// still be binding its port at first.
+async fn ird_with_origin(addr: std::net::SocketAddr) -> serde_json::Value {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            continue;
+        }
+        let (status, _, _, body) = http(addr, "GET", "/directory", "").await;
+        if status == 200 {
+            let ird = json(&body);
+            if ird["meta"]["altocast"]["origin-id"].is_string() {
+                return ird;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the IRD at {addr} never named its origin");
+}
+
+#[tokio::test]
+async fn the_ird_advertises_the_grpc_urls_origin_and_root_only_from_configuration_and_the_verified_directory() {
+    // The origin with --grpc-public-url (its own URL): grpc, origin id and root.
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = std_listener.local_addr().expect("addr");
+    let opts = altocast_tests::OriginOptions {
+        alto_http: Some(std::sync::Arc::new(std::sync::Mutex::new(Some(std_listener)))),
+        advertise_grpc: true,
+        ..Default::default()
+    };
+    let origin = TestOrigin::start_with(opts, None).await;
+    origin.publish(example::NETWORK_MAP_ID, example::NETWORK_MAP).await.expect("network map");
+    let root = origin.root_trusted().trusted_root().expect("root").id().to_string();
+    let ird = ird_with_origin(addr).await;
+    let meta = &ird["meta"]["altocast"];
+    assert_eq!(meta["grpc"], serde_json::json!([origin.url]), "{ird}");
+    // The origin id is the first root's key id; nothing rotated, so both are the root's.
+    assert_eq!(meta["origin-id"], root.as_str(), "{ird}");
+    assert_eq!(meta["root-key-id"], root.as_str(), "{ird}");
+    // Host never leaks into it.
+    let (_, _, _, body) = http_with(addr, "GET", "/directory", "host: attacker.example:9\r\n", "").await;
+    assert!(!body.contains("attacker.example"), "{body}");
+
+    // An RProxy with two --grpc-public-url flags advertises exactly those.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let rproxy_http = free.local_addr().expect("addr");
+    drop(free);
+    let extra = [
+        "--alto-http",
+        &rproxy_http.to_string(),
+        "--grpc-public-url",
+        "https://rproxy.example:7200/",
+        "--grpc-public-url",
+        "http://[2001:db8::1]:7200",
+    ]
+    .map(String::from);
+    let rproxy = altocast_tests::TestRproxy::start_trusting_root(&[&origin.url], &origin.root_pub_path(), &extra).await;
+    let ird = ird_with_origin(rproxy_http).await;
+    let meta = &ird["meta"]["altocast"];
+    assert_eq!(meta["grpc"], serde_json::json!(["https://rproxy.example:7200", "http://[2001:db8::1]:7200"]), "{ird}");
+    assert_eq!((meta["origin-id"].as_str(), meta["root-key-id"].as_str()), (Some(root.as_str()), Some(root.as_str())));
+    rproxy.stop().await;
+    origin.stop().await;
+
+    // Without the flag: no "grpc" member; the origin is still named, from a
+    // client trusting a fixed update key (the root read from the signed key chain).
+    let (origin, client, addr, stop) = setup().await;
+    let ird = ird_with_origin(addr).await;
+    let meta = &ird["meta"]["altocast"];
+    assert!(meta.get("grpc").is_none(), "a gRPC URL advertised without --grpc-public-url: {ird}");
+    let root = origin.root_trusted().trusted_root().expect("root").id().to_string();
+    assert_eq!((meta["origin-id"].as_str(), meta["root-key-id"].as_str()), (Some(root.as_str()), Some(root.as_str())));
+    stop.cancel();
+    client.stop().await;
+}

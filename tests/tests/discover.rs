@@ -6,106 +6,16 @@
 //! a process.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use altocast_client::discover::{DiscoverError, Discoverer, Discovery, MAX_RECORDS, Outcome, RecordError};
-use hickory_server::{
-    Server,
-    proto::rr::{
-        LowerName, Name, RData, Record,
-        rdata::{NAPTR, SOA},
-    },
-    store::in_memory::InMemoryZoneHandler,
-    zone_handler::{AxfrPolicy, Catalog, ZoneType},
-};
-use tokio::net::{TcpListener, UdpSocket};
+use altocast_tests::dns::{Naptr, TTL, TestDns, alto};
+use tokio::net::UdpSocket;
 
 const IRD: &str = "https://alto.example/ird";
-const TTL: u32 = 300;
-
-/// One NAPTR record of the test zone.
-struct Naptr {
-    name: String,
-    order: u16,
-    preference: u16,
-    flags: &'static str,
-    service: &'static str,
-    regexp: String,
-}
-
-/// A well-formed `ALTO:https` record at `name` pointing to `uri`.
-fn alto(name: &str, uri: &str) -> Naptr {
-    Naptr {
-        name: name.into(),
-        order: 10,
-        preference: 10,
-        flags: "U",
-        service: "ALTO:https",
-        regexp: format!("!^.*$!{uri}!"),
-    }
-}
-
-/// An authoritative DNS server on loopback serving one root zone.
-struct TestDns {
-    addr: SocketAddr,
-    server: Server<Catalog>,
-}
-
-impl TestDns {
-    async fn start(records: Vec<Naptr>) -> TestDns {
-        let mut zone: InMemoryZoneHandler =
-            InMemoryZoneHandler::empty(Name::root(), ZoneType::Primary, AxfrPolicy::Deny);
-        let soa = SOA::new(
-            Name::from_ascii("ns.test.").expect("name"),
-            Name::from_ascii("hostmaster.test.").expect("name"),
-            1,
-            3600,
-            600,
-            86400,
-            60,
-        );
-        assert!(zone.upsert_mut(Record::from_rdata(Name::root(), 3600, RData::SOA(soa)), 1));
-        for r in records {
-            let naptr = NAPTR::new(
-                r.order,
-                r.preference,
-                r.flags.as_bytes().into(),
-                r.service.as_bytes().into(),
-                r.regexp.as_bytes().into(),
-                Name::root(),
-            );
-            let name = Name::from_ascii(&r.name).expect("record name");
-            assert!(zone.upsert_mut(Record::from_rdata(name, TTL, RData::NAPTR(naptr)), 1), "{}", r.name);
-        }
-        let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(zone)]);
-        let mut server = Server::new(catalog);
-        // The resolver asks UDP and TCP on one port: take a free UDP port and
-        // bind TCP on it too, trying again if TCP's is taken.
-        for _ in 0..50 {
-            let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
-            let addr = udp.local_addr().expect("UDP address");
-            if let Ok(tcp) = TcpListener::bind(addr).await {
-                server.register_socket(udp);
-                server.register_listener(tcp, Duration::from_secs(5), 32);
-                return TestDns { addr, server };
-            }
-        }
-        panic!("no loopback port free for both UDP and TCP");
-    }
-
-    fn discoverer(&self) -> Discoverer {
-        Discoverer::new(Some(self.addr)).expect("discoverer")
-    }
-
-    async fn stop(mut self) {
-        self.server.shutdown_gracefully().await.expect("DNS server stops");
-    }
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("IP address")
