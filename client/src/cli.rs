@@ -205,6 +205,13 @@ pub struct TrackerArgs {
     /// single-machine demos only. Off by default: IRD URIs must be https://.
     #[arg(long)]
     allow_loopback_http: bool,
+    /// Discover each IPv4 peer's prefix of this length instead of its address (RFC 8686 takes a prefix): 24
+    /// asks one name per /24 instead of one per peer, and misses per-host (/32) records.
+    #[arg(long, default_value_t = D.prefix_v4, value_parser = clap::value_parser!(u8).range(8..=32))]
+    discover_prefix_v4: u8,
+    /// Likewise for IPv6 peers (32 to 128).
+    #[arg(long, default_value_t = D.prefix_v6, value_parser = clap::value_parser!(u8).range(32..=128))]
+    discover_prefix_v6: u8,
     /// Most domains followed (one verified subscription each); more are refused.
     #[arg(long, default_value_t = D.max_domains)]
     max_domains: usize,
@@ -298,6 +305,8 @@ impl TrackerArgs {
         cfg.dns = self.dns;
         cfg.pin_dir = self.pin_dir.clone();
         cfg.allow_loopback_http = self.allow_loopback_http;
+        cfg.prefix_v4 = self.discover_prefix_v4;
+        cfg.prefix_v6 = self.discover_prefix_v6;
         cfg.max_domains = self.max_domains;
         cfg.max_lookups = self.max_lookups;
         cfg.max_names = self.max_names;

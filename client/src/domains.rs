@@ -6,7 +6,8 @@
 //! How an address is mapped, lazily, the first time it is seen:
 //!
 //! 1. **Discovery** (RFC 8686): its reverse-tree names are asked longest
-//!    prefix first, each name's answer cached — a record, "no record", a
+//!    prefix first (from the /32 or /128, or from a shorter prefix the
+//!    operator chose, [`DomainsConfig::prefix_v4`]), each name's answer cached — a record, "no record", a
 //!    refusal or a failure — for its DNS TTL clamped to
 //!    [`DomainsConfig::cache_min`]..[`DomainsConfig::cache_max`] (answers
 //!    without a TTL for the minimum; "no record" for the zone's negative TTL,
@@ -76,7 +77,7 @@ use tracing::{info, warn};
 use crate::{
     Config, Event, Subscription,
     connect::{self, ClientTls},
-    discover::{DiscoverError, Discoverer, Outcome, reverse_names},
+    discover::{DiscoverError, Discoverer, Outcome, reverse_names_within},
     now_ms,
     view::{CostMapVersion, View},
 };
@@ -155,6 +156,13 @@ pub struct DomainsConfig {
     pub lookup_timeout: Duration,
     /// Accept `http://` IRD URIs to loopback IP literals (tests, demos).
     pub allow_loopback_http: bool,
+    /// Discover each IPv4 address's prefix of this length rather than the
+    /// address (RFC 8686 takes a prefix as input): names longer than it are
+    /// not asked. 32 asks every peer's own /32 name; 24 asks one name per
+    /// /24, at the price of not seeing per-host records.
+    pub prefix_v4: u8,
+    /// Likewise for IPv6 (128: every address's own name).
+    pub prefix_v6: u8,
     /// Roots the operator trusts, by origin id or DNS domain.
     pub roots: Vec<(TrustScope, PublicKey)>,
     /// Directory of first-use pins (`<origin id>.pem`); `None`: no pinning,
@@ -229,6 +237,8 @@ impl DomainsConfig {
         dns: None,
         lookup_timeout: crate::discover::LOOKUP_TIMEOUT,
         allow_loopback_http: false,
+        prefix_v4: 32,
+        prefix_v6: 128,
         roots: Vec::new(),
         pin_dir: None,
         max_domains: 64,
@@ -702,7 +712,8 @@ impl Inner {
         // The walk holds as long as every name it asked holds.
         let mut until = now + self.cfg.cache_max;
         let mut found = None;
-        for name in reverse_names(ip) {
+        let len = if ip.to_canonical().is_ipv4() { self.cfg.prefix_v4 } else { self.cfg.prefix_v6 };
+        for name in reverse_names_within(ip, len) {
             let answer = self.name(&name).await;
             until = until.min(answer.until);
             match answer.outcome {

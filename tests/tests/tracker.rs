@@ -79,6 +79,16 @@ async fn a_tracker_ranks_each_requester_against_its_own_domain_and_beats_random_
     assert_eq!(own[100].pid.as_deref().map(|p| &p[..7]), Some("east-00"), "a neighbouring PID (9 or 11) next");
     assert!(other.iter().all(|r| r.standing == Standing::OtherDomain && r.cost.is_none()), "west after east");
 
+    // Discovering each peer's /24 (RFC 8686 takes a prefix) asks one name
+    // per /24 and the /16s: 102 lookups instead of 10,103, the same ranking.
+    let mut cfg = sc.tracker_config();
+    cfg.prefix_v4 = 24;
+    let by_24 = Domains::new(cfg, stop.clone()).expect("tracker");
+    let r = by_24.rank(ip("10.1.7.200"), &swarm, REPLY).await.expect("ranked");
+    assert!(r.iter().all(|x| x.pid.as_deref() == Some("west-007") && x.cost == Some(1.0)));
+    assert_eq!(by_24.stats().dns_lookups, 100 + 2);
+    by_24.stop().await;
+
     // An operator-set inter-domain cost prices other domains' peers among the
     // requester's own: here between the neighbouring PID (2) and a far one (38).
     let mut cfg = sc.tracker_config();
