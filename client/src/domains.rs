@@ -511,6 +511,8 @@ struct Inner {
     /// Each address's walk, until its first name's answer expires: a tracker
     /// sees the same swarm in every request.
     addresses: Mutex<HashMap<IpAddr, (Option<String>, Instant)>>,
+    /// When a full cache was last swept.
+    swept: Mutex<Option<Instant>>,
     lookups: Semaphore,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     by_origin: Mutex<HashMap<String, Arc<Domain>>>,
@@ -533,6 +535,7 @@ impl Domains {
                 discoverer,
                 names: Mutex::default(),
                 addresses: Mutex::default(),
+                swept: Mutex::default(),
                 lookups,
                 slots: Mutex::default(),
                 by_origin: Mutex::default(),
@@ -701,6 +704,17 @@ impl Inner {
         }
     }
 
+    /// Whether a full cache may be swept for expired entries now: at most
+    /// once a second, so a flood of new names costs no full scan each.
+    fn may_sweep(&self, now: Instant) -> bool {
+        let mut last = lock(&self.swept);
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// RFC 8686 for `ip` through the name cache: the IRD URI, if any.
     async fn discover(&self, ip: IpAddr) -> Option<String> {
         let now = Instant::now();
@@ -728,7 +742,7 @@ impl Inner {
             }
         }
         let mut addresses = lock(&self.addresses);
-        if addresses.len() >= self.cfg.max_names {
+        if addresses.len() >= self.cfg.max_names && self.may_sweep(now) {
             addresses.retain(|_, (_, t)| *t > now);
         }
         if addresses.len() < self.cfg.max_names {
@@ -751,7 +765,7 @@ impl Inner {
                     Some(c.clone())
                 }
                 _ => {
-                    if names.len() >= self.cfg.max_names {
+                    if names.len() >= self.cfg.max_names && self.may_sweep(now) {
                         names.retain(|_, c| c.get().is_none_or(|a| a.until > now));
                     }
                     if names.len() >= self.cfg.max_names {

@@ -266,6 +266,17 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     assert!(e.to_string().contains("already following the maximum of 1 domains"), "{e}");
     capped.stop().await;
 
+    // The cap on cached names: beyond it lookups still answer, uncached and counted.
+    let mut cfg = sc.tracker_config();
+    cfg.max_names = 4;
+    let small = Domains::new(cfg, stop.clone()).expect("tracker");
+    let peers = ["10.1.1.1", "10.1.2.1", "10.1.3.1", "10.1.2.2"].map(ip);
+    let r = small.rank(ip("10.1.2.200"), &peers, 4).await.expect("ranked");
+    assert_eq!(r.iter().map(|x| x.cost).collect::<Vec<_>>(), [Some(1.0), Some(1.0), Some(2.0), Some(2.0)]);
+    let s = small.stats();
+    assert!(s.names_refused > 0 && s.dns_lookups > 4, "{s:?}");
+    small.stop().await;
+
     // Not configured, no pin directory: refused, never trusted from DNS or the IRD.
     let mut cfg = sc.tracker_config();
     cfg.retry_after = Duration::from_secs(60);
