@@ -92,8 +92,8 @@ pub const METRIC_SUBSCRIPTIONS: &str = "altocast_tracker_subscriptions_total";
 pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
-/// full), and the HTTP service's `body_too_large`, `syntax`, `candidates`,
-/// `count`, `busy`.
+/// full), and the HTTP service's `connections`, `body_timeout`,
+/// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
 pub const METRIC_REFUSED: &str = "altocast_tracker_refused_total";
 
 /// Describes every tracker metric (call once when a recorder is installed).

@@ -171,6 +171,7 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
     }
     args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    args.extend(["--max-connections", "3", "--header-timeout-secs", "1", "--body-timeout-secs", "1"].map(String::from));
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let metrics = free.local_addr().expect("addr");
     drop(free);
@@ -222,6 +223,33 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     let (status, _) = http(addr, "GET", "/nowhere", "").await;
     assert_eq!(status, 404);
 
+    // Connections: a body that never comes gets 408; an idle connection is
+    // closed after the header timeout; one over the cap is closed at once.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"POST /rank HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n{").await.expect("write");
+    let mut answer = vec![0u8; 512];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.expect("408 in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("not received within 1 s"), "{answer}");
+    let started = std::time::Instant::now();
+    let mut idle: Vec<tokio::net::TcpStream> = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut over = tokio::net::TcpStream::connect(addr).await.expect("the kernel accepts");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_millis(500), over.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a fourth connection is closed at once: {closed:?}");
+    for c in &mut idle {
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte)).await.expect("closed in time");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "idle closed after {waited:?}");
+    drop(slow);
+
     // The counters, for Prometheus.
     let mut text = String::new();
     for _ in 0..100 {
@@ -237,6 +265,8 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         "altocast_tracker_dns_lookups_total{outcome=\"found\"} 2",
         "altocast_tracker_refused_total{reason=\"count\"} 2",
         "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+        "altocast_tracker_refused_total{reason=\"body_timeout\"} 1",
+        "altocast_tracker_refused_total{reason=\"connections\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
     }
