@@ -104,7 +104,10 @@ async fn a_tracker_ranks_each_requester_against_its_own_domain_and_beats_random_
 
     // Measured over many requests, alternating the requester's domain.
     let isps: Vec<&Isp> = sc.isps.iter().collect();
-    let (random, ranked) = measure(addr, &isps, &swarm, 40, 7).await;
+    let (plain, plain_dns, plain_stop) = altocast_tests::tracker::plain_tracker().await;
+    let (random, ranked) = measure(addr, plain, &isps, &swarm, 40, 7).await;
+    plain_stop.cancel();
+    plain_dns.stop().await;
     assert_eq!((ranked.none, ranked.at_most_4), (0, 0), "every ranked reply has its 100 neighbours");
     assert_eq!(ranked.mean(), 100.0);
     assert!(random.mean() < 3.0 && random.share_at_most_4() > 0.9, "random replies: {random:?}");
