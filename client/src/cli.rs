@@ -205,6 +205,13 @@ pub struct TrackerArgs {
     /// single-machine demos only. Off by default: IRD URIs must be https://.
     #[arg(long)]
     allow_loopback_http: bool,
+    /// Discover each IPv4 peer's prefix of this length instead of its address (RFC 8686 takes a prefix): 24
+    /// asks one name per /24 instead of one per peer, and misses per-host (/32) records.
+    #[arg(long, default_value_t = D.prefix_v4, value_parser = clap::value_parser!(u8).range(8..=32))]
+    discover_prefix_v4: u8,
+    /// Likewise for IPv6 peers (32 to 128).
+    #[arg(long, default_value_t = D.prefix_v6, value_parser = clap::value_parser!(u8).range(32..=128))]
+    discover_prefix_v6: u8,
     /// Most domains followed (one verified subscription each); more are refused.
     #[arg(long, default_value_t = D.max_domains)]
     max_domains: usize,
@@ -252,6 +259,15 @@ pub struct TrackerArgs {
     /// Requests ranked at once (503 beyond).
     #[arg(long, default_value_t = T.max_in_flight)]
     max_in_flight: usize,
+    /// Most open connections to --listen; more are accepted and closed at once.
+    #[arg(long, default_value_t = T.max_connections)]
+    max_connections: usize,
+    /// Seconds a request head may take to arrive, and a connection may idle between requests, before it is closed.
+    #[arg(long, default_value_t = T.header_timeout.as_secs())]
+    header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (408 beyond).
+    #[arg(long, default_value_t = T.body_timeout.as_secs())]
+    body_timeout_secs: u64,
     /// Seconds to read a domain's IRD, and to reach its gRPC endpoint for the first directory.
     #[arg(long, default_value_t = D.ird_timeout.as_secs())]
     ird_timeout_secs: u64,
@@ -286,7 +302,8 @@ impl TrackerArgs {
             std::fs::create_dir_all(dir).with_context(|| format!("creating --pin-dir {}", dir.display()))?;
         }
         let counts = [self.max_domains, self.max_lookups, self.max_names, self.max_candidates, self.max_count];
-        if counts.contains(&0) || self.max_request_bytes == 0 || self.max_in_flight == 0 || self.max_ird_bytes == 0 {
+        let more = [self.max_request_bytes, self.max_in_flight, self.max_ird_bytes, self.max_connections];
+        if counts.contains(&0) || more.contains(&0) {
             bail!("the --max-* limits must be at least 1");
         }
         if self.cache_min_secs > self.cache_max_secs {
@@ -298,6 +315,8 @@ impl TrackerArgs {
         cfg.dns = self.dns;
         cfg.pin_dir = self.pin_dir.clone();
         cfg.allow_loopback_http = self.allow_loopback_http;
+        cfg.prefix_v4 = self.discover_prefix_v4;
+        cfg.prefix_v6 = self.discover_prefix_v6;
         cfg.max_domains = self.max_domains;
         cfg.max_lookups = self.max_lookups;
         cfg.max_names = self.max_names;
@@ -318,6 +337,9 @@ impl TrackerArgs {
             max_request_bytes: self.max_request_bytes,
             max_count: self.max_count,
             max_in_flight: self.max_in_flight,
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_secs.clamp(1, 86_400)),
+            body_timeout: Duration::from_secs(self.body_timeout_secs.clamp(1, 86_400)),
         };
         Ok((cfg, limits))
     }

@@ -380,11 +380,21 @@ impl Discoverer {
 /// IPv4 /32, /24, /16, /8; IPv6 /128, /64, /56, /48, /32. An IPv4-mapped
 /// IPv6 address (`::ffff:a.b.c.d`) gives the IPv4 names.
 pub fn reverse_names(ip: IpAddr) -> Vec<String> {
+    reverse_names_within(ip, 128)
+}
+
+/// The reverse-tree names RFC 8686 asks for the prefix of `ip` of length
+/// `len` (the procedure's input may be a prefix): those of
+/// [`reverse_names`] no longer than `len` bits, longest first. An IPv4
+/// address takes `len` in IPv4 bits (values over 32 mean 32).
+pub fn reverse_names_within(ip: IpAddr, len: u8) -> Vec<String> {
+    let len = usize::from(len);
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
             let o = v4.octets();
             (1..=4)
                 .rev()
+                .filter(|n| n * 8 <= len.max(8))
                 .map(|n| {
                     let labels: Vec<String> = o[..n].iter().rev().map(u8::to_string).collect();
                     format!("{}.in-addr.arpa.", labels.join("."))
@@ -395,6 +405,7 @@ pub fn reverse_names(ip: IpAddr) -> Vec<String> {
             let nibbles: Vec<u8> = v6.octets().iter().flat_map(|b| [b >> 4, b & 0xf]).collect();
             [128usize, 64, 56, 48, 32]
                 .iter()
+                .filter(|&&bits| bits <= len.max(32))
                 .map(|bits| {
                     let labels: Vec<String> = nibbles[..bits / 4].iter().rev().map(|n| format!("{n:x}")).collect();
                     format!("{}.ip6.arpa.", labels.join("."))
@@ -631,6 +642,21 @@ mod tests {
             ]
         );
         assert!(names.iter().all(|n| Name::from_ascii(n).is_ok()));
+    }
+
+    #[test]
+    fn a_prefix_asks_only_the_names_no_longer_than_it() {
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            reverse_names_within(v4, 24),
+            ["100.51.198.in-addr.arpa.", "51.198.in-addr.arpa.", "198.in-addr.arpa."]
+        );
+        assert_eq!(reverse_names_within(v4, 20), ["51.198.in-addr.arpa.", "198.in-addr.arpa."]);
+        assert_eq!(reverse_names_within(v4, 0), ["198.in-addr.arpa."], "at least the /8");
+        assert_eq!(reverse_names_within(v4, 128), reverse_names(v4));
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(reverse_names_within(v6, 64).len(), 4);
+        assert_eq!(reverse_names_within(v6, 64)[0], "2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.");
     }
 
     #[test]

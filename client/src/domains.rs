@@ -6,7 +6,8 @@
 //! How an address is mapped, lazily, the first time it is seen:
 //!
 //! 1. **Discovery** (RFC 8686): its reverse-tree names are asked longest
-//!    prefix first, each name's answer cached — a record, "no record", a
+//!    prefix first (from the /32 or /128, or from a shorter prefix the
+//!    operator chose, [`DomainsConfig::prefix_v4`]), each name's answer cached — a record, "no record", a
 //!    refusal or a failure — for its DNS TTL clamped to
 //!    [`DomainsConfig::cache_min`]..[`DomainsConfig::cache_max`] (answers
 //!    without a TTL for the minimum; "no record" for the zone's negative TTL,
@@ -76,7 +77,7 @@ use tracing::{info, warn};
 use crate::{
     Config, Event, Subscription,
     connect::{self, ClientTls},
-    discover::{DiscoverError, Discoverer, Outcome, reverse_names},
+    discover::{DiscoverError, Discoverer, Outcome, reverse_names_within},
     now_ms,
     view::{CostMapVersion, View},
 };
@@ -91,8 +92,8 @@ pub const METRIC_SUBSCRIPTIONS: &str = "altocast_tracker_subscriptions_total";
 pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
-/// full), and the HTTP service's `body_too_large`, `syntax`, `candidates`,
-/// `count`, `busy`.
+/// full), and the HTTP service's `connections`, `body_timeout`,
+/// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
 pub const METRIC_REFUSED: &str = "altocast_tracker_refused_total";
 
 /// Describes every tracker metric (call once when a recorder is installed).
@@ -155,6 +156,13 @@ pub struct DomainsConfig {
     pub lookup_timeout: Duration,
     /// Accept `http://` IRD URIs to loopback IP literals (tests, demos).
     pub allow_loopback_http: bool,
+    /// Discover each IPv4 address's prefix of this length rather than the
+    /// address (RFC 8686 takes a prefix as input): names longer than it are
+    /// not asked. 32 asks every peer's own /32 name; 24 asks one name per
+    /// /24, at the price of not seeing per-host records.
+    pub prefix_v4: u8,
+    /// Likewise for IPv6 (128: every address's own name).
+    pub prefix_v6: u8,
     /// Roots the operator trusts, by origin id or DNS domain.
     pub roots: Vec<(TrustScope, PublicKey)>,
     /// Directory of first-use pins (`<origin id>.pem`); `None`: no pinning,
@@ -229,6 +237,8 @@ impl DomainsConfig {
         dns: None,
         lookup_timeout: crate::discover::LOOKUP_TIMEOUT,
         allow_loopback_http: false,
+        prefix_v4: 32,
+        prefix_v6: 128,
         roots: Vec::new(),
         pin_dir: None,
         max_domains: 64,
@@ -501,6 +511,8 @@ struct Inner {
     /// Each address's walk, until its first name's answer expires: a tracker
     /// sees the same swarm in every request.
     addresses: Mutex<HashMap<IpAddr, (Option<String>, Instant)>>,
+    /// When a full cache was last swept.
+    swept: Mutex<Option<Instant>>,
     lookups: Semaphore,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     by_origin: Mutex<HashMap<String, Arc<Domain>>>,
@@ -523,6 +535,7 @@ impl Domains {
                 discoverer,
                 names: Mutex::default(),
                 addresses: Mutex::default(),
+                swept: Mutex::default(),
                 lookups,
                 slots: Mutex::default(),
                 by_origin: Mutex::default(),
@@ -691,6 +704,17 @@ impl Inner {
         }
     }
 
+    /// Whether a full cache may be swept for expired entries now: at most
+    /// once a second, so a flood of new names costs no full scan each.
+    fn may_sweep(&self, now: Instant) -> bool {
+        let mut last = lock(&self.swept);
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// RFC 8686 for `ip` through the name cache: the IRD URI, if any.
     async fn discover(&self, ip: IpAddr) -> Option<String> {
         let now = Instant::now();
@@ -702,7 +726,8 @@ impl Inner {
         // The walk holds as long as every name it asked holds.
         let mut until = now + self.cfg.cache_max;
         let mut found = None;
-        for name in reverse_names(ip) {
+        let len = if ip.to_canonical().is_ipv4() { self.cfg.prefix_v4 } else { self.cfg.prefix_v6 };
+        for name in reverse_names_within(ip, len) {
             let answer = self.name(&name).await;
             until = until.min(answer.until);
             match answer.outcome {
@@ -717,7 +742,7 @@ impl Inner {
             }
         }
         let mut addresses = lock(&self.addresses);
-        if addresses.len() >= self.cfg.max_names {
+        if addresses.len() >= self.cfg.max_names && self.may_sweep(now) {
             addresses.retain(|_, (_, t)| *t > now);
         }
         if addresses.len() < self.cfg.max_names {
@@ -740,7 +765,7 @@ impl Inner {
                     Some(c.clone())
                 }
                 _ => {
-                    if names.len() >= self.cfg.max_names {
+                    if names.len() >= self.cfg.max_names && self.may_sweep(now) {
                         names.retain(|_, c| c.get().is_none_or(|a| a.until > now));
                     }
                     if names.len() >= self.cfg.max_names {

@@ -7,15 +7,19 @@
 //! 200         {"peers": [{"ip": "10.1.3.7", "domain": "<origin id>", "pid": "west-003", "cost": 1.0}, …]}
 //! ```
 //!
-//! Every request is bounded ([`TrackerLimits`]): the body's size (413), the
-//! number of candidates and the count (400), requests ranked at once (503).
+//! Every request is bounded ([`TrackerLimits`]): the body's size (413) and
+//! the time it takes to arrive (408), the number of candidates and the count
+//! (400), requests ranked at once (503). Connections are bounded too, by our
+//! own accept loop: at most `max_connections` open (more are closed at once),
+//! and a request head must arrive within `header_timeout`, which also closes
+//! a connection left idle that long.
 //! Errors are `{"error": "…"}` naming what is wrong, e.g. the index of a
 //! candidate that is not an IP address; each refusal is counted in
 //! `altocast_tracker_refused_total{reason}`.
 //!
 //! Key types: [`TrackerLimits`], [`serve`].
 
-use std::{net::IpAddr, sync::Arc};
+use std::{convert::Infallible, net::IpAddr, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -27,7 +31,8 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::Semaphore};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
 
 use crate::domains::{Domains, RankError, refused};
 
@@ -40,11 +45,24 @@ pub struct TrackerLimits {
     pub max_count: usize,
     /// Requests ranked at once; more get 503.
     pub max_in_flight: usize,
+    /// Open connections; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// Longest a request head may take, and a connection may idle between requests.
+    pub header_timeout: Duration,
+    /// Longest a request body may take to arrive (408).
+    pub body_timeout: Duration,
 }
 
 impl TrackerLimits {
     /// The defaults (also the flags' defaults).
-    pub const DEFAULT: TrackerLimits = TrackerLimits { max_request_bytes: 1 << 20, max_count: 1000, max_in_flight: 64 };
+    pub const DEFAULT: TrackerLimits = TrackerLimits {
+        max_request_bytes: 1 << 20,
+        max_count: 1000,
+        max_in_flight: 64,
+        max_connections: 1024,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+    };
 }
 
 impl Default for TrackerLimits {
@@ -65,14 +83,70 @@ pub fn router(domains: Domains, limits: TrackerLimits) -> Router {
     Router::new().route("/rank", post(rank)).route("/stats", get(stats)).fallback(not_found).with_state(shared)
 }
 
-/// Serves the routes on `listener` until `shutdown`.
+/// Serves the routes on `listener` until `shutdown`, then lets the requests
+/// in flight finish (at most 5 s).
 pub async fn serve(
     domains: Domains,
     listener: TcpListener,
     limits: TrackerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(domains, limits)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    let router = router(domains, limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.clamp(1, Semaphore::MAX_PERMITS)));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout).max_headers(64);
+    let conns = TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => match a {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, or a reset before accept: pause, do not spin.
+                    warn!(error = %e, "accepting a tracker connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused("connections");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let mut router = router.clone();
+            async move {
+                use tower_service::Service as _;
+                let resp = match router.call(req.map(axum::body::Body::new)).await {
+                    Ok(r) => r,
+                    Err(e) => match e {},
+                };
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc);
+        let stop = shutdown.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await.unwrap_or(Ok(()))
+                }
+            };
+            if let Err(e) = ended {
+                // A client going away, or one too slow with its head: routine.
+                debug!(error = %e, "tracker connection ended");
+            }
+        });
+    }
+    conns.close();
+    conns.wait().await;
+    Ok(())
 }
 
 fn error(status: StatusCode, reason: &'static str, msg: String) -> Response {
@@ -103,10 +177,15 @@ async fn rank(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{n} requests are being ranked; try again"));
     };
     let max = shared.limits.max_request_bytes;
-    let body = match http_body_util::Limited::new(req.into_body(), max).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    let wait = shared.limits.body_timeout;
+    let body = match tokio::time::timeout(wait, http_body_util::Limited::new(req.into_body(), max).collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body over {max} bytes"));
+        }
+        Err(_) => {
+            let msg = format!("request body not received within {} s", wait.as_secs());
+            return error(StatusCode::REQUEST_TIMEOUT, "body_timeout", msg);
         }
     };
     let parsed: RankRequest = match serde_json::from_slice(&body) {

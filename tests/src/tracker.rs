@@ -320,11 +320,35 @@ impl Tally {
     }
 }
 
-/// Sends `requests` ranking requests to the tracker at `addr`, alternating
+/// A tracker without ALTO: the same code (`Domains` behind `POST /rank`)
+/// asking a DNS server that has no ALTO record, so every address has no
+/// server and a reply is the first [`REPLY`] candidates in the order given.
+/// Returns its address, the DNS server and the token that stops it.
+pub async fn plain_tracker() -> (SocketAddr, TestDns, tokio_util::sync::CancellationToken) {
+    let dns = TestDns::start(vec![]).await;
+    let mut cfg = DomainsConfig::new();
+    cfg.dns = Some(dns.addr);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let domains = altocast_client::Domains::new(cfg, stop.clone()).expect("tracker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(altocast_client::tracker::serve(domains, listener, Default::default(), stop.clone()));
+    (addr, dns, stop)
+}
+
+/// Sends `requests` ranking requests to the tracker at `ranked` and the same
+/// to the tracker without ALTO at `plain` ([`plain_tracker`]), alternating
 /// the requester's ISP, each with the whole swarm shuffled as candidates:
-/// the tally of the tracker's ranked replies, and of a tracker without ALTO
-/// (a uniformly random [`REPLY`]-peer sample of the same candidates).
-pub async fn measure(addr: SocketAddr, isps: &[&Isp], swarm: &[IpAddr], requests: usize, seed: u64) -> (Tally, Tally) {
+/// the tallies of the plain tracker's replies (random: the candidates are in
+/// random order) and of the ranked ones.
+pub async fn measure(
+    ranked_at: SocketAddr,
+    plain: SocketAddr,
+    isps: &[&Isp],
+    swarm: &[IpAddr],
+    requests: usize,
+    seed: u64,
+) -> (Tally, Tally) {
     let mut rng = SplitMix64::new(seed);
     let ids: Vec<String> = isps.iter().map(|i| i.origin_id()).collect();
     let (mut random, mut ranked) = (Tally::default(), Tally::default());
@@ -333,8 +357,12 @@ pub async fn measure(addr: SocketAddr, isps: &[&Isp], swarm: &[IpAddr], requests
         let isp = isps[i % isps.len()];
         let req = requester(&mut rng, isp.octet);
         shuffle(&mut candidates, &mut rng);
-        random.add(req, &candidates[..REPLY]);
-        let peers = post_rank(addr, req, &candidates, REPLY).await;
+        let plain_reply = post_rank(plain, req, &candidates, REPLY).await;
+        let plain_ips: Vec<IpAddr> =
+            plain_reply.iter().map(|p| p["ip"].as_str().and_then(|s| s.parse().ok()).expect("ip in reply")).collect();
+        assert_eq!(plain_ips.len(), REPLY, "a full reply");
+        random.add(req, &plain_ips);
+        let peers = post_rank(ranked_at, req, &candidates, REPLY).await;
         let ips: Vec<IpAddr> =
             peers.iter().map(|p| p["ip"].as_str().and_then(|s| s.parse().ok()).expect("ip in reply")).collect();
         assert_eq!(ips.len(), REPLY, "a full reply");

@@ -79,6 +79,16 @@ async fn a_tracker_ranks_each_requester_against_its_own_domain_and_beats_random_
     assert_eq!(own[100].pid.as_deref().map(|p| &p[..7]), Some("east-00"), "a neighbouring PID (9 or 11) next");
     assert!(other.iter().all(|r| r.standing == Standing::OtherDomain && r.cost.is_none()), "west after east");
 
+    // Discovering each peer's /24 (RFC 8686 takes a prefix) asks one name
+    // per /24 and the /16s: 102 lookups instead of 10,103, the same ranking.
+    let mut cfg = sc.tracker_config();
+    cfg.prefix_v4 = 24;
+    let by_24 = Domains::new(cfg, stop.clone()).expect("tracker");
+    let r = by_24.rank(ip("10.1.7.200"), &swarm, REPLY).await.expect("ranked");
+    assert!(r.iter().all(|x| x.pid.as_deref() == Some("west-007") && x.cost == Some(1.0)));
+    assert_eq!(by_24.stats().dns_lookups, 100 + 2);
+    by_24.stop().await;
+
     // An operator-set inter-domain cost prices other domains' peers among the
     // requester's own: here between the neighbouring PID (2) and a far one (38).
     let mut cfg = sc.tracker_config();
@@ -94,7 +104,10 @@ async fn a_tracker_ranks_each_requester_against_its_own_domain_and_beats_random_
 
     // Measured over many requests, alternating the requester's domain.
     let isps: Vec<&Isp> = sc.isps.iter().collect();
-    let (random, ranked) = measure(addr, &isps, &swarm, 40, 7).await;
+    let (plain, plain_dns, plain_stop) = altocast_tests::tracker::plain_tracker().await;
+    let (random, ranked) = measure(addr, plain, &isps, &swarm, 40, 7).await;
+    plain_stop.cancel();
+    plain_dns.stop().await;
     assert_eq!((ranked.none, ranked.at_most_4), (0, 0), "every ranked reply has its 100 neighbours");
     assert_eq!(ranked.mean(), 100.0);
     assert!(random.mean() < 3.0 && random.share_at_most_4() > 0.9, "random replies: {random:?}");
@@ -161,6 +174,7 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
     }
     args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    args.extend(["--max-connections", "3", "--header-timeout-secs", "1", "--body-timeout-secs", "1"].map(String::from));
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let metrics = free.local_addr().expect("addr");
     drop(free);
@@ -212,6 +226,33 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     let (status, _) = http(addr, "GET", "/nowhere", "").await;
     assert_eq!(status, 404);
 
+    // Connections: a body that never comes gets 408; an idle connection is
+    // closed after the header timeout; one over the cap is closed at once.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"POST /rank HTTP/1.1\r\nhost: t\r\ncontent-length: 100\r\n\r\n{").await.expect("write");
+    let mut answer = vec![0u8; 512];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.expect("408 in time").expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("not received within 1 s"), "{answer}");
+    let started = std::time::Instant::now();
+    let mut idle: Vec<tokio::net::TcpStream> = Vec::new();
+    for _ in 0..3 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut over = tokio::net::TcpStream::connect(addr).await.expect("the kernel accepts");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_millis(500), over.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "a fourth connection is closed at once: {closed:?}");
+    for c in &mut idle {
+        let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte)).await.expect("closed in time");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "idle closed after {waited:?}");
+    drop(slow);
+
     // The counters, for Prometheus.
     let mut text = String::new();
     for _ in 0..100 {
@@ -227,6 +268,8 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         "altocast_tracker_dns_lookups_total{outcome=\"found\"} 2",
         "altocast_tracker_refused_total{reason=\"count\"} 2",
         "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+        "altocast_tracker_refused_total{reason=\"body_timeout\"} 1",
+        "altocast_tracker_refused_total{reason=\"connections\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
     }
@@ -255,6 +298,17 @@ async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     assert!(matches!(&e, DomainError::TooMany { max: 1, .. }), "{e}");
     assert!(e.to_string().contains("already following the maximum of 1 domains"), "{e}");
     capped.stop().await;
+
+    // The cap on cached names: beyond it lookups still answer, uncached and counted.
+    let mut cfg = sc.tracker_config();
+    cfg.max_names = 4;
+    let small = Domains::new(cfg, stop.clone()).expect("tracker");
+    let peers = ["10.1.1.1", "10.1.2.1", "10.1.3.1", "10.1.2.2"].map(ip);
+    let r = small.rank(ip("10.1.2.200"), &peers, 4).await.expect("ranked");
+    assert_eq!(r.iter().map(|x| x.cost).collect::<Vec<_>>(), [Some(1.0), Some(1.0), Some(2.0), Some(2.0)]);
+    let s = small.stats();
+    assert!(s.names_refused > 0 && s.dns_lookups > 4, "{s:?}");
+    small.stop().await;
 
     // Not configured, no pin directory: refused, never trusted from DNS or the IRD.
     let mut cfg = sc.tracker_config();

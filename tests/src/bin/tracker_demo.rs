@@ -4,7 +4,9 @@
 //! library behind `POST /rank`, as `altocast tracker` serves it) that
 //! discovers both, subscribes, verifies, and ranks 10,000-peer swarms for
 //! requesters in both domains. Prints what the replies contained, measured
-//! over many requests, next to a tracker without ALTO (random replies).
+//! over many requests, next to the same tracker code asking a DNS server with
+//! no ALTO record (a tracker without ALTO: random replies, the candidates
+//! being sent in random order).
 //!
 //! ```sh
 //! cargo run --release -p altocast-tests --bin tracker-demo [-- REQUESTS]
@@ -13,7 +15,7 @@
 use std::time::Instant;
 
 use altocast_client::{Domains, tracker::TrackerLimits};
-use altocast_tests::tracker::{REPLY, Scenario, measure, post_rank};
+use altocast_tests::tracker::{REPLY, Scenario, measure, plain_tracker, post_rank};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
@@ -64,7 +66,10 @@ async fn main() -> anyhow::Result<()> {
 
     let t = Instant::now();
     let isps: Vec<_> = sc.isps.iter().collect();
-    let (random, ranked) = measure(addr, &isps, &swarm, requests, 1).await;
+    let (plain, plain_dns, plain_stop) = plain_tracker().await;
+    let (random, ranked) = measure(addr, plain, &isps, &swarm, requests, 1).await;
+    plain_stop.cancel();
+    plain_dns.stop().await;
     let per = t.elapsed().as_secs_f64() * 1e3 / requests.max(1) as f64;
     let s = domains.stats();
     println!();
@@ -73,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
          swarm for a joining peer with 100 favourable (same-PID) peers; {REPLY} peers per reply",
         swarm.len()
     );
-    println!("{:<42} {:>14} {:>14}", "", "random reply", "ALTO-ranked");
+    println!("{:<42} {:>14} {:>14}", "", "without ALTO", "ALTO-ranked");
     println!(
         "{:<42} {:>13.1}% {:>13.1}%",
         "replies with no favourable peer",
@@ -90,10 +95,26 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "tracker: {} DNS lookups ({} names from its cache), {} IRD fetches, {} subscriptions, {} domains, \
-         {} refused; {per:.1} ms per request",
+         {} refused; {per:.1} ms per request pair (both trackers)",
         s.dns_lookups, s.name_cache_hits, s.ird_fetches, s.subscriptions, s.domains, s.domains_refused
     );
     domains.stop().await;
+
+    // The same swarm for a tracker that discovers each peer's /24 (RFC 8686 takes a prefix).
+    let mut cfg = sc.tracker_config();
+    cfg.prefix_v4 = 24;
+    let by_24 = Domains::new(cfg, shutdown.clone())?;
+    let t = Instant::now();
+    let r = by_24.rank(swarm[0], &swarm, REPLY).await?;
+    let s = by_24.stats();
+    println!(
+        "with --discover-prefix-v4 24: the first request took {:.1} s, {} DNS lookups, {} subscriptions ({} peers)",
+        t.elapsed().as_secs_f64(),
+        s.dns_lookups,
+        s.subscriptions,
+        r.len()
+    );
+    by_24.stop().await;
     shutdown.cancel();
     for isp in sc.isps {
         isp.origin.stop().await;
