@@ -164,6 +164,18 @@ pub(crate) async fn closed(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Writes `bytes` one every 500 ms, stopping when the server closes.
+pub(crate) async fn trickle(mut s: TcpStream, bytes: &[u8]) -> TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    for b in bytes {
+        if s.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    s
+}
+
 /// Opens `n` TCP connections to `addr`, at most 64 handshakes at a time (so the
 /// listen backlog never overflows and every connection is really accepted),
 /// each with a receive buffer of `rcvbuf` bytes when given.

@@ -331,11 +331,8 @@ impl Runner {
         let now = (self.cfg.clock)();
         let (resources, dir) = match connect::directory(&mut client, url, &mut self.verifier, now).await {
             Ok((signed, dir)) => {
-                self.save_directory(&signed);
-                self.view.set_directory(&dir, &self.verifier);
-                let r = connect::resources_for(&dir, &self.cfg.resources);
-                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
-                (r, Some(dir))
+                self.took_directory(url, signed, &dir).await;
+                (connect::resources_for(&dir, &self.cfg.resources), Some(dir))
             }
             Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
             Err(e) if self.cfg.resources.is_empty() => return End::Failed { reason: e.to_string(), delivered: false },
@@ -449,13 +446,8 @@ impl Runner {
                 _ = self.stop.cancelled() => return End::Shutdown,
                 _ = refresh.tick(), if chunks_due(&assemblers) == 0 => {
                     match self.refresh_directory(&mut client, url).await {
-                        Ok(Some(dir)) => {
-                            if let Some(followed) = &followed
-                                && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
-                            {
-                                return End::Resubscribe;
-                            }
-                        }
+                        Ok(Some(dir)) if lists_more(&dir, followed.as_deref()) => return End::Resubscribe,
+                        Ok(Some(_)) => {}
                         Ok(None) => {}
                         Err(end) => return end,
                     }
@@ -505,11 +497,8 @@ impl Runner {
                 let now = (self.cfg.clock)();
                 match self.verifier.accept_directory(&signed, now) {
                     Ok(dir) => {
-                        self.save_directory(&signed);
-                        self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
-                        if let Some(followed) = &followed
-                            && connect::resources_for(&dir, &[]).iter().any(|r| !followed.contains(r))
-                        {
+                        self.took_directory(url, signed, &dir).await;
+                        if lists_more(&dir, followed.as_deref()) {
                             return End::Resubscribe;
                         }
                     }
@@ -549,9 +538,7 @@ impl Runner {
         let now = (self.cfg.clock)();
         match connect::directory(client, url, &mut self.verifier, now).await {
             Ok((signed, dir)) => {
-                self.save_directory(&signed);
-                self.view.set_directory(&dir, &self.verifier);
-                self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
+                self.took_directory(url, signed, &dir).await;
                 Ok(Some(dir))
             }
             Err(ConnectError::Verify { error, .. }) => Err(self.rejected(url, error).await),
@@ -562,12 +549,17 @@ impl Runner {
         }
     }
 
-    fn save_directory(&self, signed: &pb::SignedDirectory) {
-        if let Some(dir) = &self.cfg.state_dir
-            && let Err(e) = crate::state::save(dir, signed)
+    /// What follows every directory the verifier accepted (at a session's
+    /// start, re-read, or pushed on the stream): saved to the state
+    /// directory, shown in the view, reported (an RProxy serves it).
+    async fn took_directory(&mut self, url: &str, signed: pb::SignedDirectory, dir: &pb::Directory) {
+        if let Some(state) = &self.cfg.state_dir
+            && let Err(e) = crate::state::save(state, &signed)
         {
-            warn!(error = %e, dir = %dir.display(), "directory not saved to the state directory");
+            warn!(error = %e, dir = %state.display(), "directory not saved to the state directory");
         }
+        self.view.set_directory(dir, &self.verifier);
+        self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
     }
 
     async fn rejected(&self, url: &str, error: VerifyError) -> End {
@@ -645,6 +637,12 @@ impl Runner {
         }
         End::Closed { delivered }
     }
+}
+
+/// Whether a subscription following the whole directory (`followed`) must
+/// subscribe again: `dir` lists a resource it does not follow.
+fn lists_more(dir: &pb::Directory, followed: Option<&[ResourceId]>) -> bool {
+    followed.is_some_and(|f| connect::resources_for(dir, &[]).iter().any(|r| !f.contains(r)))
 }
 
 /// A signature failure that a newer key list may explain.

@@ -514,22 +514,14 @@ impl Verifier {
         };
         let signers = keys.verify_all(crate::keys::DIRECTORY_CONTEXT, &signed.body, &signed.signatures)?;
         keys.signer_at(&signers, dir.issued_at_ms)?;
-        let expected = list.as_ref().map(|l| &l.origin_id).or(self.origin_id.as_ref());
-        if let Some(expected) = expected
-            && dir.origin_id != *expected
-        {
-            return Err(VerifyError::Origin {
-                expected: expected.clone(),
-                got: dir.origin_id.chars().take(80).collect(),
-            });
-        }
-        if let Some(pinned) = &self.origin_id
-            && dir.origin_id != *pinned
-        {
-            return Err(VerifyError::Origin {
-                expected: pinned.clone(),
-                got: dir.origin_id.chars().take(80).collect(),
-            });
+        // The key list's origin, and the one accepted before: both must match.
+        for expected in [list.as_ref().map(|l| &l.origin_id), self.origin_id.as_ref()].into_iter().flatten() {
+            if dir.origin_id != *expected {
+                return Err(VerifyError::Origin {
+                    expected: expected.clone(),
+                    got: dir.origin_id.chars().take(80).collect(),
+                });
+            }
         }
         if let Some(now_ms) = now_ms
             && dir.expires_at_ms != 0

@@ -124,6 +124,16 @@ fn flip_cost(s: &pb::SignedUpdate) -> Option<pb::SignedUpdate> {
     Some(pb::SignedUpdate { body: u.encode_to_vec().into(), signatures: s.signatures.clone() })
 }
 
+/// `d` with the last byte of its body flipped (inside the key chain).
+fn tampered(mut d: pb::SignedDirectory) -> pb::SignedDirectory {
+    let mut body = d.body.to_vec();
+    if let Some(last) = body.last_mut() {
+        *last ^= 1;
+    }
+    d.body = body.into();
+    d
+}
+
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::SubscribeResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -177,12 +187,7 @@ impl pb::distribution_server::Distribution for Evil {
                     match mode {
                         EvilMode::FreezeDirectory => out.clear(),
                         EvilMode::TamperDirectory => {
-                            let mut d = d.clone();
-                            let mut body = d.body.to_vec();
-                            if let Some(last) = body.last_mut() {
-                                *last ^= 1;
-                            }
-                            d.body = body.into();
+                            let d = tampered(d.clone());
                             out = vec![pb::SubscribeResponse::new(pb::subscribe_response::Item::Directory(d))];
                         }
                         _ => {}
@@ -248,15 +253,7 @@ impl pb::distribution_server::Distribution for Evil {
                 let d = self.frozen.get_or_try_init(|| async { fetch().await.map(Response::into_inner) }).await?;
                 Ok(Response::new(d.clone()))
             }
-            EvilMode::TamperDirectory => {
-                let mut d = fetch().await?.into_inner();
-                let mut body = d.body.to_vec();
-                if let Some(last) = body.last_mut() {
-                    *last ^= 1;
-                }
-                d.body = body.into();
-                Ok(Response::new(d))
-            }
+            EvilMode::TamperDirectory => Ok(Response::new(tampered(fetch().await?.into_inner()))),
             _ => upstream(&self.upstream).await?.get_directory(req.into_inner()).await,
         }
     }

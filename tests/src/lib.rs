@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod dns;
 pub mod evil;
+pub mod http;
 pub mod join;
 pub mod model;
 pub mod process;

@@ -23,7 +23,6 @@ use altocast_proto::{
     CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json,
     workload::SplitMix64,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{
     NM, OriginOptions, TestOrigin,
@@ -239,23 +238,10 @@ impl Scenario {
     }
 }
 
-/// One HTTP/1.1 request with a JSON body; returns (status, body).
+/// One HTTP/1.1 request with a JSON body to the tracker; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect to the tracker");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(120), s.read_to_end(&mut out))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let text = String::from_utf8(out).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
-    (status, body.to_owned())
+    let r = crate::http::exchange(addr, method, path, "", body, Duration::from_secs(120)).await;
+    (r.status, r.body)
 }
 
 /// A `POST /rank` body.

@@ -29,29 +29,8 @@ async fn http_with(
     extra: &str,
     body: &str,
 ) -> (u16, String, String, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let host = if extra.to_ascii_lowercase().contains("host:") { String::new() } else { format!("host: {addr}\r\n") };
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\n{host}{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("answer in time")
-        .expect("read");
-    let text = String::from_utf8(out).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
-    let header = |name: &str| {
-        head.lines()
-            .find_map(|l| {
-                l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned())
-            })
-            .unwrap_or_default()
-    };
-    (status, header("content-type"), header("cache-control"), body.to_owned())
+    let a = altocast_tests::http::exchange(addr, method, path, extra, body, Duration::from_secs(10)).await;
+    (a.status, a.header("content-type"), a.header("cache-control"), a.body)
 }
 
 fn json(body: &str) -> serde_json::Value {

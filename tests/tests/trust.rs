@@ -19,15 +19,22 @@ use prost::Message as _;
 
 const T: Duration = Duration::from_secs(30);
 
-async fn directory(url: &str) -> pb::Directory {
-    let mut c = altocast_client::connect::connect(url, Duration::from_secs(2)).await.expect("connect");
-    let signed = c.get_directory(pb::GetDirectoryRequest {}).await.expect("directory").into_inner();
-    pb::Directory::decode(signed.body).expect("decode")
-}
-
 async fn signed_directory(url: &str) -> pb::SignedDirectory {
     let mut c = altocast_client::connect::connect(url, Duration::from_secs(2)).await.expect("connect");
     c.get_directory(pb::GetDirectoryRequest {}).await.expect("directory").into_inner()
+}
+
+async fn directory(url: &str) -> pb::Directory {
+    pb::Directory::decode(signed_directory(url).await.body).expect("decode")
+}
+
+/// Waits until a newcomer trusting `keys` can join `url` (it serves verified data).
+async fn until_serving(url: &str, keys: &altocast_proto::TrustedKeys) {
+    let deadline = tokio::time::Instant::now() + T;
+    while let Err(e) = altocast_tests::join::join(url, keys, T, Duration::from_millis(50)).await {
+        assert!(tokio::time::Instant::now() < deadline, "{url} does not serve: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until `url`'s directory satisfies `ok`.
@@ -88,11 +95,7 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     // until it is told to inject something (once the nodes serve, so the
     // clients stay on their proxies).
     for url in [&o.url, &r1.url, &r2.url] {
-        let deadline = tokio::time::Instant::now() + T;
-        while let Err(e) = altocast_tests::join::join(url, &o.root_trusted(), T, Duration::from_millis(50)).await {
-            assert!(tokio::time::Instant::now() < deadline, "{url} does not serve: {e}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_serving(url, &o.root_trusted()).await;
     }
     let mut followers = Vec::new();
     for url in [&o.url, &r1.url, &r2.url] {
@@ -324,11 +327,7 @@ async fn a_changed_directory_is_pushed_through_the_tree_on_open_streams() {
     let m = Maps::synthetic(4);
     o.publish(NM, &m.network_map_json()).await.expect("nm");
     let r = TestRproxy::start_trusting_root(&[&o.url], &o.root_pub_path(), &[]).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while altocast_tests::join::join(&r.url, &o.root_trusted(), T, Duration::from_millis(50)).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the RProxy does not serve");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_serving(&r.url, &o.root_trusted()).await;
     let mut c = altocast_client::connect::connect(&r.url, Duration::from_secs(2)).await.expect("connect");
     let req =
         pb::SubscribeRequest { resources: vec![pb::ResumePosition { resource_id: NM.into(), ..Default::default() }] };

@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use altocast_proto::workload::Topology;
-use tokio::io::AsyncWriteExt as _;
 
-use super::{Target, Verdict, closed, connect_many, open_fds, peak_mib, reset_peak, rss_mib};
+use super::{Target, Verdict, closed, connect_many, open_fds, peak_mib, reset_peak, rss_mib, trickle};
 
 pub(crate) async fn run(silent: usize, slowloris: usize, surplus: usize) -> anyhow::Result<Vec<Verdict>> {
     let limit = silent + slowloris;
@@ -30,13 +29,8 @@ pub(crate) async fn run(silent: usize, slowloris: usize, surplus: usize) -> anyh
     let mut tricklers = Vec::new();
     for s in connect_many(&addr, slowloris, None).await? {
         tricklers.push(tokio::spawn(async move {
-            let mut s = s;
-            for b in preface {
-                if s.write_all(&[*b]).await.is_err() {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            // A write that fails (the server closed) reads as closed too.
+            let mut s = trickle(s, preface).await;
             closed(&mut s, Duration::from_secs(5)).await
         }));
     }

@@ -9,7 +9,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{AbuseArgs, Target, Verdict, closed, connect_many, metric, open_fds, peak_mib, reset_peak, rss_mib};
+use super::{
+    AbuseArgs, Target, Verdict, closed, connect_many, metric, open_fds, peak_mib, reset_peak, rss_mib, trickle,
+};
 use crate::report::pct;
 
 /// `POST path` with `body`, as one write.
@@ -222,17 +224,6 @@ pub(crate) async fn ecs(args: &AbuseArgs) -> anyhow::Result<Vec<Verdict>> {
         measured: format!("peak {peak:.1} MiB (before {rss0:.1}); {ok} answered, {busy} × 503"),
         held: peak < 128.0 && other == 0 && ok + busy == args.queries,
     }])
-}
-
-/// Writes `bytes` one every 500 ms, stopping when the server closes.
-async fn trickle(mut s: TcpStream, bytes: &[u8]) -> TcpStream {
-    for b in bytes {
-        if s.write_all(&[*b]).await.is_err() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    s
 }
 
 /// Connections that idle or trickle, and the time until each is closed.
