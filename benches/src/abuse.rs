@@ -27,11 +27,9 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{
-    ResourceId, json,
-    workload::{EventKind, Topology, Workload},
-};
+use altocast_proto::{ResourceId, json};
 use altocast_server::origin::OriginConfig;
+use altocast_server::workload::{EventKind, Topology, Workload};
 use anyhow::Context as _;
 use tokio::{io::AsyncReadExt as _, net::TcpStream};
 

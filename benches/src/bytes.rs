@@ -4,8 +4,8 @@
 use altocast_proto::{
     MapState, OriginKey, ResourceId,
     update::{Signer, Version},
-    workload::{SplitMix64, Topology, Workload},
 };
+use altocast_server::workload::{SplitMix64, Topology, Workload};
 use anyhow::Context as _;
 
 use crate::report::record;

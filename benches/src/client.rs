@@ -7,10 +7,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use altocast_proto::{
-    MapState, ResourceId, TrustedKeys,
-    workload::{SplitMix64, Workload},
-};
+use altocast_proto::{MapState, ResourceId, TrustedKeys};
+use altocast_server::workload::{SplitMix64, Workload};
 use anyhow::{Context as _, bail};
 use prost::Message as _;
 use tokio_util::sync::CancellationToken;
@@ -29,7 +27,7 @@ fn verify_cost() -> anyhow::Result<()> {
         MapDiff, OriginKey, Verifier,
         update::{Signer, Version},
     };
-    let mut w = Workload::new(altocast_proto::workload::Topology::synthetic(60, 1), 1);
+    let mut w = Workload::new(altocast_server::workload::Topology::synthetic(60, 1), 1);
     let nm = w.network_map();
     let signer = Signer::new(OriginKey::from_seed([5; 32]), 600_000);
     let id = ResourceId::new("default-cost-map")?;

@@ -7,12 +7,12 @@ use std::{sync::Arc, time::Duration};
 use altocast_proto::{
     CostMapBuilder, CostType, MapState, OriginKey, Pid, ResourceId, TrustedKeys, Verifier, pb,
     update::{Signer, Version},
-    workload::SplitMix64,
 };
 use altocast_rproxy::{
     hub::{Entry, Hub, HubConfig},
     service,
 };
+use altocast_server::workload::SplitMix64;
 use tokio_util::sync::CancellationToken;
 
 use crate::{

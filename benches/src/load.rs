@@ -20,10 +20,8 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{
-    ResourceId, pb,
-    workload::{SplitMix64, Workload},
-};
+use altocast_proto::{ResourceId, pb};
+use altocast_server::workload::{SplitMix64, Workload};
 use anyhow::{Context as _, bail};
 
 use crate::{

@@ -35,7 +35,7 @@ mod tree;
 
 use std::process::Command;
 
-use altocast_proto::workload::Topology;
+use altocast_server::workload::Topology;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 

@@ -7,12 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use altocast_proto::{
-    ResourceId, pb,
-    update::Signer,
-    workload::{SplitMix64, Workload},
-};
+use altocast_proto::{ResourceId, pb, update::Signer};
 use altocast_rproxy::hub::{Hub, HubConfig};
+use altocast_server::workload::{SplitMix64, Workload};
 use anyhow::bail;
 use tokio_util::sync::CancellationToken;
 

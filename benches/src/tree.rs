@@ -10,11 +10,9 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{
-    ResourceId,
-    workload::{SplitMix64, Topology, Workload},
-};
+use altocast_proto::ResourceId;
 use altocast_server::origin::{OriginConfig, Outcome};
+use altocast_server::workload::{SplitMix64, Topology, Workload};
 use anyhow::Context as _;
 
 use crate::{

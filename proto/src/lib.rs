@@ -24,7 +24,6 @@ pub mod trust;
 pub mod update;
 pub mod verify;
 mod wire;
-pub mod workload;
 
 /// Generated protobuf and gRPC code for `altocast.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]

@@ -9,10 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use altocast_proto::{
-    json,
-    workload::{Topology, Workload},
-};
+use crate::workload::{Topology, Workload};
+use altocast_proto::json;
 use anyhow::Context as _;
 use clap::Args;
 

@@ -18,6 +18,7 @@ pub mod maps_dir;
 pub mod origin;
 pub mod publisher;
 pub mod store;
+pub mod workload;
 
 use std::{sync::Arc, time::Duration};
 

@@ -976,10 +976,8 @@ fn replay(cur: &Version, u: &pb::Update) -> anyhow::Result<Version> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use altocast_proto::{
-        OriginKey,
-        workload::{Topology, Workload},
-    };
+    use crate::workload::{Topology, Workload};
+    use altocast_proto::OriginKey;
 
     fn open(dir: &std::path::Path, checkpoints: bool) -> Arc<Origin> {
         open_with(dir, OriginConfig { history_depth: 3, checkpoints, ..Default::default() })

@@ -7,10 +7,8 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use altocast_client::{Config, Subscription, View};
-use altocast_proto::{
-    PublicKey, ResourceId, TrustedKeys, json, pb,
-    workload::{Topology, Workload},
-};
+use altocast_proto::{PublicKey, ResourceId, TrustedKeys, json, pb};
+use altocast_server::workload::{Topology, Workload};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -418,7 +416,7 @@ impl Maps {
     }
 
     /// Applies the next event.
-    pub fn step(&mut self) -> altocast_proto::workload::Event {
+    pub fn step(&mut self) -> altocast_server::workload::Event {
         self.workload.step()
     }
 }

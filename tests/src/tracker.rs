@@ -19,10 +19,8 @@ use std::{
 };
 
 use altocast_client::domains::{DomainsConfig, TrustScope};
-use altocast_proto::{
-    CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json,
-    workload::SplitMix64,
-};
+use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json};
+use altocast_server::workload::SplitMix64;
 
 use crate::{
     NM, OriginOptions, TestOrigin,

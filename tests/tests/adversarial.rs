@@ -103,7 +103,7 @@ async fn cost_map_without_its_network_map_is_rejected() {
     client.wait_seq(CM, 1, T).await;
     // A prefix move changes the network map; the cost map is re-bound to it.
     loop {
-        if maps.step().kind == altocast_proto::workload::EventKind::PrefixMove {
+        if maps.step().kind == altocast_server::workload::EventKind::PrefixMove {
             break;
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use altocast_proto::workload::Topology;
+use altocast_server::workload::Topology;
 
 use super::{Target, Verdict, closed, connect_many, open_fds, peak_mib, reset_peak, rss_mib, trickle};
 

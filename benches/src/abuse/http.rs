@@ -238,7 +238,7 @@ pub(crate) async fn idle(args: &AbuseArgs) -> anyhow::Result<Vec<Verdict>> {
     .iter()
     .flat_map(|(f, v)| [f.to_string(), v.to_string()])
     .collect();
-    let t = Target::start(altocast_proto::workload::Topology::synthetic(20, 1), true, &extra).await?;
+    let t = Target::start(altocast_server::workload::Topology::synthetic(20, 1), true, &extra).await?;
     let (http, grpc) = (t.http.clone().unwrap_or_default(), t.grpc.clone());
     let n = args.idle;
     let within = Duration::from_secs(grpc_idle + 15);

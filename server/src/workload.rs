@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 
-use crate::{CostMap, CostType, ModelError, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag};
+use altocast_proto::{CostMap, CostType, ModelError, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag};
 
 /// SplitMix64: small, fast, and reproducible across platforms.
 #[derive(Debug, Clone)]

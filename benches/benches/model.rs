@@ -2,8 +2,8 @@
 //! bytes for single link failures on a backbone cost map.
 //!
 //! ```sh
-//! cargo bench -p altocast-proto --bench model -- --topology ../shared/data/topologies/kdl.json
-//! cargo bench -p altocast-proto --bench model              # synthetic 726-PID backbone
+//! cargo bench -p altocast-bench --bench model -- --topology ../shared/data/topologies/kdl.json
+//! cargo bench -p altocast-bench --bench model              # synthetic 726-PID backbone
 //! ```
 //! Each sample fails one link from the base state (like the data set's
 //! "single link failure" figure), computes the new cost map, and times the
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use altocast_proto::{
     Limits, MapState, OriginKey, ResourceId, TrustedKeys, Verifier,
     update::{Dependency, Signer, Version},
-    workload::{SplitMix64, Topology, Workload},
 };
+use altocast_server::workload::{SplitMix64, Topology, Workload};
 use prost::Message as _;
 
 const NOW: i64 = 1_700_000_000_000;
