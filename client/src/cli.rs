@@ -133,7 +133,7 @@ enum Command {
     /// service and flags "U" count, in order then preference, and their regexp
     /// must be of the form !^.*$!https://…! (an https URI). For --ip, the
     /// reverse-tree names are asked longest prefix first: IPv4 /32, /24, /16,
-    /// /8 (in-addr.arpa.), IPv6 /128, /64, /56, /48, /32 (ip6.arpa.); the first
+    /// /8 (in-addr.arpa.), IPv6 /128, /64, /56, /48, /40, /32 (ip6.arpa.); the first
     /// name with such a record wins. With both --ip and --domain, the domain is
     /// asked only when no reverse name had one: the address's own record is the
     /// more specific answer. A name whose ALTO:https records are all unusable

@@ -194,7 +194,10 @@ pub async fn directory(
         .into_inner();
     let dir =
         verifier.accept_directory(&signed, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
-    Ok((signed, dir))
+    // The held one when the received one was not newer (an honest RProxy
+    // that lags): what is saved and relayed is never the older directory.
+    let held = verifier.signed_directory().cloned().unwrap_or(signed);
+    Ok((held, dir))
 }
 
 /// The resources to follow for `wanted` (all in the directory when empty),

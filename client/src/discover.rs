@@ -4,8 +4,8 @@
 //!
 //! Both are U-NAPTR lookups (RFC 4848) for the service `ALTO:https`. For an
 //! address, the names asked are its reverse-tree names, longest prefix first:
-//! IPv4 /32, /24, /16, /8 under `in-addr.arpa.`, IPv6 /128, /64, /56, /48, /32
-//! (nibbles) under `ip6.arpa.`. The first name with an `ALTO:https` record
+//! IPv4 /32, /24, /16, /8 under `in-addr.arpa.`, IPv6 /128, /64, /56, /48, /40,
+//! /32 (nibbles) under `ip6.arpa.` (RFC 8686 §3.3, Table 1). The first name with an `ALTO:https` record
 //! wins and nothing shorter is asked. For a domain, the name itself is asked.
 //! [`Discoverer::discover`] asks the address's names first and the domain only
 //! if none of them answered: a record for the address is the more specific
@@ -25,9 +25,9 @@
 //!    flags are `U` count; others are ignored (none left: ask the next name).
 //! 5. Those are taken in (order, preference) order; the first whose regexp
 //!    yields an `https://` URI is the answer. If all of them are unusable, the
-//!    name is refused and the walk stops: the operator published ALTO
-//!    information for this name, and a shorter name's server may not be the
-//!    one responsible.
+//!    name is refused: the reason is noted and the next name is asked (RFC 8686
+//!    §3.4–3.5: lookups go on "until one produces a usable result"). A walk that
+//!    ends without an answer reports the first refusal, naming the name.
 //!
 //! **Loopback test option.** [`Discoverer::allow_loopback_http`] (off by
 //! default; `altocast tracker --allow-loopback-http`) also accepts `http://`
@@ -114,7 +114,7 @@ pub enum Outcome {
         /// How many were ignored.
         ignored: usize,
     },
-    /// `ALTO:https` records that cannot be used: the walk stops here.
+    /// `ALTO:https` records that cannot be used: noted, and the next name is asked.
     Refused {
         /// Why (the first unusable record's reason).
         reason: RecordError,
@@ -313,21 +313,26 @@ impl Discoverer {
             return Err(DiscoverError::NothingToAsk);
         }
         let mut tried = Vec::with_capacity(names.len());
+        let mut refused = None;
         for name in names {
             let (outcome, ttl) = self.lookup_name(&name).await;
-            let done = match &outcome {
-                Outcome::Found { uri } => Some(Ok(uri.clone())),
-                Outcome::Refused { reason } => Some(Err(reason.clone())),
+            let found = match &outcome {
+                Outcome::Found { uri } => Some(uri.clone()),
+                Outcome::Refused { reason } => {
+                    refused.get_or_insert_with(|| (name.clone(), reason.clone()));
+                    None
+                }
                 _ => None,
             };
             tried.push(Attempt { name: name.clone(), outcome });
-            match done {
-                Some(Ok(uri)) => return Ok(Discovery { uri, found_at: name, tried, ttl }),
-                Some(Err(reason)) => return Err(DiscoverError::Refused { name, reason, tried }),
-                None => {}
+            if let Some(uri) = found {
+                return Ok(Discovery { uri, found_at: name, tried, ttl });
             }
         }
-        Err(DiscoverError::NotFound { tried })
+        match refused {
+            Some((name, reason)) => Err(DiscoverError::Refused { name, reason, tried }),
+            None => Err(DiscoverError::NotFound { tried }),
+        }
     }
 
     /// One name's U-NAPTR answer (one DNS lookup, bounded by the timeout),
@@ -377,7 +382,7 @@ impl Discoverer {
 }
 
 /// The reverse-tree names RFC 8686 asks for `ip`, longest prefix first:
-/// IPv4 /32, /24, /16, /8; IPv6 /128, /64, /56, /48, /32. An IPv4-mapped
+/// IPv4 /32, /24, /16, /8; IPv6 /128, /64, /56, /48, /40, /32. An IPv4-mapped
 /// IPv6 address (`::ffff:a.b.c.d`) gives the IPv4 names.
 pub fn reverse_names(ip: IpAddr) -> Vec<String> {
     reverse_names_within(ip, 128)
@@ -386,7 +391,9 @@ pub fn reverse_names(ip: IpAddr) -> Vec<String> {
 /// The reverse-tree names RFC 8686 asks for the prefix of `ip` of length
 /// `len` (the procedure's input may be a prefix): those of
 /// [`reverse_names`] no longer than `len` bits, longest first. An IPv4
-/// address takes `len` in IPv4 bits (values over 32 mean 32).
+/// address takes `len` in IPv4 bits (values over 32 mean 32). A prefix
+/// shorter than /8 (IPv4) or /32 (IPv6) asks no name: RFC 8686 §3.2 aborts
+/// the procedure with "unsupported prefix length".
 pub fn reverse_names_within(ip: IpAddr, len: u8) -> Vec<String> {
     let len = usize::from(len);
     match ip.to_canonical() {
@@ -394,7 +401,7 @@ pub fn reverse_names_within(ip: IpAddr, len: u8) -> Vec<String> {
             let o = v4.octets();
             (1..=4)
                 .rev()
-                .filter(|n| n * 8 <= len.max(8))
+                .filter(|n| len >= 8 && n * 8 <= len)
                 .map(|n| {
                     let labels: Vec<String> = o[..n].iter().rev().map(u8::to_string).collect();
                     format!("{}.in-addr.arpa.", labels.join("."))
@@ -403,9 +410,9 @@ pub fn reverse_names_within(ip: IpAddr, len: u8) -> Vec<String> {
         }
         IpAddr::V6(v6) => {
             let nibbles: Vec<u8> = v6.octets().iter().flat_map(|b| [b >> 4, b & 0xf]).collect();
-            [128usize, 64, 56, 48, 32]
+            [128usize, 64, 56, 48, 40, 32]
                 .iter()
-                .filter(|&&bits| bits <= len.max(32))
+                .filter(|&&bits| len >= 32 && bits <= len)
                 .map(|bits| {
                     let labels: Vec<String> = nibbles[..bits / 4].iter().rev().map(|n| format!("{n:x}")).collect();
                     format!("{}.ip6.arpa.", labels.join("."))
@@ -629,7 +636,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_reverse_names_are_128_64_56_48_32_nibbles() {
+    fn ipv6_reverse_names_are_128_64_56_48_40_32_nibbles() {
         let names = reverse_names("2001:db8:1:2:3:4:5:6".parse().unwrap());
         assert_eq!(
             names,
@@ -638,6 +645,7 @@ mod tests {
                 "2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
                 "0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
                 "1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+                "0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
                 "8.b.d.0.1.0.0.2.ip6.arpa.",
             ]
         );
@@ -652,10 +660,13 @@ mod tests {
             ["100.51.198.in-addr.arpa.", "51.198.in-addr.arpa.", "198.in-addr.arpa."]
         );
         assert_eq!(reverse_names_within(v4, 20), ["51.198.in-addr.arpa.", "198.in-addr.arpa."]);
-        assert_eq!(reverse_names_within(v4, 0), ["198.in-addr.arpa."], "at least the /8");
+        assert!(reverse_names_within(v4, 7).is_empty(), "RFC 8686 §3.2: shorter than /8 is unsupported");
+        assert_eq!(reverse_names_within(v4, 8), ["198.in-addr.arpa."]);
         assert_eq!(reverse_names_within(v4, 128), reverse_names(v4));
         let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
-        assert_eq!(reverse_names_within(v6, 64).len(), 4);
+        assert_eq!(reverse_names_within(v6, 64).len(), 5);
+        assert_eq!(reverse_names_within(v6, 47)[0], "0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "a /47 starts at the /40");
+        assert!(reverse_names_within(v6, 31).is_empty(), "RFC 8686 §3.2: shorter than /32 is unsupported");
         assert_eq!(reverse_names_within(v6, 64)[0], "2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.");
     }
 

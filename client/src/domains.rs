@@ -735,10 +735,9 @@ impl Inner {
                     found = Some(uri);
                     break;
                 }
-                // The operator published ALTO records here that cannot be
-                // used: a shorter name's server may not be responsible.
-                Outcome::Refused { .. } => break,
-                Outcome::NoRecord | Outcome::NoAltoRecord { .. } | Outcome::Failed { .. } => {}
+                // RFC 8686 §3.5: unusable records, like none, mean "ask the next name".
+                Outcome::NoRecord | Outcome::NoAltoRecord { .. } | Outcome::Refused { .. } | Outcome::Failed { .. } => {
+                }
             }
         }
         let mut addresses = lock(&self.addresses);

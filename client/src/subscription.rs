@@ -553,6 +553,8 @@ impl Runner {
     /// start, re-read, or pushed on the stream): saved to the state
     /// directory, shown in the view, reported (an RProxy serves it).
     async fn took_directory(&mut self, url: &str, signed: pb::SignedDirectory, dir: &pb::Directory) {
+        // What the verifier holds: the received one unless it was not newer.
+        let signed = self.verifier.signed_directory().cloned().unwrap_or(signed);
         if let Some(state) = &self.cfg.state_dir
             && let Err(e) = crate::state::save(state, &signed)
         {

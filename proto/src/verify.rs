@@ -403,7 +403,9 @@ pub struct Verifier {
     /// The key list version accepted (0: none).
     key_list_version: u64,
     /// The directory accepted last, and its position.
-    directory: Option<(DirectoryPosition, pb::Directory)>,
+    /// The held directory: its position, its content, and the signed bytes
+    /// it came in (what is saved and relayed: never an ignored older one).
+    directory: Option<(DirectoryPosition, pb::Directory, pb::SignedDirectory)>,
 }
 
 /// Where a verifier's directory stands: no older one is accepted after it.
@@ -494,7 +496,7 @@ impl Verifier {
         // RProxy may lag behind another, so this is not an error; a proxy
         // that only ever sends old directories is caught by the held one's
         // expiry (`directory_stale`).
-        if let Some((h, held)) = &self.directory
+        if let Some((h, held, _)) = &self.directory
             && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms <= h.issued_at_ms))
         {
             return Ok(held.clone());
@@ -535,19 +537,26 @@ impl Verifier {
         }
         self.origin_id = Some(dir.origin_id.clone());
         let pos = DirectoryPosition { seq: dir.seq, issued_at_ms: dir.issued_at_ms, expires_at_ms: dir.expires_at_ms };
-        self.directory = Some((pos, dir.clone()));
+        self.directory = Some((pos, dir.clone(), signed.clone()));
         Ok(dir)
+    }
+
+    /// The signed directory the verifier holds, exactly as it arrived: what a
+    /// node saves or relays after [`Verifier::accept_directory`], which keeps
+    /// the held one when the received one is not newer (PROTOCOL.md §9.3).
+    pub fn signed_directory(&self) -> Option<&pb::SignedDirectory> {
+        self.directory.as_ref().map(|(.., s)| s)
     }
 
     /// Where the directory accepted last stands.
     pub fn directory(&self) -> Option<DirectoryPosition> {
-        self.directory.as_ref().map(|(p, _)| *p)
+        self.directory.as_ref().map(|(p, ..)| *p)
     }
 
     /// The held directory's expiry has passed (plus the skew allowance)
     /// without a fresher one: the endpoint withholds it, or it is stuck.
     pub fn directory_stale(&self, now_ms: i64) -> Option<VerifyError> {
-        let (p, _) = self.directory.as_ref()?;
+        let (p, ..) = self.directory.as_ref()?;
         (p.expires_at_ms != 0 && p.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms)
             .then_some(VerifyError::DirectoryExpired { seq: p.seq, expires_at_ms: p.expires_at_ms, now_ms })
     }

@@ -25,11 +25,12 @@ const V4: &str = "198.51.100.7";
 const V4_NAMES: [&str; 4] =
     ["7.100.51.198.in-addr.arpa.", "100.51.198.in-addr.arpa.", "51.198.in-addr.arpa.", "198.in-addr.arpa."];
 const V6: &str = "2001:db8:1:2:3:4:5:6";
-const V6_NAMES: [&str; 5] = [
+const V6_NAMES: [&str; 6] = [
     "6.0.0.0.5.0.0.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
     "2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
     "0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
     "1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+    "0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
     "8.b.d.0.1.0.0.2.ip6.arpa.",
 ];
 
@@ -91,8 +92,13 @@ async fn ipv6_record_only_at_48() {
 }
 
 #[tokio::test]
-async fn ipv6_record_only_at_32() {
+async fn ipv6_record_only_at_40() {
     found_only_at(V6, &V6_NAMES, 4).await;
+}
+
+#[tokio::test]
+async fn ipv6_record_only_at_32() {
+    found_only_at(V6, &V6_NAMES, 5).await;
 }
 
 #[tokio::test]
@@ -170,16 +176,26 @@ async fn records_are_taken_by_order_then_preference() {
 
 #[tokio::test]
 async fn a_malformed_regexp_is_refused_naming_the_name() {
+    // RFC 8686 §3.5: an unusable record means "ask the next name".
     let dns = TestDns::start(vec![
         Naptr { regexp: r"!^(.*)$!https://alto.example/\1!".into(), ..alto(V4_NAMES[0], IRD) },
         alto(V4_NAMES[1], "https://shorter.example/ird"),
     ])
     .await;
+    let d = dns.discoverer().by_address(ip(V4)).await.unwrap();
+    assert_eq!((d.uri.as_str(), d.found_at.as_str()), ("https://shorter.example/ird", V4_NAMES[1]));
+    assert!(matches!(&d.tried[0].outcome, Outcome::Refused { reason: RecordError::Regexp { .. } }), "{:?}", d.tried);
+    dns.stop().await;
+
+    // With nothing usable anywhere, the first refusal is the error.
+    let dns =
+        TestDns::start(vec![Naptr { regexp: r"!^(.*)$!https://alto.example/\1!".into(), ..alto(V4_NAMES[0], IRD) }])
+            .await;
     let e = dns.discoverer().by_address(ip(V4)).await.unwrap_err();
     let DiscoverError::Refused { name, reason: RecordError::Regexp { reason, .. }, tried } = &e else { panic!("{e}") };
     assert_eq!(name, V4_NAMES[0]);
     assert!(reason.contains("back-references"), "{reason}");
-    assert_eq!(tried.len(), 1, "a refused record stops the walk: the /24's server is not asked for");
+    assert_eq!(tried.len(), 4, "every name is still asked");
     let msg = e.to_string();
     assert!(msg.starts_with(&format!("{}: ALTO:https record refused: regexp", V4_NAMES[0])), "{msg}");
     dns.stop().await;

@@ -1115,3 +1115,23 @@ fn lifecycles() -> Result<Vec<Lifecycle>, Error> {
     );
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An older directory is ignored, and what a node saves or relays
+    /// (`signed_directory`) stays the newer one it holds: an RProxy never
+    /// serves, and a state file never keeps, the directory it ignored.
+    #[test]
+    fn an_ignored_older_directory_is_not_what_is_held() {
+        let f = Fixture::new().expect("fixture");
+        let d1 = f.d1();
+        let d2 = sign(&[&f.k1], &f.dir(2, T0_MS + 1_000, &[&f.k1], Some(chain(&[], &f.list1()))));
+        let mut v = Verifier::new(TrustedKeys::root(f.r1.public()), Limits::default(), []);
+        v.accept_directory(&d2, T0_MS + 2_000).expect("seq 2");
+        let held = v.accept_directory(&d1, T0_MS + 2_000).expect("an older directory is not an error");
+        assert_eq!(held.seq, 2, "the held content is returned");
+        assert_eq!(v.signed_directory(), Some(&d2), "the held signed bytes, not the ignored ones");
+    }
+}
