@@ -5,8 +5,9 @@
 //! Both are U-NAPTR lookups (RFC 4848) for the service `ALTO:https`. For an
 //! address, the names asked are its reverse-tree names, longest prefix first:
 //! IPv4 /32, /24, /16, /8 under `in-addr.arpa.`, IPv6 /128, /64, /56, /48, /40,
-//! /32 (nibbles) under `ip6.arpa.` (RFC 8686 §3.3, Table 1). The first name with an `ALTO:https` record
-//! wins and nothing shorter is asked. For a domain, the name itself is asked.
+//! /32 (nibbles) under `ip6.arpa.` (RFC 8686 §3.3, Table 1). The first name
+//! with an `ALTO:https` record wins and nothing shorter is asked. For a
+//! domain, the name itself is asked.
 //! [`Discoverer::discover`] asks the address's names first and the domain only
 //! if none of them answered: a record for the address is the more specific
 //! statement about who is responsible for it.

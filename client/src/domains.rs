@@ -730,14 +730,11 @@ impl Inner {
         for name in reverse_names_within(ip, len) {
             let answer = self.name(&name).await;
             until = until.min(answer.until);
-            match answer.outcome {
-                Outcome::Found { uri } => {
-                    found = Some(uri);
-                    break;
-                }
-                // RFC 8686 §3.5: unusable records, like none, mean "ask the next name".
-                Outcome::NoRecord | Outcome::NoAltoRecord { .. } | Outcome::Refused { .. } | Outcome::Failed { .. } => {
-                }
+            // RFC 8686 §3.5: any other answer, unusable records included,
+            // means "ask the next name".
+            if let Outcome::Found { uri } = answer.outcome {
+                found = Some(uri);
+                break;
             }
         }
         let mut addresses = lock(&self.addresses);

@@ -330,8 +330,8 @@ impl Runner {
         };
         let now = (self.cfg.clock)();
         let (resources, dir) = match connect::directory(&mut client, url, &mut self.verifier, now).await {
-            Ok((signed, dir)) => {
-                self.took_directory(url, signed, &dir).await;
+            Ok((_, dir)) => {
+                self.took_directory(url, &dir).await;
                 (connect::resources_for(&dir, &self.cfg.resources), Some(dir))
             }
             Err(ConnectError::Verify { error, .. }) => return self.rejected(url, error).await,
@@ -497,7 +497,7 @@ impl Runner {
                 let now = (self.cfg.clock)();
                 match self.verifier.accept_directory(&signed, now) {
                     Ok(dir) => {
-                        self.took_directory(url, signed, &dir).await;
+                        self.took_directory(url, &dir).await;
                         if lists_more(&dir, followed.as_deref()) {
                             return End::Resubscribe;
                         }
@@ -537,8 +537,8 @@ impl Runner {
     ) -> Result<Option<pb::Directory>, End> {
         let now = (self.cfg.clock)();
         match connect::directory(client, url, &mut self.verifier, now).await {
-            Ok((signed, dir)) => {
-                self.took_directory(url, signed, &dir).await;
+            Ok((_, dir)) => {
+                self.took_directory(url, &dir).await;
                 Ok(Some(dir))
             }
             Err(ConnectError::Verify { error, .. }) => Err(self.rejected(url, error).await),
@@ -552,9 +552,10 @@ impl Runner {
     /// What follows every directory the verifier accepted (at a session's
     /// start, re-read, or pushed on the stream): saved to the state
     /// directory, shown in the view, reported (an RProxy serves it).
-    async fn took_directory(&mut self, url: &str, signed: pb::SignedDirectory, dir: &pb::Directory) {
-        // What the verifier holds: the received one unless it was not newer.
-        let signed = self.verifier.signed_directory().cloned().unwrap_or(signed);
+    /// What is saved and reported is the directory the verifier holds (`dir`
+    /// is its content), never a received one it ignored as not newer.
+    async fn took_directory(&mut self, url: &str, dir: &pb::Directory) {
+        let Some(signed) = self.verifier.signed_directory().cloned() else { return };
         if let Some(state) = &self.cfg.state_dir
             && let Err(e) = crate::state::save(state, &signed)
         {
