@@ -187,7 +187,7 @@ pub(crate) async fn hold(endpoint: &str, key: &str) -> anyhow::Result<()> {
         altocast_client::Config::new(vec![endpoint.to_owned()], TrustedKeys::new([k])),
         shutdown.clone(),
         None,
-    );
+    )?;
     let t = Instant::now();
     while sub.view().load().cost_maps.is_empty() {
         if t.elapsed() > Duration::from_secs(60) {

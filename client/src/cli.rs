@@ -74,6 +74,12 @@ impl Common {
         connect::ClientTls::from_files(self.ca.as_deref(), self.cert.as_deref(), self.key.as_deref())
             .map_err(|e| anyhow!("TLS: {e}"))
     }
+
+    /// The first-use pin file, when it is what is trusted: with a configured
+    /// root or key it is neither read nor written (PROTOCOL.md §9.5).
+    fn pin_file(&self) -> Option<&std::path::Path> {
+        (self.trust_root.is_none() && self.trust_key.is_none()).then_some(self.trust_on_first_use.as_deref())?
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,14 +408,30 @@ async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
     if let Some(path) = &common.trust_key {
         return Ok(TrustedKeys::new([read_public(path, "trust key")?]));
     }
-    let Some(pin) = &common.trust_on_first_use else {
+    let Some(pin) = common.pin_file() else {
         bail!(
             "nothing is trusted: pass --trust-root FILE (from `altocast-server pubkey --root`), --trust-key FILE, \
              or --trust-on-first-use FILE"
         );
     };
-    if pin.exists() {
-        return Ok(TrustedKeys::root(read_public(pin, "pinned root")?));
+    if let Some(root) = crate::state::read_pin(pin)? {
+        return Ok(TrustedKeys::root(root));
+    }
+    // No pin yet, but a saved directory: the first use was the one that saved
+    // it, so the root it had reached is the one to pin (PROTOCOL.md §9.5).
+    if let Some(dir) = &common.state_dir
+        && let Some(root) = crate::state::saved_root(dir)
+    {
+        let mut v = Verifier::new(TrustedKeys::root(root.clone()), Limits::default(), []);
+        crate::state::restore(dir, &mut v)?;
+        crate::state::write_pin(pin, &root)?;
+        eprintln!(
+            "altocast: pinned root {} from the saved directory in {} to {}; any other root is refused from now on",
+            root.id(),
+            dir.display(),
+            pin.display()
+        );
+        return Ok(TrustedKeys::root(root));
     }
     // First contact: the root the directory's current key list names, which
     // the whole directory must then verify under.
@@ -422,7 +444,7 @@ async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
     let root = altocast_proto::trust::KeyList::decode(current).with_context(|| format!("{url}: key list"))?.root;
     let mut v = Verifier::accepting_all(TrustedKeys::root(root.clone()), Limits::default());
     v.accept_directory(&signed, now_ms()).with_context(|| format!("{url}: directory"))?;
-    std::fs::write(pin, root.to_spki_pem()).with_context(|| format!("writing the pin file {}", pin.display()))?;
+    crate::state::write_pin(pin, &root)?;
     eprintln!(
         "altocast: pinned root {} of origin {} on first use ({url}) in {}; any other root is refused from now on",
         root.id(),
@@ -442,13 +464,13 @@ async fn accepted(
     url: &str,
 ) -> anyhow::Result<(Verifier, pb::Directory)> {
     let mut v = Verifier::new(anchor, Limits::default(), []);
-    if let Some(saved) = common.state_dir.as_deref().and_then(crate::state::load) {
-        v.restore_directory(&saved).context("the state directory's last directory is not trusted")?;
+    if let Some(dir) = &common.state_dir {
+        crate::state::restore(dir, &mut v)?;
     }
     let (signed, dir) = connect::directory(client, url, &mut v, now_ms())
         .await
         .map_err(anyhow::Error::from)
-        .with_context(|| match &common.trust_on_first_use {
+        .with_context(|| match common.pin_file() {
             Some(pin) => format!("refusing {url} (root pinned in {})", pin.display()),
             None => format!("refusing {url}"),
         })?;
@@ -460,11 +482,12 @@ async fn accepted(
     if let Some(dir) = &common.state_dir {
         crate::state::save(dir, &signed).with_context(|| format!("saving to {}", dir.display()))?;
     }
-    if let (Some(pin), Some(root)) = (&common.trust_on_first_use, v.keys().trusted_root()) {
-        let pinned = read_public(pin, "pinned root")?;
-        if pinned != *root {
-            std::fs::write(pin, root.to_spki_pem()).with_context(|| format!("writing {}", pin.display()))?;
-            eprintln!("altocast: root {} rotated to {}; {} updated", pinned.id(), root.id(), pin.display());
+    if let (Some(pin), Some(root)) = (common.pin_file(), v.keys().trusted_root()) {
+        let pinned = crate::state::read_pin(pin)?;
+        if pinned.as_ref() != Some(root) {
+            crate::state::write_pin(pin, root)?;
+            let from = pinned.map_or("none".to_owned(), |p| p.id().to_string());
+            eprintln!("altocast: root {from} rotated to {}; {} updated", root.id(), pin.display());
         }
     }
     Ok((v, dir))
@@ -691,11 +714,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let resources = resource.iter().map(|r| resource_arg(r)).collect::<anyhow::Result<Vec<_>>>()?;
             let mut cfg = Config::new(common.endpoints.clone(), keys);
             cfg.state_dir = common.state_dir.clone();
+            cfg.pin_file = common.pin_file().map(Into::into);
             cfg.tls = common.tls()?;
             cfg.resources = resources;
             let shutdown = CancellationToken::new();
             let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-            let sub = Subscription::start(cfg, shutdown.clone(), Some(tx));
+            let sub = Subscription::start(cfg, shutdown.clone(), Some(tx))?;
             let mut changes = sub.view().changes();
             let mut seen = 0u64;
             let deadline = Duration::from_secs(common.timeout.max(1));

@@ -890,7 +890,8 @@ impl Inner {
                 cfg.resources = vec![cm.clone()];
             }
             let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-            let sub = Subscription::start(cfg, self.shutdown.clone(), Some(tx));
+            // No state directory: nothing to restore, so nothing to refuse.
+            let sub = Subscription::start(cfg, self.shutdown.clone(), Some(tx)).expect("no state directory");
             let d = Arc::new(Domain {
                 origin_id: origin.clone(),
                 pin: pin.map(|p| (p, Mutex::new(root.id().to_string()))),

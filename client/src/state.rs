@@ -1,15 +1,44 @@
-//! What a client keeps across restarts in its state directory
-//! (`--state-dir`): the last directory it accepted, so that a restart does not
-//! reopen the rollback window (an older directory, or an older key list, is
-//! refused after it as before it).
+//! What a client keeps across restarts (PROTOCOL.md §9.5–§9.6): the last
+//! directory it accepted, in its state directory (`--state-dir`), so that a
+//! restart does not reopen the rollback window (an older directory, or an
+//! older key list, is refused after it as before it); and the first-use pin
+//! file (`--trust-on-first-use`), the root key it trusts.
+//!
+//! Both are written atomically (a temporary file, synced, renamed over the
+//! old one): a crash leaves the old file or the new one, never half of one.
 
 use std::path::{Path, PathBuf};
 
-use altocast_proto::pb;
+use altocast_proto::{PublicKey, Verifier, pb, trust::KeyList};
 use prost::Message as _;
 
 fn path(dir: &Path) -> PathBuf {
     dir.join("directory.pb")
+}
+
+/// Why the saved state cannot be used. The client refuses to start rather
+/// than run without the rollback protection it was given.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The saved directory does not restore under the trust anchor.
+    #[error(
+        "the saved directory {path} is not trusted ({reason}); if the trust anchor was changed on purpose, \
+         remove the file"
+    )]
+    Untrusted {
+        /// The file.
+        path: String,
+        /// The failed check.
+        reason: String,
+    },
+    /// The pin file cannot be read or is not an Ed25519 SPKI PEM key.
+    #[error("pin file {path}: {reason}")]
+    Pin {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The directory saved last, if any (a file that does not decode is ignored:
@@ -19,11 +48,52 @@ pub fn load(dir: &Path) -> Option<pb::SignedDirectory> {
     pb::SignedDirectory::decode(bytes.as_slice()).ok()
 }
 
-/// Saves `signed` atomically (a temporary file renamed over the old one).
+/// Restores the saved directory of `dir` into `verifier` (§9.6): `Ok(false)`
+/// when there is none, an error when it does not restore (no part of it is
+/// then used).
+pub fn restore(dir: &Path, verifier: &mut Verifier) -> Result<bool, StateError> {
+    let Some(saved) = load(dir) else { return Ok(false) };
+    verifier
+        .restore_directory(&saved)
+        .map_err(|e| StateError::Untrusted { path: path(dir).display().to_string(), reason: e.to_string() })?;
+    Ok(true)
+}
+
+/// The root of the saved directory's current key list: the root the client
+/// had reached when it saved it (§9.5 step 3).
+pub fn saved_root(dir: &Path) -> Option<PublicKey> {
+    let saved = load(dir)?;
+    let d = pb::Directory::decode(saved.body).ok()?;
+    Some(KeyList::decode(d.key_chain?.current.as_ref()?).ok()?.root)
+}
+
+/// Saves `signed` atomically.
 pub fn save(dir: &Path, signed: &pb::SignedDirectory) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".directory.pb.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, signed.encode_to_vec())?;
+    write_atomic(&path(dir), &signed.encode_to_vec())
+}
+
+/// The pinned root, or `None` when the pin file does not exist yet.
+pub fn read_pin(file: &Path) -> Result<Option<PublicKey>, StateError> {
+    let fail = |reason: String| StateError::Pin { path: file.display().to_string(), reason };
+    let pem = match std::fs::read_to_string(file) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    PublicKey::from_spki_pem(&pem).map(Some).map_err(|e| fail(e.to_string()))
+}
+
+/// Pins `root` (SPKI PEM) atomically.
+pub fn write_pin(file: &Path, root: &PublicKey) -> Result<(), StateError> {
+    write_atomic(file, root.to_spki_pem().as_bytes())
+        .map_err(|e| StateError::Pin { path: file.display().to_string(), reason: e.to_string() })
+}
+
+fn write_atomic(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = file.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path(dir))
+    std::fs::rename(&tmp, file)
 }

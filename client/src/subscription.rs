@@ -12,7 +12,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use altocast_proto::{Applied, Limits, ResourceId, TrustedKeys, Verifier, VerifyError, pb, verify::Opened};
+use altocast_proto::{Applied, KeyId, Limits, ResourceId, TrustedKeys, Verifier, VerifyError, pb, verify::Opened};
 use rand::Rng as _;
 use tokio::{sync::mpsc, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::{
     connect::{self, ConnectError, DistributionClient},
     frames::{Assembled, Assembler, FrameError},
+    state::StateError,
     view::{Change, View},
 };
 
@@ -31,6 +32,19 @@ const MAX_PENDING_RUN: usize = 1024;
 
 /// How long each chunk of a snapshot may take to arrive.
 const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a chunked update in progress may defer the staleness deadline
+/// (PROTOCOL.md §8.8): long enough for a genuine snapshot of tens of MB on a
+/// slow link to finish instead of being cut off and started again elsewhere,
+/// short enough that a sender trickling chunks cannot hold a client on stale
+/// data for long.
+const CHUNKED_DEFERRAL: Duration = Duration::from_secs(120);
+
+/// A fresh session's time to catch up before a passed deadline counts.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// With nothing held, the longest wait for any frame.
+const FIRST_DATA: Duration = Duration::from_secs(30);
 
 /// A source of Unix milliseconds. The default follows tokio's clock, so tests
 /// with paused time control expiry.
@@ -54,6 +68,9 @@ pub struct Config {
     /// Where the last accepted directory is kept across restarts (no older
     /// directory or key list is accepted after it).
     pub state_dir: Option<std::path::PathBuf>,
+    /// The first-use pin file holding the trusted root: rewritten when an
+    /// accepted key chain rotates the root (PROTOCOL.md §9.5).
+    pub pin_file: Option<std::path::PathBuf>,
     /// Resources to follow; empty = every resource in the directory. The network
     /// maps that cost maps depend on are added automatically.
     pub resources: Vec<ResourceId>,
@@ -100,6 +117,7 @@ impl Config {
             pull_interval: Duration::from_secs(5),
             directory_refresh: Duration::from_secs(30),
             state_dir: None,
+            pin_file: None,
             tls: None,
             clock: tokio_clock(),
         }
@@ -170,18 +188,26 @@ pub struct Subscription {
 impl Subscription {
     /// Starts following `cfg.endpoints`. Events go to `events` if given (the
     /// loop waits for the receiver: an RProxy must not lose updates).
-    pub fn start(cfg: Config, shutdown: CancellationToken, events: Option<mpsc::Sender<Event>>) -> Subscription {
+    ///
+    /// Refuses to start when the state directory holds a directory that does
+    /// not restore under `cfg.keys` (PROTOCOL.md §9.6): running without it
+    /// would give up the rollback protection it was kept for.
+    pub fn start(
+        cfg: Config,
+        shutdown: CancellationToken,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Subscription, StateError> {
         let view = View::default();
         let stop = shutdown.child_token();
         let mut verifier = Verifier::new(cfg.keys.clone(), cfg.limits, cfg.resources.iter().cloned());
-        if let Some(signed) = cfg.state_dir.as_deref().and_then(crate::state::load)
-            && let Err(e) = verifier.restore_directory(&signed)
-        {
-            warn!(error = %e, "the saved directory is not trusted now; starting without it");
+        if let Some(dir) = &cfg.state_dir {
+            crate::state::restore(dir, &mut verifier)?;
         }
-        let mut run = Runner { cfg, view: view.clone(), events, verifier, stop: stop.clone(), quarantined: Vec::new() };
+        let pinned = verifier.keys().trusted_root().map(|r| r.id().clone());
+        let mut run =
+            Runner { cfg, view: view.clone(), events, verifier, stop: stop.clone(), quarantined: Vec::new(), pinned };
         let task = tokio::spawn(async move { run.run().await });
-        Subscription { view, task, stop }
+        Ok(Subscription { view, task, stop })
     }
 
     /// The verified view.
@@ -225,6 +251,8 @@ struct Runner {
     stop: CancellationToken,
     /// `(endpoint index, until)`.
     quarantined: Vec<(usize, Instant)>,
+    /// The root the pin file holds (with `cfg.pin_file`).
+    pinned: Option<KeyId>,
 }
 
 /// Reduces a decoded payload to its kind so a header can be kept cheaply.
@@ -361,7 +389,10 @@ impl Runner {
                 .collect();
             match client.subscribe(pb::SubscribeRequest { resources: positions }).await {
                 Ok(s) => streams.push(s.into_inner()),
-                Err(status) if status.code() == tonic::Code::Unavailable => {
+                // Unavailable, or no status from the server at all (a reset or
+                // GOAWAY that the gRPC library reports as a status of its
+                // own): somewhere else, not a refusal to poll (PROTOCOL.md §10.2).
+                Err(status) if status.code() == tonic::Code::Unavailable || from_transport(&status) => {
                     return End::Failed { reason: status.to_string(), delivered: false };
                 }
                 Err(status) => {
@@ -380,23 +411,46 @@ impl Runner {
         end
     }
 
-    /// How long to wait for the next frame before declaring a resource stale.
-    fn stale_wait(&self) -> (Duration, Option<(ResourceId, i64)>) {
+    /// When this session's endpoint goes stale (PROTOCOL.md §8.8): the
+    /// earlier of the maps clock (the earliest expiry of a held resource) and
+    /// the directory clock (the held directory's expiry), each plus the skew
+    /// allowance; with nothing held, [`FIRST_DATA`] after the last frame
+    /// instead of the maps clock. A deadline on the clock, not an idle timer:
+    /// frames that extend nothing do not move it.
+    fn deadline(&self, last_frame: Instant) -> Instant {
         let now = (self.cfg.clock)();
-        let earliest = self
+        let skew = self.cfg.limits.max_skew_ms;
+        // One millisecond past the instant, as the checks are strict.
+        let at = |expires_ms: i64| Instant::now() + Duration::from_millis((expires_ms + skew + 1 - now).max(0) as u64);
+        let maps = self.verifier.resources().filter_map(|(_, h)| h.map(|h| h.expires_at_ms)).min();
+        let maps = maps.map_or(last_frame + FIRST_DATA, at);
+        let directory = self.verifier.directory().filter(|p| p.expires_at_ms != 0).map(|p| at(p.expires_at_ms));
+        directory.map_or(maps, |d| d.min(maps))
+    }
+
+    /// Why the endpoint is abandoned once its deadline has passed, or `None`
+    /// when no clock has passed after all (it moved meanwhile).
+    async fn stale(&mut self, url: &str, last_frame: Instant, delivered: bool) -> Option<End> {
+        let now = (self.cfg.clock)();
+        if let Some(error) = self.verifier.directory_stale(now) {
+            warn!(endpoint = %url, "no fresh directory before the held one expired; upstream withholds it");
+            return Some(self.rejected(url, error).await);
+        }
+        let skew = self.cfg.limits.max_skew_ms;
+        let expired = self
             .verifier
             .resources()
             .filter_map(|(id, h)| h.map(|h| (id.clone(), h.expires_at_ms)))
+            .filter(|(_, t)| t.saturating_add(skew) < now)
             .min_by_key(|(_, t)| *t);
-        match earliest {
-            // Until expiry, plus the skew allowance the verifier grants.
-            Some((id, t)) => {
-                let ms = (t + self.cfg.limits.max_skew_ms - now).max(0) as u64;
-                (Duration::from_millis(ms), Some((id, t)))
-            }
-            // Nothing held: the first snapshot must come within a bounded time.
-            None => (Duration::from_secs(30), None),
+        if let Some((resource_id, since_ms)) = expired {
+            warn!(endpoint = %url, resource = %resource_id, "no update before expiry; upstream withholds or is stuck");
+            self.emit(Event::Stale { resource_id: resource_id.clone(), since_ms }).await;
+            return Some(End::Bad { reason: format!("{resource_id} went stale") });
         }
+        let nothing_held = self.verifier.resources().all(|(_, h)| h.is_none());
+        (nothing_held && last_frame.elapsed() >= FIRST_DATA)
+            .then(|| End::Failed { reason: format!("no data within {} s", FIRST_DATA.as_secs()), delivered })
     }
 
     /// Reads updates until one of the session's streams ends. Re-reads the
@@ -423,28 +477,42 @@ impl Runner {
             }));
         let chunks_due = |a: &[Assembler]| a.iter().map(Assembler::chunks_due).sum::<usize>();
         // A fresh connection gets a grace period to catch up before staleness counts.
-        let grace_until = Instant::now() + Duration::from_secs(10);
+        let grace_until = Instant::now() + GRACE;
+        let mut last_frame = Instant::now();
+        // When the chunked update in progress (if any) began.
+        let mut chunked_since: Option<Instant> = None;
         let mut refresh = tokio::time::interval_at(
             tokio::time::Instant::now() + self.cfg.directory_refresh,
             self.cfg.directory_refresh,
         );
         loop {
-            let (wait, earliest) = self.stale_wait();
-            // The directory expires like the maps: a fresher one must come
-            // (pushed, or re-read) before the held one's expiry.
-            let now = (self.cfg.clock)();
-            let directory_wait =
-                self.verifier.directory().filter(|p| p.expires_at_ms != 0).map(|p| {
-                    Duration::from_millis((p.expires_at_ms + self.cfg.limits.max_skew_ms - now).max(0) as u64)
-                });
-            let wait = directory_wait.map_or(wait, |d| wait.min(d));
-            let wait = wait.max(grace_until.saturating_duration_since(Instant::now()));
-            // Each chunk of a snapshot in progress has a deadline of its own.
-            let wait = if chunks_due(&assemblers) > 0 { CHUNK_DEADLINE } else { wait };
+            let mut deadline = self.deadline(last_frame).max(grace_until);
+            if let Some(since) = chunked_since {
+                deadline = deadline.max(since + CHUNKED_DEFERRAL);
+            }
+            // Each chunk of an update in progress has a deadline of its own.
+            let chunk_deadline = last_frame + CHUNK_DEADLINE;
+            // Biased, the deadline before the next frame: a sender that always
+            // has a frame ready (a flood of no-op heartbeats) is still caught.
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
-                _ = refresh.tick(), if chunks_due(&assemblers) == 0 => {
+                _ = tokio::time::sleep_until(deadline) => {
+                    match self.stale(url, last_frame, delivered).await {
+                        Some(end) => return end,
+                        None => continue,
+                    }
+                }
+                _ = tokio::time::sleep_until(chunk_deadline), if chunked_since.is_some() => {
+                    return End::Bad {
+                        reason: format!(
+                            "{} snapshot chunks still due after {} s",
+                            chunks_due(&assemblers),
+                            CHUNK_DEADLINE.as_secs()
+                        ),
+                    };
+                }
+                _ = refresh.tick(), if chunked_since.is_none() => {
                     match self.refresh_directory(&mut client, url).await {
                         Ok(Some(dir)) if lists_more(&dir, followed.as_deref()) => return End::Resubscribe,
                         Ok(Some(_)) => {}
@@ -453,32 +521,14 @@ impl Runner {
                     }
                     continue;
                 }
-                r = tokio::time::timeout(wait, merged.next()) => r,
+                f = merged.next() => f,
             };
             let (stream, frame) = match frame {
-                Err(_) if chunks_due(&assemblers) > 0 => {
-                    return End::Bad {
-                        reason: format!("{} snapshot chunks still due after 30 s", chunks_due(&assemblers)),
-                    };
-                }
-                Err(_) => {
-                    if let Some(error) = self.verifier.directory_stale((self.cfg.clock)()) {
-                        warn!(endpoint = %url, "no fresh directory before the held one expired; upstream withholds it");
-                        return self.rejected(url, error).await;
-                    }
-                    return match earliest {
-                        Some((resource_id, since_ms)) => {
-                            warn!(endpoint = %url, resource = %resource_id, "no update before expiry; upstream withholds or is stuck");
-                            self.emit(Event::Stale { resource_id: resource_id.clone(), since_ms }).await;
-                            End::Bad { reason: format!("{resource_id} went stale") }
-                        }
-                        None => End::Failed { reason: "no data within 30 s".into(), delivered },
-                    };
-                }
-                Ok(Some((i, Some(Ok(f))))) => (i, f),
-                Ok(Some((_, None)) | None) => return End::Closed { delivered },
-                Ok(Some((_, Some(Err(status))))) => return End::Failed { reason: status.to_string(), delivered },
+                Some((i, Some(Ok(f)))) => (i, f),
+                Some((_, None)) | None => return End::Closed { delivered },
+                Some((_, Some(Err(status)))) => return End::Failed { reason: status.to_string(), delivered },
             };
+            last_frame = Instant::now();
             // An update signed only by keys this verifier does not know (yet)
             // may follow a key list change: the sender verified it under its
             // directory, so that directory is re-read once and the frame tried
@@ -505,6 +555,10 @@ impl Runner {
                     Err(error) => return self.rejected(url, error).await,
                 }
             }
+            chunked_since = match chunks_due(&assemblers) {
+                0 => None,
+                _ => chunked_since.or(Some(last_frame)),
+            };
             let Assembled { opened, signed, chunks } = match pushed {
                 Ok(Some(a)) => a,
                 Ok(None) => continue,
@@ -562,7 +616,25 @@ impl Runner {
             warn!(error = %e, dir = %state.display(), "directory not saved to the state directory");
         }
         self.view.set_directory(dir, &self.verifier);
+        self.follow_root();
         self.emit(Event::Directory { endpoint: url.into(), signed, directory: dir.clone() }).await;
+    }
+
+    /// Moves the pin file forward when the accepted key chain rotated the
+    /// root (the old pin keeps working only while the origin keeps the
+    /// rotation in its chain).
+    fn follow_root(&mut self) {
+        let (Some(file), Some(root)) = (&self.cfg.pin_file, self.verifier.keys().trusted_root()) else { return };
+        if self.pinned.as_ref() == Some(root.id()) {
+            return;
+        }
+        match crate::state::write_pin(file, root) {
+            Ok(()) => {
+                info!(pin = %file.display(), root = %root.id(), "the key chain rotated the root; pin updated");
+                self.pinned = Some(root.id().clone());
+            }
+            Err(e) => warn!(error = %e, "the key chain rotated the root; the pin could not be updated"),
+        }
     }
 
     async fn rejected(&self, url: &str, error: VerifyError) -> End {
@@ -616,14 +688,39 @@ impl Runner {
         }
     }
 
-    /// Pull fallback: poll `Fetch` for a few rounds, then go back to trying push.
+    /// Pull fallback: poll `Fetch` for a few rounds, then go back to trying
+    /// push. The directory is re-read every round and its clock enforced as
+    /// on a stream (PROTOCOL.md §10.6): an endpoint that refuses `Subscribe`
+    /// cannot keep the client on an old directory.
     async fn pull(&mut self, client: &mut DistributionClient, url: &str, resources: &[ResourceId]) -> End {
         const ROUNDS: usize = 6;
         let mut delivered = false;
         for round in 0..ROUNDS {
+            // The session's start read the directory and the first round is
+            // the catch-up; from then on every round must find it fresh.
+            if round > 0 {
+                if let Err(end) = self.refresh_directory(client, url).await {
+                    return end;
+                }
+                if let Some(error) = self.verifier.directory_stale((self.cfg.clock)()) {
+                    warn!(endpoint = %url, "polling: no fresh directory before the held one expired");
+                    return self.rejected(url, error).await;
+                }
+            }
             for r in resources {
                 let now = (self.cfg.clock)();
-                match connect::fetch_into(client, url, r, &mut self.verifier, now).await {
+                let fetched = match connect::fetch_into(client, url, r, &mut self.verifier, now).await {
+                    // Signed by keys not known yet: the sender's directory may
+                    // explain it (§9.4), re-read once and tried again.
+                    Err(ConnectError::Verify { error, .. }) if unknown_signer(&error) => {
+                        if let Err(end) = self.refresh_directory(client, url).await {
+                            return end;
+                        }
+                        connect::fetch_into(client, url, r, &mut self.verifier, now).await
+                    }
+                    other => other,
+                };
+                match fetched {
                     Ok(fetched) => {
                         for f in fetched {
                             delivered = true;
@@ -648,6 +745,13 @@ fn lists_more(dir: &pb::Directory, followed: Option<&[ResourceId]>) -> bool {
     followed.is_some_and(|f| connect::resources_for(dir, &[]).iter().any(|r| !f.contains(r)))
 }
 
+/// A status the gRPC library made up for a transport failure (a reset, a
+/// GOAWAY, a broken connection): it carries the underlying error. A status
+/// the server sent is parsed from its trailers and carries none.
+fn from_transport(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
 /// A signature failure that a newer key list may explain.
 fn unknown_signer(e: &VerifyError) -> bool {
     use altocast_proto::keys::SignatureError;
@@ -658,4 +762,23 @@ fn jitter(d: Duration) -> Duration {
     // ±50%: reconnecting clients spread out instead of stampeding.
     let f = rand::rng().random_range(0.5..1.5);
     d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status the server sent (parsed from its trailers) is a refusal; one
+    /// the gRPC library made of a reset or a broken connection is not.
+    #[test]
+    fn only_a_status_the_server_sent_is_a_refusal() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("2"));
+        let sent = tonic::Status::from_header_map(&trailers).expect("a status");
+        assert_eq!(sent.code(), tonic::Code::Unknown);
+        assert!(!from_transport(&sent));
+        let reset = tonic::Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert_eq!(reset.code(), tonic::Code::Unknown);
+        assert!(from_transport(&reset));
+    }
 }

@@ -47,7 +47,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         ..Default::default()
     };
     let refresher = upstream::Refresher::new(hub.clone(), config.upstreams.clone(), keys, client.tls.clone(), pull);
-    let view = upstream::spawn(client, hub.clone(), refresher.clone(), directory.clone(), shutdown.clone(), &tasks);
+    let view = upstream::spawn(client, hub.clone(), refresher.clone(), directory.clone(), shutdown.clone(), &tasks)
+        .context("--state-dir")?;
     if let Some(addr) = config.alto_http {
         let http = TcpListener::bind(addr).await.with_context(|| format!("binding --alto-http {addr}"))?;
         info!(%addr, "serving the RFC 7285 HTTP/JSON interface");

@@ -32,9 +32,9 @@ pub fn spawn(
     directory: Arc<ArcSwapOption<pb::SignedDirectory>>,
     shutdown: CancellationToken,
     tasks: &TaskTracker,
-) -> altocast_client::View {
+) -> Result<altocast_client::View, altocast_client::state::StateError> {
     let (tx, mut rx) = mpsc::channel(256);
-    let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx));
+    let sub = Subscription::start(cfg.clone(), shutdown.clone(), Some(tx))?;
     let view = sub.view().clone();
     let feed_hub = hub;
     let feed_refresher = refresher.clone();
@@ -52,7 +52,7 @@ pub fn spawn(
         sub.stop().await;
     });
     tasks.spawn(async move { refresher.run(shutdown).await });
-    view
+    Ok(view)
 }
 
 fn handle(hub: &Hub, directory: &ArcSwapOption<pb::SignedDirectory>, event: Event) {

@@ -155,7 +155,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             c.backoff_min = Duration::from_millis(50);
             Subscription::start(c, shutdown.clone(), None)
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let mut probe = subs[0].view().changes();
     let wait_all = |seq: u64| {
         let subs = &subs;

@@ -17,7 +17,7 @@ use std::{
 
 use altocast_proto::{
     OriginKey, pb,
-    trust::{KeyList, UpdateKey},
+    trust::{self, KeyList, MAX_KEYS, MAX_ROOT_HISTORY, UpdateKey},
 };
 use anyhow::{Context as _, bail};
 use prost::Message as _;
@@ -198,6 +198,11 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
     };
     let mut new_root = None;
     let line = match change {
+        Change::Add if list.keys.len() >= MAX_KEYS => bail!(
+            "key list version {} already has {MAX_KEYS} update keys, the most a verifier accepts \
+             (PROTOCOL.md §9.2): revoke one first (`altocast-server keys revoke ID`)",
+            old.version
+        ),
         Change::Add => {
             let key = OriginKey::generate()?;
             let path = update_key_path(data_dir, key.id().as_str());
@@ -215,9 +220,22 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
             let i = find(id)?;
             list.keys.remove(i);
             list.revoked.push(id.clone());
-            format!("revoked update key {id} (key list version {})", list.version)
+            // Verifiers refuse a list with more than MAX_KEYS revoked ids. A
+            // revoked key is never in `keys` again, so forgetting the oldest
+            // ids changes nothing a verifier trusts (PROTOCOL.md §9.2).
+            let dropped: Vec<String> = list.revoked.drain(..list.revoked.len().saturating_sub(MAX_KEYS)).collect();
+            let mut line = format!("revoked update key {id} (key list version {})", list.version);
+            if !dropped.is_empty() {
+                line +=
+                    &format!("; the oldest revoked ids no longer listed (at most {MAX_KEYS}): {}", dropped.join(", "));
+            }
+            line
         }
         Change::Renew => format!("renewed key list version {} until {} days from now", list.version, valid_days),
+        Change::RotateRoot if chain.root_history.len() >= MAX_ROOT_HISTORY => bail!(
+            "the key chain already records {MAX_ROOT_HISTORY} root changes, the most a verifier accepts \
+             (PROTOCOL.md §9.2); dropping the oldest would strand clients that trust an old root"
+        ),
         Change::RotateRoot => {
             let r = OriginKey::generate()?;
             list.root = r.public();
@@ -247,6 +265,10 @@ pub fn change(data_dir: &Path, root_key: &Path, change: &Change, valid_days: u64
         None => list.sign(&[&root]),
     };
     chain.current = Some(signed);
+    // What every verifier will check, checked before anything is written: a
+    // list they would refuse would cut every client off.
+    trust::walk(&old.root, old.version, &chain, now, 0)
+        .context("the new key list would be refused by verifiers; nothing was changed")?;
     if let Some(r) = &new_root {
         // The old root is kept beside the new one: losing it loses nothing
         // (clients walk forward), but an operator may want it for audits.
@@ -384,5 +406,45 @@ mod tests {
         let after = Keyring::load(d).expect("load");
         assert_eq!(after.list.version, 3);
         assert!(after.list.revoked.contains(&only) && after.signing.iter().all(|k| k.id().as_str() != only));
+    }
+
+    #[test]
+    fn lists_stay_within_what_verifiers_accept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let first = Keyring::load_or_init(d).expect("init").list.keys[0].key.id().to_string();
+        let root = root_key_path(d);
+        for _ in 1..MAX_KEYS {
+            change(d, &root, &Change::Add, 30).expect("add");
+        }
+        let before = std::fs::read(chain_path(d)).expect("chain");
+        let e = change(d, &root, &Change::Add, 30).expect_err("a 65th key").to_string();
+        assert!(e.contains("64 update keys") && e.contains("revoke"), "{e}");
+        assert_eq!(std::fs::read(chain_path(d)).expect("chain"), before, "a refused add wrote the chain");
+        // More revocations than a list may carry: the oldest ids are no longer
+        // listed, and every list still walks from the first root.
+        let ids = |d: &Path| -> Vec<String> {
+            Keyring::load(d).expect("load").list.keys.iter().map(|k| k.key.id().to_string()).collect()
+        };
+        for id in ids(d).into_iter().skip(1) {
+            change(d, &root, &Change::Revoke(id), 30).expect("revoke");
+        }
+        change(d, &root, &Change::Add, 30).expect("add");
+        change(d, &root, &Change::Add, 30).expect("add");
+        let mut line = String::new();
+        for id in ids(d).into_iter().filter(|id| *id != first) {
+            line = change(d, &root, &Change::Revoke(id), 30).expect("revoke");
+        }
+        assert!(line.contains("no longer listed"), "{line}");
+        let ring = Keyring::load(d).expect("load");
+        assert_eq!(ring.list.revoked.len(), MAX_KEYS);
+        let origin = Keyring::load(d).expect("load").list.root;
+        trust::walk(&origin, 0, &ring.chain, now_ms(), 0).expect("verifiers accept the list");
+        // Root changes: at most MAX_ROOT_HISTORY, the next refused naming it.
+        for _ in 0..MAX_ROOT_HISTORY {
+            change(d, &root, &Change::RotateRoot, 30).expect("rotate");
+        }
+        let e = change(d, &root, &Change::RotateRoot, 30).expect_err("a 65th root change").to_string();
+        assert!(e.contains("64 root changes"), "{e}");
     }
 }

@@ -130,7 +130,7 @@ pub async fn run_with_http(
         let mut follow = altocast_client::Config::new(vec![format!("http://{own}")], keys);
         // Loopback and a small signed message: pick up new resources within a second.
         follow.directory_refresh = Duration::from_secs(1);
-        let sub = altocast_client::Subscription::start(follow, shutdown.clone(), None);
+        let sub = altocast_client::Subscription::start(follow, shutdown.clone(), None)?;
         info!(%addr, "serving the RFC 7285 HTTP/JSON interface");
         let stop = shutdown.clone();
         let limits = cfg.alto.limits()?;

@@ -22,10 +22,17 @@ pub enum EvilMode {
     DropDiff,
     /// Forwards the catch-up, then nothing: no diffs, no heartbeats.
     Withhold,
+    /// Relays up to the first live heartbeat, then withholds like `Withhold`
+    /// but replays the stream's first directory frame as fast as the client
+    /// reads: a frame is always ready, each ignored as not newer, none fresh.
+    Flood,
     /// Swaps the order of the first two live diffs.
     Reorder,
     /// Honest, but cannot stream: `Subscribe` is unimplemented (clients must pull).
     NoPush,
+    /// `NoPush` and `FreezeDirectory` at once: pulling clients are kept on an
+    /// old directory unless they re-read it and watch its expiry.
+    NoPushFrozen,
     /// Withholds live network map diffs but relays the cost maps computed
     /// against them: a cost map with a network map the client does not have.
     DropNetworkMap,
@@ -141,7 +148,7 @@ impl pb::distribution_server::Distribution for Evil {
     type SubscribeStream = FrameStream;
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<FrameStream>, Status> {
-        if self.mode == EvilMode::NoPush {
+        if matches!(self.mode, EvilMode::NoPush | EvilMode::NoPushFrozen) {
             return Err(Status::unimplemented("this endpoint only answers Fetch"));
         }
         let mut up = upstream(&self.upstream).await?;
@@ -156,9 +163,21 @@ impl pb::distribution_server::Distribution for Evil {
             // The catch-up of a fresh subscriber is one snapshot per resource;
             // everything after the snapshots of both maps is live.
             let mut snapshots = 0usize;
+            let mut flood: Option<pb::SubscribeResponse> = None;
+            let mut first_directory: Option<pb::SubscribeResponse> = None;
             loop {
                 let f = tokio::select! {
+                    biased;
                     _ = stop.cancelled() => return,
+                    // As fast as the client takes them: a frame is always ready.
+                    _ = std::future::ready(()), if flood.is_some() => {
+                        if let Some(f) = &flood
+                            && tx.send(Ok(f.clone())).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
                     u = injected.recv(), if mode == EvilMode::Inject => {
                         if let Ok(u) = u
                             && tx.send(Ok(pb::SubscribeResponse::new(pb::subscribe_response::Item::Update(u)))).await.is_err()
@@ -184,6 +203,7 @@ impl pb::distribution_server::Distribution for Evil {
                 // Directories pushed on the stream get the same treatment as
                 // those served by GetDirectory.
                 if let Some(pb::subscribe_response::Item::Directory(d)) = &f.item {
+                    first_directory.get_or_insert_with(|| f.clone());
                     match mode {
                         EvilMode::FreezeDirectory => out.clear(),
                         EvilMode::TamperDirectory => {
@@ -207,6 +227,10 @@ impl pb::distribution_server::Distribution for Evil {
                         }
                     }
                     EvilMode::Withhold if caught_up && (is_diff || is_hb) => out.clear(),
+                    // Everything up to the first live heartbeat, so that it is
+                    // the client's current state that is replayed.
+                    EvilMode::Flood if caught_up && is_hb && flood.is_none() => flood = first_directory.clone(),
+                    EvilMode::Flood if flood.is_some() && (is_diff || is_hb) => out.clear(),
                     EvilMode::DropNetworkMap
                         if is_diff
                             && caught_up
@@ -249,7 +273,7 @@ impl pb::distribution_server::Distribution for Evil {
     ) -> Result<Response<pb::SignedDirectory>, Status> {
         let fetch = || async { upstream(&self.upstream).await?.get_directory(pb::GetDirectoryRequest {}).await };
         match self.mode {
-            EvilMode::FreezeDirectory => {
+            EvilMode::FreezeDirectory | EvilMode::NoPushFrozen => {
                 let d = self.frozen.get_or_try_init(|| async { fetch().await.map(Response::into_inner) }).await?;
                 Ok(Response::new(d.clone()))
             }

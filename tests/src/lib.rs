@@ -326,7 +326,7 @@ impl TestClient {
     pub fn start_cfg(cfg: Config) -> TestClient {
         let shutdown = CancellationToken::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let sub = Subscription::start(cfg, shutdown.clone(), Some(tx));
+        let sub = Subscription::start(cfg, shutdown.clone(), Some(tx)).expect("the saved directory restores");
         let incidents = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = incidents.clone();
         tokio::spawn(async move {

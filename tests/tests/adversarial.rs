@@ -91,6 +91,42 @@ async fn withheld_heartbeats_are_detected_as_staleness() {
     assert!(i.iter().any(|i| i.starts_with("stale")), "expected staleness at the withholding proxy; got {i:?}");
 }
 
+/// Staleness is a deadline on the clock, not an idle timer (PROTOCOL.md §8.8):
+/// a proxy that always has a frame ready (an old directory replayed, ignored
+/// as not newer each time) but nothing fresh is still left at expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_ignored_frames_does_not_hide_staleness() {
+    let opts = OriginOptions { ttl_secs: 2, heartbeat_secs: 1, ..Default::default() };
+    let origin = TestOrigin::start_with(opts, None).await;
+    let mut maps = Maps::synthetic(16);
+    let mut signed = HashSet::new();
+    let mut seq = publish(&origin, &maps, &mut signed).await;
+    let honest = TestRproxy::start(&[&origin.url], &origin.pub_key_path).await;
+    let evil = EvilProxy::start(&origin.url, EvilMode::Flood).await;
+    let client = TestClient::start(&[&evil.url, &honest.url], origin.trusted());
+    client.wait_seq(CM, seq, T).await;
+    // The first heartbeat (within 1 s) starts the flood; changes after it
+    // reach the client only once it has left the proxy.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for _ in 0..3 {
+        maps.step();
+        seq = publish(&origin, &maps, &mut signed).await;
+    }
+    let tag = client.wait_seq(CM, seq, T).await;
+    assert!(signed.contains(&tag));
+    // The maps and the directory expire together; whichever clock is
+    // checked first names the staleness.
+    let incidents = client.incidents_at(&evil.url);
+    assert!(
+        incidents.iter().any(|i| i.starts_with("stale") || (i.starts_with("rejected") && i.contains("expired"))),
+        "expected staleness at the flooding proxy; got {incidents:?}"
+    );
+    client.stop().await;
+    evil.stop().await;
+    honest.stop().await;
+    origin.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_map_without_its_network_map_is_rejected() {
     let origin = TestOrigin::start().await;

@@ -216,6 +216,35 @@ async fn client_falls_back_to_pull_when_no_push_stream_is_available() {
     origin.stop().await;
 }
 
+/// Polling is held to the directory's expiry as a stream is (PROTOCOL.md
+/// §10.6): an endpoint that refuses `Subscribe` and serves a frozen directory
+/// is left once that directory expires, although every map it answers is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulling_client_leaves_an_endpoint_whose_directory_expired() {
+    let opts = altocast_tests::OriginOptions { ttl_secs: 2, heartbeat_secs: 1, ..Default::default() };
+    let origin = TestOrigin::start_with(opts, None).await;
+    let maps = Maps::synthetic(8);
+    publish_both(&origin, &maps).await;
+    let frozen = altocast_tests::EvilProxy::start(&origin.url, altocast_tests::EvilMode::NoPushFrozen).await;
+    let mut cfg = altocast_client::Config::new(vec![frozen.url.clone()], origin.root_trusted());
+    cfg.pull_interval = Duration::from_millis(100);
+    let client = TestClient::start_cfg(cfg);
+    client.wait_seq(CM, 1, T).await;
+    // TTL 2 s + 5 s skew allowance after the directory froze.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let incidents = client.incidents_at(&frozen.url);
+        if incidents.iter().any(|i| i.starts_with("rejected") && i.contains("directory") && i.contains("expired")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the expired directory went unnoticed: {incidents:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.stop().await;
+    frozen.stop().await;
+    origin.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resource_added_at_the_origin_reaches_clients_through_a_running_rproxy() {
     let origin = TestOrigin::start().await;

@@ -319,6 +319,107 @@ async fn first_use_pinning_refuses_another_origins_root_naming_both() {
     b.stop().await;
 }
 
+/// What a client keeps across restarts, as PROTOCOL.md §9.5–§9.6 say, with
+/// the real binaries: a lost pin is taken back from the saved directory (not
+/// from whoever answers first); a saved directory of another origin makes
+/// every command, `watch` and the RProxy included, refuse to start naming the
+/// file; and `watch` moves its pin forward when the root rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pins_follow_the_saved_directory_and_the_root_and_an_untrusted_state_refuses_to_start() {
+    let a = TestOrigin::start().await;
+    let b = TestOrigin::start().await;
+    let m = Maps::synthetic(4);
+    for o in [&a, &b] {
+        o.publish(NM, &m.network_map_json()).await.expect("nm");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (pin, state) = (dir.path().join("pin.pem"), dir.path().join("state"));
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("run altocast")
+    };
+    let pem = |p: &std::path::Path| std::fs::read_to_string(p).expect("read key");
+    let id = |p: &std::path::Path| altocast_proto::PublicKey::from_spki_pem(&pem(p)).expect("pem").id().to_string();
+    let pin_s = pin.to_str().expect("utf-8 path");
+
+    // First use: a's root pinned, a's directory saved.
+    let first = cli(&["directory", "--endpoint", &a.url, "--trust-on-first-use", pin_s]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    // The pin file is lost, the state directory is not: the root comes from
+    // the saved directory, so b (answering first now) is refused naming both.
+    std::fs::remove_file(&pin).expect("remove pin");
+    let other = cli(&["directory", "--endpoint", &b.url, "--trust-on-first-use", pin_s]);
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "b was trusted after the pin was lost: {err}");
+    assert!(err.contains(&id(&a.root_pub_path())) && err.contains(&id(&b.root_pub_path())), "{err}");
+    assert_eq!(pem(&pin), pem(&a.root_pub_path()), "the pin was not taken from the saved directory");
+
+    // a's saved directory under b's root: not trusted, so nothing starts.
+    let b_root = b.root_pub_path();
+    let b_root_s = b_root.to_str().expect("utf-8 path");
+    for args in [
+        &["directory", "--endpoint", &b.url, "--trust-root", b_root_s][..],
+        &["watch", "--endpoint", &b.url, "--trust-root", b_root_s, "--count", "1"][..],
+    ] {
+        let out = cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} started on an untrusted state directory: {err}", args[0]);
+        assert!(err.contains("directory.pb") && err.contains("remove the file"), "{}: {err}", args[0]);
+    }
+    let log = dir.path().join("rproxy.log");
+    let port = altocast_tests::process::free_port();
+    let mut rproxy = altocast_tests::process::Process::spawn(
+        env!("CARGO_BIN_EXE_altocast-rproxy-under-test"),
+        &[
+            "--upstream".into(),
+            b.url.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--trust-root".into(),
+            b_root_s.into(),
+            "--state-dir".into(),
+            state.to_str().expect("utf-8 path").into(),
+        ],
+        &log,
+    );
+    let deadline = tokio::time::Instant::now() + T;
+    while rproxy.running() {
+        assert!(tokio::time::Instant::now() < deadline, "the RProxy runs on an untrusted state directory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(rproxy.log_tail().contains("remove the file"), "{}", rproxy.log_tail());
+
+    // `watch` with the pin follows a root rotation and rewrites the pin.
+    let mut watch = altocast_tests::process::Process::spawn(
+        env!("CARGO_BIN_EXE_altocast-under-test"),
+        &[
+            "watch".into(),
+            "--endpoint".into(),
+            a.url.clone(),
+            "--trust-on-first-use".into(),
+            pin_s.into(),
+            "--state-dir".into(),
+            state.to_str().expect("utf-8 path").into(),
+        ],
+        &dir.path().join("watch.log"),
+    );
+    let data = a.data_path().to_path_buf();
+    keyring::change(&data, &keyring::root_key_path(&data), &Change::RotateRoot, 30).expect("keys rotate-root");
+    let deadline = tokio::time::Instant::now() + T;
+    while pem(&pin) != pem(&a.root_pub_path()) {
+        assert!(watch.running(), "watch exited: {}", watch.log_tail());
+        assert!(tokio::time::Instant::now() < deadline, "watch did not move the pin: {}", watch.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watch.kill9();
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The directory is pushed: first on every Subscribe stream, then on the open
 /// stream when it changes, through an RProxy faster than the RProxy re-reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
