@@ -206,7 +206,7 @@ impl PublicKey {
 
 /// What a verifier trusts: fixed update keys ([`TrustedKeys::new`]), or a
 /// root ([`TrustedKeys::root`]) whose key lists say which update keys sign,
-/// each within its validity window (see [`crate::trust`]).
+/// each within its validity window (see [`crate::verify::trust`]).
 #[derive(Clone, Default, Debug)]
 pub struct TrustedKeys {
     keys: HashMap<String, PublicKey>,

@@ -35,8 +35,10 @@ use crate::{
     CostType, MapDiff, MapState, ModelError, ResourceId, Tag,
     keys::{KeyId, SignatureError, TrustedKeys, UPDATE_CONTEXT},
     pb,
-    update::{Dependency, Kind},
+    wire::update::{Dependency, Kind},
 };
+
+pub mod trust;
 
 /// Superseded versions remembered per resource for dependency checks.
 pub const RECENT_VERSIONS: usize = 8;
@@ -195,7 +197,7 @@ pub enum VerifyError {
     },
     /// The directory's key chain is not trusted.
     #[error("trust: {0}")]
-    Trust(#[from] crate::trust::TrustError),
+    Trust(#[from] crate::verify::trust::TrustError),
     /// An update or directory of another origin than the key list's (or the
     /// first directory's).
     #[error("origin id {got:?}, but the trusted origin is {expected:?}")]
@@ -507,9 +509,9 @@ impl Verifier {
                 let chain = dir
                     .key_chain
                     .as_ref()
-                    .ok_or_else(|| crate::trust::TrustError::NoKeyChain { root: root.id().to_string() })?;
+                    .ok_or_else(|| crate::verify::trust::TrustError::NoKeyChain { root: root.id().to_string() })?;
                 // Restoring: expiry is not checked (`i64::MIN` is never past).
-                let list = crate::trust::walk(root, self.key_list_version, chain, now_ms.unwrap_or(i64::MIN), skew)?;
+                let list = crate::verify::trust::walk(root, self.key_list_version, chain, now_ms.unwrap_or(i64::MIN), skew)?;
                 (list.trusted_keys(), Some(list))
             }
             None => (self.keys.clone(), None),
@@ -1028,7 +1030,7 @@ mod tests {
     use super::*;
     use crate::{
         CostMapBuilder, CostType, NetworkMap, OriginKey, Pid, PidPrefixes, Signed, VersionTag,
-        update::{Signer, Version},
+        wire::update::{Signer, Version},
     };
     use std::collections::BTreeMap;
 

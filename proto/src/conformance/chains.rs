@@ -16,7 +16,7 @@ use crate::{
     PidPrefixes, PublicKey, ResourceId, TrustedKeys, Verifier, VersionTag,
     keys::UPDATE_CONTEXT,
     pb,
-    update::{Dependency, Signed, Signer, Version},
+    wire::update::{Dependency, Signed, Signer, Version},
     verify::Waiting,
 };
 

@@ -20,8 +20,8 @@ use crate::{
     Check, Limits, OriginKey, PublicKey, TrustedKeys, Verifier,
     keys::{DIRECTORY_CONTEXT, UPDATE_CONTEXT},
     pb,
-    trust::{KeyList, UpdateKey},
-    update::{Signer, open_directory, sign_directory},
+    verify::trust::{KeyList, UpdateKey},
+    wire::update::{Signer, open_directory, sign_directory},
 };
 
 fn public_key_json(k: Option<&pb::PublicKey>) -> Value {

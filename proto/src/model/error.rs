@@ -1,7 +1,7 @@
 //! Validation errors of the ALTO model. Every variant names the offending PID,
 //! prefix or entry so that an operator can find it in the input.
 
-use crate::{pid::NameError, tag::Tag};
+use crate::{NameError, Tag};
 
 /// Longest error message sent to a peer (a gRPC `grpc-message`, an HTTP
 /// problem detail). Errors may quote the input (serde quotes a whole string

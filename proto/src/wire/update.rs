@@ -7,7 +7,7 @@ use prost::Message as _;
 use crate::{
     CostMap, CostMapDiff, CostType, ModelError, NetworkMap, NetworkMapDiff, ResourceId, Tag, VersionTag,
     keys::{OriginKey, UPDATE_CONTEXT},
-    pb, wire,
+    pb,
 };
 
 /// Default chunk size for big snapshots: well under gRPC's usual 4 MiB message
@@ -142,7 +142,7 @@ impl MapState {
             Some(pb::snapshot::Map::NetworkMap(m)) => Ok(MapState::Network(NetworkMap::try_from(&m)?)),
             Some(pb::snapshot::Map::CostMap(m)) => {
                 let ct = cost_type.ok_or(ModelError::MissingField("cost_type"))?;
-                Ok(MapState::Cost(wire::cost_map_from_pb(ct, m)?))
+                Ok(MapState::Cost(crate::cost_map_from_pb(ct, m)?))
             }
             None => Err(ModelError::MissingField("snapshot.map")),
         }

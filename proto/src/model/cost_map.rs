@@ -11,7 +11,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{ModelError, Pid, ResourceId, Tag, network_map::MAX_PIDS, tag::Canon};
+use crate::{ModelError, Pid, ResourceId, Tag, model::network_map::MAX_PIDS, tag::Canon};
 
 /// The marker for "no path" in a dense row. Input costs are validated finite,
 /// so this NaN never collides with a real cost, and its bits are fixed so row
