@@ -9,25 +9,29 @@
 //!
 //! It is not a server or a client: those live in `altocast-rproxy`,
 //! `altocast-server` and `altocast-client`, which build on this crate.
+//!
+//! # Layout
+//!
+//! The modules follow the parts of the normative document,
+//! `docs/PROTOCOL.md`:
+//!
+//! | PROTOCOL.md | module |
+//! |---|---|
+//! | §2 the ALTO model | [`model`] |
+//! | §3 canonical hashing, content tags | `tag` ([`Tag`]) |
+//! | §4 keys, §5 signatures | [`keys`] |
+//! | §6 update messages, §7 chunked snapshots | [`wire`] |
+//! | §8 the verifier | [`verify`] |
+//! | §9 the directory and the key chain | [`verify::directory`], [`verify::trust`] |
+//! | §10 the gRPC service | [`pb`], [`wire::frame`], [`wire::codec`] |
+//! | Appendix C conformance vectors | [`conformance`] |
 
 pub mod conformance;
 pub mod keys;
-pub mod model {
-    pub mod cost_map;
-    pub mod error;
-    pub mod json;
-    pub mod network_map;
-    pub(crate) mod pid;
-}
+pub mod model;
 mod tag;
 pub mod verify;
-pub mod wire {
-    pub mod codec;
-    pub mod frame;
-    mod maps;
-    pub mod update;
-    pub use maps::cost_map_from_pb;
-}
+pub mod wire;
 
 /// Generated protobuf and gRPC code for `altocast.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
@@ -50,12 +54,12 @@ pub mod pb {
 /// network map on the same stream as the cost maps that depend on it.
 pub const SUBSCRIBE_RESOURCES: usize = 256;
 
+pub use keys::{KeyId, OriginKey, PublicKey, TrustedKeys};
 pub use model::cost_map::{CostMap, CostMapBuilder, CostMapDiff, CostMode, CostRowDiff, CostType, VersionTag};
 pub use model::error::ModelError;
-pub use keys::{KeyId, OriginKey, PublicKey, TrustedKeys};
 pub use model::network_map::{NetworkMap, NetworkMapDiff, PidPrefixes};
 pub use model::pid::{NameError, Pid, ResourceId};
 pub use tag::Tag;
-pub use wire::update::{Header, Kind, MapDiff, MapState, Payload, Signed};
 pub use verify::{Applied, Check, Freshness, Held, Limits, UpdateKind, Verifier, VerifyError, Waiting};
 pub use wire::cost_map_from_pb;
+pub use wire::update::{Header, Kind, MapDiff, MapState, Payload, Signed};

@@ -1,5 +1,8 @@
 //! Conversions between the model and the generated protobuf types. Decoding
 //! validates (`TryFrom<&pb::…>`), so code past this point sees only valid maps.
+//!
+//! PROTOCOL.md §6.4 (network-map state), §6.5 (network-map diff), §6.6
+//! (cost-map state) and §6.7 (cost-map diff).
 
 use std::collections::BTreeMap;
 
