@@ -17,7 +17,7 @@ use std::{
 
 use altocast_proto::{
     OriginKey, pb,
-    trust::{KeyList, UpdateKey},
+    verify::trust::{KeyList, UpdateKey},
 };
 use anyhow::{Context as _, bail};
 use prost::Message as _;
