@@ -16,10 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Payload fields are `bytes::Bytes` so relaying and fan-out clone a handle,
         // never the bytes.
         .bytes(".")
-        // Hand-written so a frame can carry its own encoding (see src/frame.rs).
-        .extern_path(".altocast.v1.SubscribeResponse", "crate::frame::SubscribeResponse")
-        // Small per-stream encode buffers (see src/codec.rs).
-        .codec_path("crate::codec::AltocastCodec")
+        // Hand-written so a frame can carry its own encoding (see src/wire/frame.rs).
+        .extern_path(".altocast.v1.SubscribeResponse", "crate::wire::frame::SubscribeResponse")
+        // Small per-stream encode buffers (see src/wire/codec.rs).
+        .codec_path("crate::wire::codec::AltocastCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use altocast_proto::{
     Limits, MapState, OriginKey, ResourceId, TrustedKeys, Verifier,
-    update::{Dependency, Signer, Version},
+    wire::update::{Dependency, Signer, Version},
 };
 use altocast_server::workload::{SplitMix64, Topology, Workload};
 use prost::Message as _;
@@ -98,10 +98,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         MapState::from_pb(s, Some(cm.cost_type().clone())).expect("valid")
     });
     let (t_full_tag, _) = time(5, || cm.full_rehash_tag());
-    let json_body = altocast_proto::json::cost_map_json(&cm);
+    let json_body = altocast_proto::model::json::cost_map_json(&cm);
     let json_len = json_body.len();
-    let (t_json_out, _) = time(3, || altocast_proto::json::cost_map_json(&cm));
-    let (t_json_in, _) = time(3, || altocast_proto::json::parse_cost_map(json_body.as_bytes()).expect("parse"));
+    let (t_json_out, _) = time(3, || altocast_proto::model::json::cost_map_json(&cm));
+    let (t_json_in, _) = time(3, || altocast_proto::model::json::parse_cost_map(json_body.as_bytes()).expect("parse"));
     println!("RFC 7285 JSON: write {:.1} ms, parse+validate {:.1} ms", ms(t_json_out), ms(t_json_in));
     println!(
         "snapshot: {} bytes protobuf ({} bytes RFC 7285 JSON); encode {:.1} ms, decode+validate+tag {:.1} ms; full rehash {:.2} ms",

@@ -27,7 +27,7 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{ResourceId, json};
+use altocast_proto::{ResourceId, model::json};
 use altocast_server::origin::OriginConfig;
 use altocast_server::workload::{EventKind, Topology, Workload};
 use anyhow::Context as _;

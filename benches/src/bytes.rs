@@ -3,7 +3,7 @@
 
 use altocast_proto::{
     MapState, OriginKey, ResourceId,
-    update::{Signer, Version},
+    wire::update::{Signer, Version},
 };
 use altocast_server::workload::{SplitMix64, Topology, Workload};
 use anyhow::Context as _;
@@ -36,7 +36,7 @@ pub(crate) fn bytes_per_topology(dir: &str, samples: usize) -> anyhow::Result<()
         let cm = w.cost_map(&nm);
         let v1 = Version { seq: 1, state: MapState::Cost(cm.clone()), dependencies: vec![] };
         let snap = signer.snapshot(&id, &v1, 0).wire_len();
-        let json_len = altocast_proto::json::cost_map_json(&cm).len();
+        let json_len = altocast_proto::model::json::cost_map_json(&cm).len();
         let mut rng = SplitMix64::new(11);
         let (mut diffs, mut patches) = (Vec::new(), Vec::new());
         for _ in 0..samples {
@@ -50,7 +50,7 @@ pub(crate) fn bytes_per_topology(dir: &str, samples: usize) -> anyhow::Result<()
                 continue;
             }
             diffs.push(signer.diff(&id, &v1, &v2, &d, 0).wire_len() as f64);
-            patches.push(altocast_proto::json::cost_map_merge_patch(&cm, &cm2).len() as f64);
+            patches.push(altocast_proto::model::json::cost_map_merge_patch(&cm, &cm2).len() as f64);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let (d, p) = (mean(&diffs), mean(&patches));

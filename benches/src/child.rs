@@ -141,7 +141,7 @@ impl LoopbackOrigin {
         std::fs::write(&key_path, key.public().to_spki_pem())?;
         let directory = std::sync::Arc::new(arc_swap::ArcSwapOption::empty());
         let store = altocast_server::store::Store::open(&dir.path().join("altocast.redb"))?;
-        let signer = altocast_proto::update::Signer::new(key, 60_000);
+        let signer = altocast_proto::wire::update::Signer::new(key, 60_000);
         let origin = altocast_server::origin::Origin::open(cfg, signer, store, hub.clone(), directory.clone())?;
         let svc = service::DistributionService::new(hub.clone(), directory, None);
         let router = service::router(svc, &service::ServerLimits::default()).await?;

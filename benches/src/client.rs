@@ -25,7 +25,7 @@ use crate::{
 fn verify_cost() -> anyhow::Result<()> {
     use altocast_proto::{
         MapDiff, OriginKey, Verifier,
-        update::{Signer, Version},
+        wire::update::{Signer, Version},
     };
     let mut w = Workload::new(altocast_server::workload::Topology::synthetic(60, 1), 1);
     let nm = w.network_map();
@@ -35,7 +35,7 @@ fn verify_cost() -> anyhow::Result<()> {
     let nm_version = Version { seq: 1, state: MapState::Network(nm.clone()), dependencies: vec![] };
     let nm_snapshot = signer.snapshot(&w.network_map_id, &nm_version, now);
     let deps =
-        vec![altocast_proto::update::Dependency { resource_id: w.network_map_id.clone(), seq: 1, tag: nm.tag() }];
+        vec![altocast_proto::wire::update::Dependency { resource_id: w.network_map_id.clone(), seq: 1, tag: nm.tag() }];
     let mut cur = Version { seq: 1, state: MapState::Cost(w.cost_map(&nm)), dependencies: deps.clone() };
     let mut updates = vec![signer.snapshot(&id, &cur, now)];
     let mut rng = SplitMix64::new(21);
@@ -130,8 +130,8 @@ pub(crate) async fn client(topology: Option<&str>) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let maps = dir.path().join("maps");
     std::fs::create_dir_all(&maps)?;
-    let nm_json = altocast_proto::json::network_map_json(&nm_id, &nm);
-    let cm_json = altocast_proto::json::cost_map_json(&cm);
+    let nm_json = altocast_proto::model::json::network_map_json(&nm_id, &nm);
+    let cm_json = altocast_proto::model::json::cost_map_json(&cm);
     std::fs::write(maps.join("default-network-map.json"), &nm_json)?;
     std::fs::write(maps.join("default-cost-map.json"), &cm_json)?;
     let snapshot_len =

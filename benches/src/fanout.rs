@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use altocast_proto::{
     CostMapBuilder, CostType, MapState, OriginKey, Pid, ResourceId, TrustedKeys, Verifier, pb,
-    update::{Signer, Version},
+    wire::update::{Signer, Version},
 };
 use altocast_rproxy::{
     hub::{Entry, Hub, HubConfig},

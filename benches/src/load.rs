@@ -54,7 +54,7 @@ impl Changes {
             }
         }
         let next = self.w.cost_map(&self.nm);
-        let patch = altocast_proto::json::cost_map_merge_patch(&self.prev, &next);
+        let patch = altocast_proto::model::json::cost_map_merge_patch(&self.prev, &next);
         self.prev = next;
         patch
     }
@@ -65,7 +65,7 @@ async fn publish(url: &str, id: &ResourceId, changes: &mut Changes) -> anyhow::R
     let req = pb::PublishRequest {
         resource_id: id.to_string(),
         json: changes.next_patch().into_bytes().into(),
-        media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+        media_type: altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE.into(),
         more: vec![],
     };
     let r = altocast_client::connect::publish(url, Some(TOKEN), req, Duration::from_secs(60), None).await?;
@@ -98,8 +98,8 @@ pub(crate) async fn load(
     let cm_id = ResourceId::new("default-cost-map")?;
     let nm = w.network_map();
     let cm = w.cost_map(&nm);
-    std::fs::write(maps.join(format!("{nm_id}.json")), altocast_proto::json::network_map_json(&nm_id, &nm))?;
-    std::fs::write(maps.join(format!("{cm_id}.json")), altocast_proto::json::cost_map_json(&cm))?;
+    std::fs::write(maps.join(format!("{nm_id}.json")), altocast_proto::model::json::network_map_json(&nm_id, &nm))?;
+    std::fs::write(maps.join(format!("{cm_id}.json")), altocast_proto::model::json::cost_map_json(&cm))?;
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let data = dir.path().join("data");

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use altocast_proto::{ResourceId, pb, update::Signer};
+use altocast_proto::{ResourceId, pb, wire::update::Signer};
 use altocast_rproxy::hub::{Hub, HubConfig};
 use altocast_server::workload::{SplitMix64, Workload};
 use anyhow::bail;
@@ -32,9 +32,9 @@ pub(crate) async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Re
     let o = Origin::open(cfg, signer, store, hub.clone(), Arc::new(arc_swap::ArcSwapOption::empty()))?;
     let (nm_id, cm_id) = (ResourceId::new("default-network-map")?, ResourceId::new("default-cost-map")?);
     let nm = w.network_map();
-    let nm_json = altocast_proto::json::network_map_json(&nm_id, &nm);
+    let nm_json = altocast_proto::model::json::network_map_json(&nm_id, &nm);
     o.ingest(&nm_id, nm_json.as_bytes())?;
-    let cm_json = altocast_proto::json::cost_map_json(&w.cost_map(&nm));
+    let cm_json = altocast_proto::model::json::cost_map_json(&w.cost_map(&nm));
     let t = Instant::now();
     o.ingest(&cm_id, cm_json.as_bytes())?;
     println!(
@@ -53,7 +53,7 @@ pub(crate) async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Re
         // The failure as an RFC 7396 merge patch (RFC 8895's update form) ...
         w.set_link_up(li, false);
         let next = w.cost_map(&nm);
-        let patch = altocast_proto::json::cost_map_merge_patch(&prev, &next);
+        let patch = altocast_proto::model::json::cost_map_merge_patch(&prev, &next);
         let t = Instant::now();
         if let altocast_server::origin::Outcome::Published { entries_changed, .. } =
             o.ingest_patch(&cm_id, patch.as_bytes())?
@@ -66,9 +66,9 @@ pub(crate) async fn origin(topology: Option<&str>, samples: usize) -> anyhow::Re
         // ... and the recovery as the full RFC 7285 body.
         w.set_link_up(li, true);
         prev = w.cost_map(&nm);
-        let body = altocast_proto::json::cost_map_json(&prev);
+        let body = altocast_proto::model::json::cost_map_json(&prev);
         let t = Instant::now();
-        let doc = altocast_proto::json::parse_cost_map(body.as_bytes())?;
+        let doc = altocast_proto::model::json::parse_cost_map(body.as_bytes())?;
         let p = t.elapsed().as_secs_f64() * 1e3;
         drop(doc);
         let t = Instant::now();

@@ -92,9 +92,9 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
     let mut w = Workload::new(Topology::synthetic(60, 1), 1);
     let (nm_id, cm_id) = (w.network_map_id.clone(), ResourceId::new("default-cost-map")?);
     let nm = w.network_map();
-    origin.ingest(&nm_id, altocast_proto::json::network_map_json(&nm_id, &nm).as_bytes())?;
+    origin.ingest(&nm_id, altocast_proto::model::json::network_map_json(&nm_id, &nm).as_bytes())?;
     let mut prev = w.cost_map(&nm);
-    origin.ingest(&cm_id, altocast_proto::json::cost_map_json(&prev).as_bytes())?;
+    origin.ingest(&cm_id, altocast_proto::model::json::cost_map_json(&prev).as_bytes())?;
     tokio::spawn(altocast_server::origin::heartbeats(origin.clone(), Duration::from_secs(20), lo.shutdown.clone()));
     println!(
         "tree: origin (server library, {} PoPs) → real altocast-rproxy processes → K subscribers in a helper process{}",
@@ -134,7 +134,7 @@ pub(crate) async fn tree(ks: &[usize], updates: usize, shapes: &[Shape], verify:
                     }
                 }
                 let next = w.cost_map(&nm);
-                let patch = altocast_proto::json::cost_map_merge_patch(&prev, &next);
+                let patch = altocast_proto::model::json::cost_map_merge_patch(&prev, &next);
                 prev = next;
                 let t0 = now_us();
                 let outcome = tokio::task::block_in_place(|| origin.ingest_patch(&cm_id, patch.as_bytes()))?;

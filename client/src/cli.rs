@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, json, pb};
+use altocast_proto::{Freshness, Limits, MapState, PublicKey, ResourceId, TrustedKeys, Verifier, model::json, pb};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use prost::Message as _;
@@ -441,7 +441,8 @@ async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
     let dir = pb::Directory::decode(signed.body.clone()).with_context(|| format!("{url}: directory is malformed"))?;
     let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
     let current = current.ok_or_else(|| anyhow!("{url}: the directory has no key chain; nothing to pin"))?;
-    let root = altocast_proto::trust::KeyList::decode(current).with_context(|| format!("{url}: key list"))?.root;
+    let root =
+        altocast_proto::verify::trust::KeyList::decode(current).with_context(|| format!("{url}: key list"))?.root;
     let mut v = Verifier::accepting_all(TrustedKeys::root(root.clone()), Limits::default());
     v.accept_directory(&signed, now_ms()).with_context(|| format!("{url}: directory"))?;
     crate::state::write_pin(pin, &root)?;

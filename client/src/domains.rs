@@ -850,7 +850,7 @@ impl Inner {
             .key_chain
             .as_ref()
             .and_then(|c| c.current.as_ref())
-            .and_then(|c| altocast_proto::trust::KeyList::decode(c).ok())
+            .and_then(|c| altocast_proto::verify::trust::KeyList::decode(c).ok())
             .map(|l| l.root);
         let (root, pin) = self.root_for(uri, &origin, presented.as_ref())?;
         let mut v = Verifier::new(TrustedKeys::root(root.clone()), Limits::default(), []);
@@ -1050,7 +1050,8 @@ impl Domain {
     fn follow_root(&self, dir: &pb::Directory) {
         let Some((path, pinned)) = &self.pin else { return };
         let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
-        let Some(root) = current.and_then(|c| altocast_proto::trust::KeyList::decode(c).ok()).map(|l| l.root) else {
+        let Some(root) = current.and_then(|c| altocast_proto::verify::trust::KeyList::decode(c).ok()).map(|l| l.root)
+        else {
             return;
         };
         let mut pinned = lock(pinned);

@@ -126,7 +126,7 @@ mod tests {
     use super::*;
     use altocast_proto::{
         Limits, MapState, NetworkMap, OriginKey, Pid, PidPrefixes, ResourceId, TrustedKeys,
-        update::{Signer, Version},
+        wire::update::{Signer, Version},
     };
     use bytes::Bytes;
 

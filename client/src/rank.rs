@@ -56,7 +56,7 @@ pub fn best(cm: &CostMapVersion, src: IpAddr, peers: &[IpAddr], k: usize) -> Vec
 mod tests {
     use super::*;
     use crate::view::NetworkMapVersion;
-    use altocast_proto::{ResourceId, json};
+    use altocast_proto::{ResourceId, model::json};
     use std::sync::Arc;
 
     /// RFC 7285 §11.2.1.7 and §11.2.3.7 example maps.

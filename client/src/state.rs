@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use altocast_proto::{PublicKey, Verifier, pb, trust::KeyList};
+use altocast_proto::{PublicKey, Verifier, pb, verify::trust::KeyList};
 use prost::Message as _;
 
 fn path(dir: &Path) -> PathBuf {

@@ -104,7 +104,7 @@ impl DirectoryInfo {
     pub fn of(dir: &pb::Directory, verifier: &Verifier) -> DirectoryInfo {
         let root_key_id = verifier.keys().trusted_root().map(|r| r.id().to_string()).or_else(|| {
             let current = dir.key_chain.as_ref()?.current.as_ref()?;
-            altocast_proto::trust::KeyList::decode(current).ok().map(|l| l.root.id().to_string())
+            altocast_proto::verify::trust::KeyList::decode(current).ok().map(|l| l.root.id().to_string())
         });
         DirectoryInfo { origin_id: dir.origin_id.clone(), root_key_id, seq: dir.seq }
     }

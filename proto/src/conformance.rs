@@ -1,13 +1,13 @@
 //! Conformance vectors: machine-readable test vectors of `docs/PROTOCOL.md`,
 //! built deterministically by this library's own API, so that a second
 //! implementation (the Python client, or any other) can be checked against
-//! exactly what the reference does.
+//! exactly what the reference does (PROTOCOL.md Appendix C).
 //!
 //! Every vector is built from fixed inputs: keys from fixed seeds (Ed25519 is
 //! deterministic, so signatures are too), fixed timestamps around
 //! [`T0_MS`] (2023-11-14T22:13:20Z), fixed maps. While building, each vector
 //! is run through the library ([`crate::Verifier`], [`crate::TrustedKeys`],
-//! [`crate::update::open_directory`]) and the build fails unless the library
+//! [`crate::verify::directory::open_directory`]) and the build fails unless the library
 //! does what the vector says (a chain step commits, a tampered update is
 //! rejected by the named check, a hand-written preimage hashes to the
 //! library's tag). The committed files under `proto/vectors/` are checked
@@ -259,12 +259,12 @@ pub fn error_name(e: &VerifyError) -> String {
         VerifyError::Trust(t) => format!(
             "Trust({})",
             match t {
-                crate::trust::TrustError::NoKeyChain { .. } => "NoKeyChain",
-                crate::trust::TrustError::Malformed(_) => "Malformed",
-                crate::trust::TrustError::RootSignature { .. } => "RootSignature",
-                crate::trust::TrustError::UnknownRoot { .. } => "UnknownRoot",
-                crate::trust::TrustError::Rollback { .. } => "Rollback",
-                crate::trust::TrustError::Expired { .. } => "Expired",
+                crate::verify::trust::TrustError::NoKeyChain { .. } => "NoKeyChain",
+                crate::verify::trust::TrustError::Malformed(_) => "Malformed",
+                crate::verify::trust::TrustError::RootSignature { .. } => "RootSignature",
+                crate::verify::trust::TrustError::UnknownRoot { .. } => "UnknownRoot",
+                crate::verify::trust::TrustError::Rollback { .. } => "Rollback",
+                crate::verify::trust::TrustError::Expired { .. } => "Expired",
             }
         ),
         VerifyError::Origin { .. } => "Origin".into(),

@@ -1,4 +1,6 @@
-//! Origin signing keys and trusted public keys (ed25519).
+//! Origin signing keys and trusted public keys (ed25519): PROTOCOL.md §4 (the
+//! algorithm, key ids, key files) and §5 (the signed message, strict
+//! verification, several signatures).
 //!
 //! Files use standard formats other tools read: the private key as PKCS#8 PEM,
 //! the public key as SPKI PEM (RFC 8410), so `openssl pkey -in key.pem -text`
@@ -206,7 +208,7 @@ impl PublicKey {
 
 /// What a verifier trusts: fixed update keys ([`TrustedKeys::new`]), or a
 /// root ([`TrustedKeys::root`]) whose key lists say which update keys sign,
-/// each within its validity window (see [`crate::trust`]).
+/// each within its validity window (see [`crate::verify::trust`]).
 #[derive(Clone, Default, Debug)]
 pub struct TrustedKeys {
     keys: HashMap<String, PublicKey>,

@@ -1,12 +1,22 @@
-//! Content tags: the canonical, incremental digest of a resource's state (DESIGN §3).
+//! Canonical hashing and content tags (PROTOCOL.md §3): the digest of a
+//! resource's state (DESIGN §3), computed incrementally.
 //!
 //! A map's tag is BLAKE3 over a domain string, the map's header, and the ordered
 //! list of per-row hashes (a network map row is one PID's prefixes; a cost map row
 //! is one source PID's costs). Changing k rows therefore costs k row hashes plus
 //! one pass over n·32 bytes, never a full rehash. Every node computes the same tag
 //! for the same content, so a tag names a version across the whole tree.
+//!
+//! Here: the [`Tag`] and its wire form (§3.6), and the length-prefixed
+//! encoding every preimage uses ([`Canon`]: §3.1–§3.3). The preimages of each
+//! map are in [`network_map`] (§3.4) and [`cost_map`] (§3.5); the signature
+//! contexts of §3.2 are in [`crate::keys`], the chunk hashes of §7 in
+//! [`crate::wire::chunk`].
 
 use std::fmt;
+
+pub(crate) mod cost_map;
+pub(crate) mod network_map;
 
 /// A 32-byte content tag, shown as 64 lowercase hex characters (RFC 7285's
 /// maximum vtag length).

@@ -25,18 +25,31 @@
 //! only ever pending. Nothing pending is ever exposed.
 //!
 //! Sans-IO: time is passed in as Unix milliseconds.
+//!
+//! # Where the document puts it
+//!
+//! PROTOCOL.md §8: the state (§8.1), the algorithm and its check classes
+//! (§8.4, [`Check`]), pending continuations (§8.5), the dependency rule
+//! (§8.6) and freshness (§8.7) are here. The directory and the key chain
+//! (§9) are in [`directory`] and [`trust`]; the chunk checks of §7.3 in
+//! `crate::wire::chunk`.
 
 use std::collections::HashMap;
 
-use bytes::{Bytes, BytesMut};
 use prost::Message as _;
 
 use crate::{
     CostType, MapDiff, MapState, ModelError, ResourceId, Tag,
     keys::{KeyId, SignatureError, TrustedKeys, UPDATE_CONTEXT},
     pb,
-    update::{Dependency, Kind},
+    wire::{
+        chunk::{assemble_chunks, check_chunk},
+        update::{Dependency, Kind},
+    },
 };
+
+pub mod directory;
+pub mod trust;
 
 /// Superseded versions remembered per resource for dependency checks.
 pub const RECENT_VERSIONS: usize = 8;
@@ -195,7 +208,7 @@ pub enum VerifyError {
     },
     /// The directory's key chain is not trusted.
     #[error("trust: {0}")]
-    Trust(#[from] crate::trust::TrustError),
+    Trust(#[from] crate::verify::trust::TrustError),
     /// An update or directory of another origin than the key list's (or the
     /// first directory's).
     #[error("origin id {got:?}, but the trusted origin is {expected:?}")]
@@ -405,18 +418,7 @@ pub struct Verifier {
     /// The directory accepted last, and its position.
     /// The held directory: its position, its content, and the signed bytes
     /// it came in (what is saved and relayed: never an ignored older one).
-    directory: Option<(DirectoryPosition, pb::Directory, pb::SignedDirectory)>,
-}
-
-/// Where a verifier's directory stands: no older one is accepted after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DirectoryPosition {
-    /// Its seq.
-    pub seq: u64,
-    /// When it was signed.
-    pub issued_at_ms: i64,
-    /// When it expires (0: never, for origins without directory expiry).
-    pub expires_at_ms: i64,
+    directory: Option<(directory::DirectoryPosition, pb::Directory, pb::SignedDirectory)>,
 }
 
 fn tag_of(at: &'static str, b: &[u8]) -> Result<Tag, VerifyError> {
@@ -455,110 +457,6 @@ impl Verifier {
             key_list_version: 0,
             directory: None,
         }
-    }
-
-    /// Verifies a signed directory and, when it is trusted, makes its keys
-    /// the ones updates are checked with (PROTOCOL.md §9): with a root, the
-    /// key chain must lead from the root reached so far to a current, fresh
-    /// key list no older than the one accepted before, whose update keys sign
-    /// the directory; with fixed keys, those keys sign it. Its origin id must
-    /// be the key list's (and the one pinned before); its (seq, issued_at)
-    /// must not be older than the directory accepted before, and it must not
-    /// be expired. Nothing changes on an error.
-    pub fn accept_directory(
-        &mut self,
-        signed: &pb::SignedDirectory,
-        now_ms: i64,
-    ) -> Result<pb::Directory, VerifyError> {
-        self.accept_directory_inner(signed, Some(now_ms))
-    }
-
-    /// As [`Verifier::accept_directory`] without the expiry checks: for a
-    /// directory restored from the verifier's own state file, which only
-    /// sets the positions that later directories must not go below.
-    pub fn restore_directory(&mut self, signed: &pb::SignedDirectory) -> Result<pb::Directory, VerifyError> {
-        self.accept_directory_inner(signed, None)
-    }
-
-    fn accept_directory_inner(
-        &mut self,
-        signed: &pb::SignedDirectory,
-        now_ms: Option<i64>,
-    ) -> Result<pb::Directory, VerifyError> {
-        const MAX_DIRECTORY: usize = 1 << 20;
-        if signed.body.len() > MAX_DIRECTORY {
-            return Err(VerifyError::TooLarge { what: "directory", len: signed.body.len(), limit: MAX_DIRECTORY });
-        }
-        let dir = pb::Directory::decode(signed.body.clone())
-            .map_err(|e| VerifyError::Malformed(format!("directory: {e}")))?;
-        // Not newer than the one held (a lower seq, or the same seq signed no
-        // later): nothing to learn from it, and nothing changes. An honest
-        // RProxy may lag behind another, so this is not an error; a proxy
-        // that only ever sends old directories is caught by the held one's
-        // expiry (`directory_stale`).
-        if let Some((h, held, _)) = &self.directory
-            && (dir.seq < h.seq || (dir.seq == h.seq && dir.issued_at_ms <= h.issued_at_ms))
-        {
-            return Ok(held.clone());
-        }
-        let skew = self.limits.max_skew_ms;
-        let (keys, list) = match self.keys.trusted_root() {
-            Some(root) => {
-                let chain = dir
-                    .key_chain
-                    .as_ref()
-                    .ok_or_else(|| crate::trust::TrustError::NoKeyChain { root: root.id().to_string() })?;
-                // Restoring: expiry is not checked (`i64::MIN` is never past).
-                let list = crate::trust::walk(root, self.key_list_version, chain, now_ms.unwrap_or(i64::MIN), skew)?;
-                (list.trusted_keys(), Some(list))
-            }
-            None => (self.keys.clone(), None),
-        };
-        let signers = keys.verify_all(crate::keys::DIRECTORY_CONTEXT, &signed.body, &signed.signatures)?;
-        keys.signer_at(&signers, dir.issued_at_ms)?;
-        // The key list's origin, and the one accepted before: both must match.
-        for expected in [list.as_ref().map(|l| &l.origin_id), self.origin_id.as_ref()].into_iter().flatten() {
-            if dir.origin_id != *expected {
-                return Err(VerifyError::Origin {
-                    expected: expected.clone(),
-                    got: dir.origin_id.chars().take(80).collect(),
-                });
-            }
-        }
-        if let Some(now_ms) = now_ms
-            && dir.expires_at_ms != 0
-            && dir.expires_at_ms.saturating_add(skew) < now_ms
-        {
-            return Err(VerifyError::DirectoryExpired { seq: dir.seq, expires_at_ms: dir.expires_at_ms, now_ms });
-        }
-        self.keys = keys;
-        if let Some(l) = list {
-            self.key_list_version = l.version;
-        }
-        self.origin_id = Some(dir.origin_id.clone());
-        let pos = DirectoryPosition { seq: dir.seq, issued_at_ms: dir.issued_at_ms, expires_at_ms: dir.expires_at_ms };
-        self.directory = Some((pos, dir.clone(), signed.clone()));
-        Ok(dir)
-    }
-
-    /// The signed directory the verifier holds, exactly as it arrived: what a
-    /// node saves or relays after [`Verifier::accept_directory`], which keeps
-    /// the held one when the received one is not newer (PROTOCOL.md §9.3).
-    pub fn signed_directory(&self) -> Option<&pb::SignedDirectory> {
-        self.directory.as_ref().map(|(.., s)| s)
-    }
-
-    /// Where the directory accepted last stands.
-    pub fn directory(&self) -> Option<DirectoryPosition> {
-        self.directory.as_ref().map(|(p, ..)| *p)
-    }
-
-    /// The held directory's expiry has passed (plus the skew allowance)
-    /// without a fresher one: the endpoint withholds it, or it is stuck.
-    pub fn directory_stale(&self, now_ms: i64) -> Option<VerifyError> {
-        let (p, ..) = self.directory.as_ref()?;
-        (p.expires_at_ms != 0 && p.expires_at_ms.saturating_add(self.limits.max_skew_ms) < now_ms)
-            .then_some(VerifyError::DirectoryExpired { seq: p.seq, expires_at_ms: p.expires_at_ms, now_ms })
     }
 
     /// The keys updates are checked with now.
@@ -974,62 +872,14 @@ pub enum Freshness {
     },
 }
 
-/// The checks of one chunk against the signed `ChunkedSnapshot` (see
-/// [`Opened::check_chunk`]); shared by the as-it-arrives check and by
-/// [`assemble_chunks`].
-fn check_chunk(
-    c: &pb::ChunkedSnapshot,
-    received: usize,
-    bytes_so_far: usize,
-    chunk: &pb::SnapshotChunk,
-) -> Result<(), VerifyError> {
-    let Some(hash) = c.chunk_hashes.get(received) else {
-        return Err(VerifyError::Chunk {
-            index: received,
-            reason: format!("more than the {} signed chunks", c.chunk_hashes.len()),
-        });
-    };
-    if chunk.index as usize != received {
-        return Err(VerifyError::Chunk { index: received, reason: format!("carries index {}", chunk.index) });
-    }
-    if (bytes_so_far + chunk.data.len()) as u64 > c.total_len {
-        return Err(VerifyError::Chunk {
-            index: received,
-            reason: format!("{} bytes so far, signed {}", bytes_so_far + chunk.data.len(), c.total_len),
-        });
-    }
-    if blake3::hash(&chunk.data).as_bytes()[..] != hash[..] {
-        return Err(VerifyError::Chunk { index: received, reason: "hash differs from the signed one".into() });
-    }
-    Ok(())
-}
-
-fn assemble_chunks(c: &pb::ChunkedSnapshot, chunks: &[pb::SnapshotChunk]) -> Result<Bytes, VerifyError> {
-    if chunks.len() != c.chunk_hashes.len() {
-        return Err(VerifyError::Chunk {
-            index: chunks.len(),
-            reason: format!("{} chunks, signed {}", chunks.len(), c.chunk_hashes.len()),
-        });
-    }
-    let total: usize = chunks.iter().map(|ch| ch.data.len()).sum();
-    if total as u64 != c.total_len {
-        return Err(VerifyError::Chunk { index: 0, reason: format!("{total} bytes, signed {}", c.total_len) });
-    }
-    let mut out = BytesMut::with_capacity(total);
-    for (i, ch) in chunks.iter().enumerate() {
-        check_chunk(c, i, out.len(), ch)?;
-        out.extend_from_slice(&ch.data);
-    }
-    Ok(out.freeze())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
         CostMapBuilder, CostType, NetworkMap, OriginKey, Pid, PidPrefixes, Signed, VersionTag,
-        update::{Signer, Version},
+        wire::update::{Signer, Version},
     };
+    use bytes::Bytes;
     use std::collections::BTreeMap;
 
     const NOW: i64 = 1_000_000;

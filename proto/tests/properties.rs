@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 use altocast_proto::{
     CostMapBuilder, CostType, Limits, MapState, NetworkMap, OriginKey, Pid, PidPrefixes, ResourceId, TrustedKeys,
-    Verifier, json, pb,
-    update::{Signer, Version},
+    Verifier,
+    model::json,
+    pb,
+    wire::update::{Signer, Version},
 };
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -96,7 +98,7 @@ proptest! {
         // Nor the directory's decoder.
         let sig = key.sign(altocast_proto::keys::DIRECTORY_CONTEXT, &body);
         let dir = pb::SignedDirectory { body, signatures: vec![sig] };
-        let _ = altocast_proto::update::open_directory(&TrustedKeys::new([key.public()]), &dir);
+        let _ = altocast_proto::verify::directory::open_directory(&TrustedKeys::new([key.public()]), &dir);
     }
 }
 

@@ -16,7 +16,7 @@ use altocast_proto::{
     VerifyError,
     conformance::{Group, REGENERATE, error_name},
     cost_map_from_pb, pb,
-    update::open_directory,
+    verify::directory::open_directory,
 };
 use bytes::Bytes;
 use prost::Message as _;

@@ -37,7 +37,7 @@
 //!
 //! Key types: [`AltoHttp`] (the interface), [`HttpLimits`], [`Stats`].
 
-use altocast_proto::json::{push_cost, push_json_str};
+use altocast_proto::model::json::{push_cost, push_json_str};
 use std::{
     collections::HashSet,
     convert::Infallible,
@@ -255,7 +255,7 @@ impl Shared {
         };
         Some(
             cell.get_or_init(|| {
-                self.rendered(|| altocast_proto::json::cost_map_merge_patch(&prev.map, &cur.map), "patch")
+                self.rendered(|| altocast_proto::model::json::cost_map_merge_patch(&prev.map, &cur.map), "patch")
             })
             .clone(),
         )
@@ -797,7 +797,7 @@ async fn directory(State(shared): State<Arc<Shared>>) -> Result<Response, AltoEr
     for nm in &nms {
         resources.insert(
             nm.resource_id.to_string(),
-            json!({"uri": format!("{base}/networkmap/{}", nm.resource_id), "media-type": altocast_proto::json::NETWORK_MAP_MEDIA_TYPE}),
+            json!({"uri": format!("{base}/networkmap/{}", nm.resource_id), "media-type": altocast_proto::model::json::NETWORK_MAP_MEDIA_TYPE}),
         );
     }
     let mut cms: Vec<_> = st.cost_maps.values().collect();
@@ -808,12 +808,12 @@ async fn directory(State(shared): State<Arc<Shared>>) -> Result<Response, AltoEr
         let uses = vec![cm.network_map.resource_id.to_string()];
         resources.insert(
             cm.resource_id.to_string(),
-            json!({"uri": format!("{base}/costmap/{}", cm.resource_id), "media-type": altocast_proto::json::COST_MAP_MEDIA_TYPE,
+            json!({"uri": format!("{base}/costmap/{}", cm.resource_id), "media-type": altocast_proto::model::json::COST_MAP_MEDIA_TYPE,
                    "capabilities": {"cost-type-names": [name]}, "uses": uses}),
         );
         resources.insert(
             format!("{}-filtered", cm.resource_id),
-            json!({"uri": format!("{base}/costmap/{}", cm.resource_id), "media-type": altocast_proto::json::COST_MAP_MEDIA_TYPE,
+            json!({"uri": format!("{base}/costmap/{}", cm.resource_id), "media-type": altocast_proto::model::json::COST_MAP_MEDIA_TYPE,
                    "accepts": FILTER_TYPE, "capabilities": {"cost-type-names": [name], "cost-constraints": false}, "uses": uses}),
         );
     }
@@ -834,7 +834,7 @@ async fn directory(State(shared): State<Arc<Shared>>) -> Result<Response, AltoEr
             .collect();
         let patches: Map<String, Value> = cms
             .iter()
-            .map(|c| (c.resource_id.to_string(), Value::from(altocast_proto::json::MERGE_PATCH_MEDIA_TYPE)))
+            .map(|c| (c.resource_id.to_string(), Value::from(altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE)))
             .collect();
         resources.insert(
             "update-stream".into(),
@@ -907,9 +907,13 @@ async fn network_map(
 ) -> Result<Response, AltoError> {
     let st = shared.view.load();
     let nm = st.network_maps.get(id.as_str()).ok_or_else(|| AltoError::not_found(&id))?;
-    full_map(&shared, &headers, altocast_proto::json::NETWORK_MAP_MEDIA_TYPE, (&id, nm.tag, nm.expires_at_ms), || {
-        altocast_proto::json::network_map_json(&nm.resource_id, &nm.map)
-    })
+    full_map(
+        &shared,
+        &headers,
+        altocast_proto::model::json::NETWORK_MAP_MEDIA_TYPE,
+        (&id, nm.tag, nm.expires_at_ms),
+        || altocast_proto::model::json::network_map_json(&nm.resource_id, &nm.map),
+    )
 }
 
 fn cost_map_of<'a>(st: &'a ViewState, id: &str) -> Result<&'a Arc<CostMapVersion>, AltoError> {
@@ -927,8 +931,8 @@ async fn cost_map(
 ) -> Result<Response, AltoError> {
     let st = shared.view.load();
     let cm = cost_map_of(&st, &id)?;
-    full_map(&shared, &headers, altocast_proto::json::COST_MAP_MEDIA_TYPE, (&id, cm.tag, expiry(cm)), || {
-        altocast_proto::json::cost_map_json(&cm.map)
+    full_map(&shared, &headers, altocast_proto::model::json::COST_MAP_MEDIA_TYPE, (&id, cm.tag, expiry(cm)), || {
+        altocast_proto::model::json::cost_map_json(&cm.map)
     })
 }
 
@@ -1034,8 +1038,8 @@ async fn filtered_cost_map(
         Some(ix)
     };
     let (srcs, dsts) = (indices(req.srcs), indices(req.dsts));
-    let body = altocast_proto::json::cost_map_json_filtered(&cm.map, srcs.as_deref(), dsts.as_deref());
-    fresh(altocast_proto::json::COST_MAP_MEDIA_TYPE, expiry(cm), body)
+    let body = altocast_proto::model::json::cost_map_json_filtered(&cm.map, srcs.as_deref(), dsts.as_deref());
+    fresh(altocast_proto::model::json::COST_MAP_MEDIA_TYPE, expiry(cm), body)
 }
 
 /// Parses an RFC 7285 §10.4.3 typed endpoint address ("ipv4:192.0.2.1").
@@ -1274,7 +1278,7 @@ fn event_for(shared: &Shared, st: &ViewState, f: &mut Followed) -> Option<Event>
         }
         f.seq = nm.seq;
         let body = shared.full_body(nm.resource_id.as_str(), nm.tag, || {
-            altocast_proto::json::network_map_json(&nm.resource_id, &nm.map)
+            altocast_proto::model::json::network_map_json(&nm.resource_id, &nm.map)
         });
         return Some(event(&f.full_prefix, body));
     }
@@ -1288,7 +1292,7 @@ fn event_for(shared: &Shared, st: &ViewState, f: &mut Followed) -> Option<Event>
         Some(p) => event(&f.patch_prefix, p),
         None => event(
             &f.full_prefix,
-            shared.full_body(cm.resource_id.as_str(), cm.tag, || altocast_proto::json::cost_map_json(&cm.map)),
+            shared.full_body(cm.resource_id.as_str(), cm.tag, || altocast_proto::model::json::cost_map_json(&cm.map)),
         ),
     };
     f.last = Some(cm.clone());
@@ -1425,13 +1429,13 @@ async fn update_stream(State(shared): State<Arc<Shared>>, body: Bytes) -> Result
         .into_iter()
         .map(|(client_id, resource_id, incremental)| {
             let media = if st.network_maps.contains_key(resource_id.as_str()) {
-                altocast_proto::json::NETWORK_MAP_MEDIA_TYPE
+                altocast_proto::model::json::NETWORK_MAP_MEDIA_TYPE
             } else {
-                altocast_proto::json::COST_MAP_MEDIA_TYPE
+                altocast_proto::model::json::COST_MAP_MEDIA_TYPE
             };
             Followed {
                 full_prefix: event_prefix(media, &client_id),
-                patch_prefix: event_prefix(altocast_proto::json::MERGE_PATCH_MEDIA_TYPE, &client_id),
+                patch_prefix: event_prefix(altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE, &client_id),
                 client_id,
                 resource_id,
                 incremental,

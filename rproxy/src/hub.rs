@@ -851,7 +851,7 @@ mod tests {
     use super::*;
     use altocast_proto::{
         CostMapBuilder, CostType, MapState, OriginKey, Pid, Signed,
-        update::{Signer, Version},
+        wire::update::{Signer, Version},
     };
     use prost::Message as _;
 

@@ -188,12 +188,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         // cost map as an RFC 7396 merge patch of the previous one (RFC 8895).
         let nm_map = w.network_map();
         let cm_map = w.cost_map(&nm_map);
-        let nm = altocast_proto::json::network_map_json(&w.network_map_id, &nm_map);
-        let patch = altocast_proto::json::cost_map_merge_patch(&prev_cm, &cm_map);
+        let nm = altocast_proto::model::json::network_map_json(&w.network_map_id, &nm_map);
+        let patch = altocast_proto::model::json::cost_map_merge_patch(&prev_cm, &cm_map);
         prev_cm = cm_map;
         let t0 = Instant::now();
         publish(&origin_url, NM, nm).await?;
-        let r = publish_as(&origin_url, CM, patch, altocast_proto::json::MERGE_PATCH_MEDIA_TYPE).await?;
+        let r = publish_as(&origin_url, CM, patch, altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE).await?;
         if r.seq == seq {
             println!("{:>4} {:<14} {:>8} {:>9} {:>12} {:>10}", "-", ev.kind.as_str(), 0, "-", "no change", "-");
             continue;

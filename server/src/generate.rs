@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::workload::{Topology, Workload};
-use altocast_proto::json;
+use altocast_proto::model::json;
 use anyhow::Context as _;
 use clap::Args;
 

@@ -17,7 +17,7 @@ use std::{
 
 use altocast_proto::{
     OriginKey, pb,
-    trust::{self, KeyList, MAX_KEYS, MAX_ROOT_HISTORY, UpdateKey},
+    verify::trust::{self, KeyList, MAX_KEYS, MAX_ROOT_HISTORY, UpdateKey},
 };
 use anyhow::{Context as _, bail};
 use prost::Message as _;

@@ -22,7 +22,7 @@ pub mod workload;
 
 use std::{sync::Arc, time::Duration};
 
-use altocast_proto::{ResourceId, update::Signer};
+use altocast_proto::{ResourceId, wire::update::Signer};
 use altocast_rproxy::{hub, service};
 use anyhow::Context as _;
 use arc_swap::ArcSwapOption;

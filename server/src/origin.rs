@@ -10,8 +10,11 @@
 use std::{collections::BTreeMap, sync::Arc, sync::Mutex, time::Duration};
 
 use altocast_proto::{
-    Kind, MapState, ModelError, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, json, pb,
-    update::{Dependency, Signer, Version, sign_directory},
+    Kind, MapState, ModelError, OriginKey, ResourceId, Tag, TrustedKeys, Verifier,
+    model::json,
+    pb,
+    verify::directory::sign_directory,
+    wire::update::{Dependency, Signer, Version},
 };
 use altocast_rproxy::hub::{Entry, Hub};
 use anyhow::Context as _;

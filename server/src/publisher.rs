@@ -5,7 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use altocast_proto::{ResourceId, error::bounded, json, pb};
+use altocast_proto::{
+    ResourceId,
+    model::{error::bounded, json},
+    pb,
+};
 use tonic::{Request, Response, Status};
 
 use crate::origin::{Form, IngestError, Input, Origin, Outcome};

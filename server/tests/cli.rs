@@ -174,8 +174,9 @@ fn gen_writes_publishable_maps_deterministically() {
         let (x, y) = (std::fs::read(a.join(f)).expect("a"), std::fs::read(b.join(f)).expect("b"));
         assert_eq!(x, y, "{f} differs between runs with the same seed");
     }
-    let nm = altocast_proto::json::parse_network_map(&std::fs::read(a.join("default-network-map.json")).expect("nm"))
-        .expect("valid network map");
+    let nm =
+        altocast_proto::model::json::parse_network_map(&std::fs::read(a.join("default-network-map.json")).expect("nm"))
+            .expect("valid network map");
     assert_eq!(nm.map.len(), 30);
     let events = std::fs::read_to_string(a.join("events.jsonl")).expect("events");
     assert_eq!(events.lines().count(), 3);

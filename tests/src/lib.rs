@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use altocast_client::{Config, Subscription, View};
-use altocast_proto::{PublicKey, ResourceId, TrustedKeys, json, pb};
+use altocast_proto::{PublicKey, ResourceId, TrustedKeys, model::json, pb};
 use altocast_server::workload::{Topology, Workload};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag, json, pb};
+use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, ResourceId, VersionTag, model::json, pb};
 
 /// The network map's resource id.
 pub const NM: &str = "nm";

@@ -19,7 +19,9 @@ use std::{
 };
 
 use altocast_client::domains::{DomainsConfig, TrustScope};
-use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json};
+use altocast_proto::{
+    CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, model::json,
+};
 use altocast_server::workload::SplitMix64;
 
 use crate::{

@@ -21,7 +21,7 @@ use std::{
 };
 
 use altocast_client::frames::{Assembled, Assembler};
-use altocast_proto::{Limits, MapState, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, pb, update::Signer};
+use altocast_proto::{Limits, MapState, OriginKey, ResourceId, Tag, TrustedKeys, Verifier, pb, wire::update::Signer};
 use altocast_rproxy::{
     hub::{Entry, Hub, HubConfig},
     upstream::apply_fetched,

@@ -172,13 +172,15 @@ async fn merge_patch_publishes_the_same_version_as_the_full_map() {
         let before = maps.workload.cost_map(&maps.workload.network_map());
         maps.step();
         let nm = maps.workload.network_map();
-        o.publish(NM, &altocast_proto::json::network_map_json(&maps.workload.network_map_id, &nm)).await.expect("nm");
+        o.publish(NM, &altocast_proto::model::json::network_map_json(&maps.workload.network_map_id, &nm))
+            .await
+            .expect("nm");
         let after = maps.workload.cost_map(&nm);
-        let patch = altocast_proto::json::cost_map_merge_patch(&before, &after);
+        let patch = altocast_proto::model::json::cost_map_merge_patch(&before, &after);
         let req = altocast_proto::pb::PublishRequest {
             resource_id: CM.into(),
             json: patch.into_bytes().into(),
-            media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+            media_type: altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE.into(),
             more: vec![],
         };
         let r = o.publish_request(req, Some(TOKEN)).await.expect("patch");
@@ -194,7 +196,7 @@ async fn merge_patch_publishes_the_same_version_as_the_full_map() {
         let req = altocast_proto::pb::PublishRequest {
             resource_id: id.into(),
             json: body.as_bytes().to_vec().into(),
-            media_type: altocast_proto::json::MERGE_PATCH_MEDIA_TYPE.into(),
+            media_type: altocast_proto::model::json::MERGE_PATCH_MEDIA_TYPE.into(),
             more: vec![],
         };
         let err = o.publish_request(req, Some(TOKEN)).await.expect_err("rejected");

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use altocast_proto::{OriginKey, update::Signer};
+use altocast_proto::{OriginKey, wire::update::Signer};
 use altocast_rproxy::hub::{Hub, HubConfig};
 use altocast_server::{
     origin::{Origin, OriginConfig},

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use altocast_proto::{Limits, OriginKey, Verifier, VerifyError, keys::SignatureError, pb, update::Signer};
+use altocast_proto::{Limits, OriginKey, Verifier, VerifyError, keys::SignatureError, pb, wire::update::Signer};
 use altocast_server::keyring::{self, Change};
 use altocast_tests::{CM, EvilMode, EvilProxy, Maps, NM, OriginOptions, TestClient, TestOrigin, TestRproxy};
 use prost::Message as _;
@@ -148,7 +148,7 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     )
     .expect("pem");
     let origin_id = directory(&o.url).await.origin_id;
-    let version = altocast_proto::update::Version {
+    let version = altocast_proto::wire::update::Version {
         seq: last,
         state: altocast_proto::MapState::Cost(followers[0].client.view().load().cost_maps[CM].map.clone()),
         dependencies: Vec::new(),
@@ -159,8 +159,11 @@ async fn key_and_root_rotations_reject_nothing_and_a_revoked_key_is_refused_at_e
     let now = altocast_client::now_ms();
     for url in [&o.url, &r1.url, &r2.url] {
         until(url, "the revocation", |d| {
-            let list =
-                d.key_chain.as_ref().and_then(|c| c.current.as_ref()).map(altocast_proto::trust::KeyList::decode);
+            let list = d
+                .key_chain
+                .as_ref()
+                .and_then(|c| c.current.as_ref())
+                .map(altocast_proto::verify::trust::KeyList::decode);
             matches!(list, Some(Ok(l)) if l.revoked.contains(&first[0]))
         })
         .await;

@@ -16,8 +16,8 @@ use crate::{
     PidPrefixes, PublicKey, ResourceId, TrustedKeys, Verifier, VersionTag,
     keys::UPDATE_CONTEXT,
     pb,
-    update::{Dependency, Signed, Signer, Version},
     verify::Waiting,
+    wire::update::{Dependency, Signed, Signer, Version},
 };
 
 pub(super) const NM: &str = "my-default-network-map";

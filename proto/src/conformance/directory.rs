@@ -20,8 +20,11 @@ use crate::{
     Check, Limits, OriginKey, PublicKey, TrustedKeys, Verifier,
     keys::{DIRECTORY_CONTEXT, UPDATE_CONTEXT},
     pb,
-    trust::{KeyList, UpdateKey},
-    update::{Signer, open_directory, sign_directory},
+    verify::{
+        directory::{open_directory, sign_directory},
+        trust::{KeyList, UpdateKey},
+    },
+    wire::update::Signer,
 };
 
 fn public_key_json(k: Option<&pb::PublicKey>) -> Value {

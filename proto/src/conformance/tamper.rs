@@ -16,7 +16,7 @@ use crate::{
     Check, Verifier,
     keys::{DIRECTORY_CONTEXT, UPDATE_CONTEXT},
     pb,
-    update::Dependency,
+    wire::update::Dependency,
 };
 
 struct Tamper {
@@ -644,7 +644,7 @@ pub(super) fn build() -> Result<Value, Error> {
             1,
             s.snapshot(
                 &f.cm,
-                &crate::update::Version {
+                &crate::wire::update::Version {
                     seq: 1,
                     state: crate::MapState::Cost(bound_b.clone()),
                     dependencies: vec![nm_b_dep.clone()],
@@ -664,7 +664,7 @@ pub(super) fn build() -> Result<Value, Error> {
             1,
             s.snapshot(
                 &f.cm,
-                &crate::update::Version {
+                &crate::wire::update::Version {
                     seq: 1,
                     state: crate::MapState::Cost(bound_b),
                     dependencies: vec![Dependency { seq: 1, ..nm_b_dep.clone() }],

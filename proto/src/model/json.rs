@@ -1,6 +1,10 @@
 //! RFC 7285 JSON bodies in and out: `application/alto-networkmap+json` (§11.2.1)
 //! and `application/alto-costmap+json` (§11.2.3). Input tolerates unknown
 //! members (RFC 7285 §8.3.7); output is compact and deterministic.
+//!
+//! PROTOCOL.md names these bodies but leaves their grammar to RFC 7285: what
+//! `Publish` carries (§10.8, with RFC 7396 merge patches) and what a node
+//! serves next to its IRD (§10.9).
 
 use std::{
     collections::{BTreeMap, HashMap},

@@ -8,10 +8,21 @@
 //! readers. Each row keeps its BLAKE3 hash; the tag hashes the header and the
 //! ordered row hashes, so a diff touching k rows costs O(k·n + n·32) bytes of
 //! hashing.
+//!
+//! PROTOCOL.md §2.4 (cost type), §2.5 (costs) and §2.6 (cost map); the tag's
+//! preimages (§3.5) are in `crate::tag::cost_map`, the wire messages (§6.6,
+//! §6.7) in [`crate::wire`].
 
 use std::{collections::HashMap, sync::Arc};
 
-use crate::{ModelError, Pid, ResourceId, Tag, network_map::MAX_PIDS, tag::Canon};
+use crate::{
+    ModelError, Pid, ResourceId, Tag,
+    model::network_map::MAX_PIDS,
+    tag::{
+        self,
+        cost_map::{names_hash, row_bytes, row_hash},
+    },
+};
 
 /// The marker for "no path" in a dense row. Input costs are validated finite,
 /// so this NaN never collides with a real cost, and its bits are fixed so row
@@ -223,32 +234,6 @@ impl CostMapBuilder {
     }
 }
 
-#[cfg(target_endian = "little")]
-fn row_bytes(row: &[f64]) -> &[u8] {
-    bytemuck::cast_slice(row)
-}
-
-#[cfg(not(target_endian = "little"))]
-fn row_bytes(row: &[f64]) -> Vec<u8> {
-    row.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn row_hash(row: &[f64]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"altocast/v1/cost-map/row\0");
-    h.update(row_bytes(row));
-    *h.finalize().as_bytes()
-}
-
-fn names_hash(pids: &[Pid]) -> [u8; 32] {
-    let mut c = Canon::new("altocast/v1/cost-map/pids");
-    c.u64(pids.len() as u64);
-    for p in pids {
-        c.str(p.as_str());
-    }
-    c.finish().0
-}
-
 impl CostMap {
     fn assemble(
         cost_type: CostType,
@@ -273,17 +258,7 @@ impl CostMap {
     }
 
     fn compute_tag(&self) -> Tag {
-        let mut c = Canon::new("altocast/v1/cost-map");
-        c.str(&self.cost_type.metric).str(self.cost_type.mode.as_str());
-        match &self.depends_on {
-            Some(v) => c.u64(1).str(v.resource_id.as_str()).raw(&v.tag.0),
-            None => c.u64(0),
-        };
-        c.raw(&self.names_hash).u64(self.rows.len() as u64);
-        for h in &self.row_hashes {
-            c.raw(h);
-        }
-        c.finish()
+        tag::cost_map::map_tag(&self.cost_type, self.depends_on.as_ref(), &self.names_hash, &self.row_hashes)
     }
 
     /// Rebuilds every row and hash from scratch; for tests and benchmarks that

@@ -3,6 +3,8 @@
 //! stream copies those same bytes instead of re-encoding the message
 //! ("sign bytes, relay bytes", DESIGN §4). Decoding (clients) works like any
 //! generated message. The wire format is exactly the `.proto`'s.
+//!
+//! PROTOCOL.md §10.4: the frames of a `Subscribe` stream.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::{

@@ -1,5 +1,10 @@
 //! Building, encoding, signing and chunking updates (DESIGN §4). Sans-IO: the
 //! caller supplies the key, the clock readings and the maps.
+//!
+//! PROTOCOL.md §6.1–§6.3: the `SignedUpdate` envelope, the `Update` header
+//! and its snapshot, diff or heartbeat payload. A snapshot too big for one
+//! message is split as §7.1 says (`super::chunk`); the state and diff
+//! messages themselves (§6.4–§6.7) are converted in `super::maps`.
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -7,7 +12,8 @@ use prost::Message as _;
 use crate::{
     CostMap, CostMapDiff, CostType, ModelError, NetworkMap, NetworkMapDiff, ResourceId, Tag, VersionTag,
     keys::{OriginKey, UPDATE_CONTEXT},
-    pb, wire,
+    pb,
+    wire::chunk,
 };
 
 /// Default chunk size for big snapshots: well under gRPC's usual 4 MiB message
@@ -142,7 +148,7 @@ impl MapState {
             Some(pb::snapshot::Map::NetworkMap(m)) => Ok(MapState::Network(NetworkMap::try_from(&m)?)),
             Some(pb::snapshot::Map::CostMap(m)) => {
                 let ct = cost_type.ok_or(ModelError::MissingField("cost_type"))?;
-                Ok(MapState::Cost(wire::cost_map_from_pb(ct, m)?))
+                Ok(MapState::Cost(crate::cost_map_from_pb(ct, m)?))
             }
             None => Err(ModelError::MissingField("snapshot.map")),
         }
@@ -285,14 +291,9 @@ pub fn sign(keys: &[OriginKey], header: &Header, payload: Payload<'_>, chunk_siz
             if len <= chunk_size {
                 pb::update::Payload::Snapshot(snap)
             } else {
-                let data = Bytes::from(snap.encode_to_vec());
-                let mut hashes = Vec::new();
-                for (i, c) in data.chunks(chunk_size).enumerate() {
-                    hashes.push(Bytes::copy_from_slice(blake3::hash(c).as_bytes()));
-                    let start = i * chunk_size;
-                    chunks.push(pb::SnapshotChunk { index: i as u32, data: data.slice(start..start + c.len()) });
-                }
-                pb::update::Payload::Chunked(pb::ChunkedSnapshot { total_len: data.len() as u64, chunk_hashes: hashes })
+                let (chunked, data) = chunk::split(Bytes::from(snap.encode_to_vec()), chunk_size);
+                chunks = data;
+                pb::update::Payload::Chunked(chunked)
             }
         }
     });
@@ -404,24 +405,4 @@ impl Signer {
         h.base_tag = v.state.tag();
         sign(&self.keys(), &h, Payload::Heartbeat, self.chunk_size)
     }
-}
-
-/// Encodes and signs a directory with every key of `keys`.
-pub fn sign_directory(keys: &[OriginKey], dir: &pb::Directory) -> pb::SignedDirectory {
-    let body = Bytes::from(dir.encode_to_vec());
-    let signatures = keys.iter().map(|k| k.sign(crate::keys::DIRECTORY_CONTEXT, &body)).collect();
-    pb::SignedDirectory { body, signatures }
-}
-
-/// Verifies a signed directory against `keys` and decodes it.
-pub fn open_directory(
-    keys: &crate::TrustedKeys,
-    signed: &pb::SignedDirectory,
-) -> Result<pb::Directory, crate::VerifyError> {
-    const MAX_DIRECTORY: usize = 1 << 20;
-    if signed.body.len() > MAX_DIRECTORY {
-        return Err(crate::VerifyError::TooLarge { what: "directory", len: signed.body.len(), limit: MAX_DIRECTORY });
-    }
-    keys.verify(crate::keys::DIRECTORY_CONTEXT, &signed.body, &signed.signatures)?;
-    pb::Directory::decode(signed.body.clone()).map_err(|e| crate::VerifyError::Malformed(format!("directory: {e}")))
 }

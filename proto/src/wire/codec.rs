@@ -3,6 +3,9 @@
 //! buffer for its whole life, so with tens of thousands of idle subscribers
 //! the default would cost ~8 KiB each; the buffer still grows on demand for a
 //! large frame.
+//!
+//! PROTOCOL.md §10.1 (transport): a property of the reference servers, not
+//! of the wire format, which is plain gRPC protobuf.
 
 use std::marker::PhantomData;
 

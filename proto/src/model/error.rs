@@ -1,7 +1,11 @@
 //! Validation errors of the ALTO model. Every variant names the offending PID,
 //! prefix or entry so that an operator can find it in the input.
+//!
+//! PROTOCOL.md §2 says what is valid; a verifier reports these errors as the
+//! `apply` check of §8.4. [`MAX_MESSAGE_LEN`] is the error-message bound of
+//! §11.
 
-use crate::{pid::NameError, tag::Tag};
+use crate::{NameError, Tag};
 
 /// Longest error message sent to a peer (a gRPC `grpc-message`, an HTTP
 /// problem detail). Errors may quote the input (serde quotes a whole string

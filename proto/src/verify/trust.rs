@@ -1,4 +1,4 @@
-//! The trust lifecycle (PROTOCOL.md §9): a **root key**, which an operator can
+//! The trust lifecycle (PROTOCOL.md §9.1–§9.3): a **root key**, which an operator can
 //! keep offline, signs a **key list** naming the update keys (with validity
 //! windows), the keys revoked for good, and the origin's id. Update keys sign
 //! the updates and the directory; the directory carries the key lists as a

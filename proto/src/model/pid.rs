@@ -1,4 +1,4 @@
-//! PID names (RFC 7285 §10.4.1) and resource ids (§10.2).
+//! PID names (RFC 7285 §10.4.1) and resource ids (§10.2): PROTOCOL.md §2.1.
 
 use std::{borrow::Borrow, fmt, sync::Arc};
 

@@ -1,5 +1,9 @@
 //! The network map: PIDs and the IP prefixes they group (RFC 7285 §5, §11.2.1),
 //! with longest-prefix-match lookup, diffs and an incremental tag.
+//!
+//! PROTOCOL.md §2.2 (prefixes) and §2.3 (network map); the tag's preimages
+//! (§3.4) are in `crate::tag::network_map`, the wire messages (§6.4, §6.5)
+//! in [`crate::wire`].
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -10,7 +14,7 @@ use std::{
 use ipnet::{Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 
-use crate::{ModelError, Pid, Tag, tag::Canon};
+use crate::{ModelError, Pid, Tag, tag};
 
 /// Most PIDs one map may have: keeps a malicious or runaway input from making
 /// a cost map (PIDs²) exhaust memory.
@@ -61,19 +65,6 @@ impl PidPrefixes {
     /// True when the PID has no prefixes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn row_hash(&self, pid: &Pid) -> [u8; 32] {
-        let mut c = Canon::new("altocast/v1/network-map/row");
-        c.str(pid.as_str()).u64(self.ipv4.len() as u64);
-        for n in &self.ipv4 {
-            c.raw(&n.network().octets()).raw(&[n.prefix_len()]);
-        }
-        c.u64(self.ipv6.len() as u64);
-        for n in &self.ipv6 {
-            c.raw(&n.network().octets()).raw(&[n.prefix_len()]);
-        }
-        c.finish().0
     }
 }
 
@@ -166,7 +157,7 @@ impl NetworkMap {
             pids.into_iter()
                 .map(|(pid, mut prefixes)| {
                     prefixes.canonicalize();
-                    let hash = prefixes.row_hash(&pid);
+                    let hash = tag::network_map::row_hash(&pid, &prefixes);
                     (pid, Arc::new(PidEntry { prefixes, hash }))
                 })
                 .collect(),
@@ -195,12 +186,7 @@ impl NetworkMap {
                 }
             }
         }
-        let mut c = Canon::new("altocast/v1/network-map");
-        c.u64(pids.len() as u64);
-        for (pid, e) in &pids {
-            c.str(pid.as_str()).raw(&e.hash);
-        }
-        let tag = c.finish();
+        let tag = tag::network_map::map_tag(pids.iter().map(|(pid, e)| (pid, &e.hash)));
         Ok(NetworkMap { pids, lpm: Arc::new(lpm), tag })
     }
 
@@ -266,7 +252,7 @@ impl NetworkMap {
         for (pid, prefixes) in &diff.upsert {
             let mut prefixes = prefixes.clone();
             prefixes.canonicalize();
-            let hash = prefixes.row_hash(pid);
+            let hash = tag::network_map::row_hash(pid, &prefixes);
             pids.insert(pid.clone(), Arc::new(PidEntry { prefixes, hash }));
         }
         Self::from_entries(pids)
