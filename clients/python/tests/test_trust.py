@@ -187,3 +187,27 @@ def test_malformed_key_lists():
         mutate(kl)
         s = signed(pb.SignedKeyList, kl.SerializeToString(), crypto.KEYLIST_CONTEXT, [R1])
         rejects(Trust(root=crypto.public_bytes(R1)).accept_directory, "trust", directory(1, s, [K1]), now=T)
+
+
+def test_keys_that_are_no_curve_point_do_not_load():
+    """§5.2: a key is decoded when it is loaded (a trust file, a raw root, a fixed key); small order decodes."""
+    bad = next(bytes([i]) + bytes(31) for i in range(2, 255) if crypto._decode_point(bytes([i]) + bytes(31)) is None)
+    pem = crypto.public_key_pem(bad)
+    for load in (lambda: crypto.load_public_key(pem), lambda: Trust(root=pem), lambda: Trust(root=bad),
+                 lambda: Trust(keys={crypto.key_id(bad): bad})):
+        with pytest.raises(ValueError, match="not a curve point"):
+            load()
+    small = bytes([1]) + bytes(31)
+    assert crypto.load_public_key(crypto.public_key_pem(small)) == small
+
+
+def test_undecodable_state_file_is_ignored(tmp_path):
+    """§9.6: a saved directory that does not decode: start as if there were none; the next accepted one replaces it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "directory.pb").write_bytes(b"\xff\xff\xff not a SignedDirectory")
+    t = Trust(root=crypto.public_bytes(R1), state_dir=state)
+    assert t.position is None and t.directory is None
+    d = directory(1, L1, [K1])
+    t.accept_directory(d, now=T)
+    assert (state / "directory.pb").read_bytes() == d.SerializeToString()

@@ -279,3 +279,8 @@ def test_pending_dependency_then_commit():
     assert out.committed and v.held[CM].expires_at_ms == late + 60000
     rebind = pb.Dependency(resource_id=NM, seq=0, tag=NM_TAG)
     rejects(v, heartbeat(CM, 2, 1, CM_TAG, late + 1, [rebind]), "dependency", late + 1)
+
+
+def test_invalid_utf8_in_a_string_field_is_malformed():
+    """§6.1: a body with invalid UTF-8 in a string field is not a valid Update (last origin_id wins: 0xff 0xfe)."""
+    rejects(verifier(), su(NM_SNAP[0] + b"\x0a\x02\xff\xfe"), "apply", T)

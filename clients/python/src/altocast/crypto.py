@@ -46,7 +46,15 @@ def load_public_key(src) -> bytes:
     key = serialization.load_pem_public_key(_read(src))
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return check_point(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def check_point(raw: bytes) -> bytes:
+    """§5.2: a key is decoded when it is loaded; 32 bytes that are no curve point are an error there
+    (`cryptography` does not check this)."""
+    if len(raw) != 32 or _decode_point(raw) is None:
+        raise ValueError(f"{bytes(raw).hex()[:64]} is not an Ed25519 public key (not a curve point)")
+    return bytes(raw)
 
 
 _V1_PREFIX = bytes.fromhex("302e020100300506032b657004220420")

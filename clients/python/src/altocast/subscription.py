@@ -57,7 +57,7 @@ class Options:
     backoff_min_s: float = 0.1
     backoff_max_s: float = 10.0
     stream_resources: int = 256      # SUBSCRIBE_RESOURCES (§10.4)
-    max_pending_run: int = 1024      # §8.5
+    max_pending_run: int = 1024      # pending results allowed in a row per session; one more abandons (§8.5)
 
 
 class _Abandon(Exception):
@@ -82,7 +82,7 @@ class Subscription:
     def __init__(self, endpoints, trust, resources=None, options: Options | None = None, ca: bytes | None = None):
         """trust: a Trust (root, fixed keys or first-use pin; optional state dir), or {key id: raw key}."""
         self.endpoints = list(endpoints)
-        self.configured = list(resources) if resources else None
+        self.configured = list(dict.fromkeys(resources)) if resources else None   # never listed twice (§10.4)
         self.options = options or Options()
         self.ca = ca
         self.verifier = Verifier(trust, resources=self.configured or ())
@@ -306,28 +306,30 @@ class Subscription:
     def _consume(self, ep, stub, q):
         o = self.options
         chunking: dict[int, tuple[Opened, int]] = {}   # stream -> (update awaiting chunks, deadline)
-        pending_run, connected = 0, now_ms()
+        pending_run, connected, opened_streams = 0, now_ms(), set()
         refresh = connected + self._refresh_ms()
         while not self._closed.is_set():
             deadlines = [self._stale_deadline(connected), (refresh, "refresh")]
             deadline, why = min(deadlines + [(d, "chunk timeout") for _, d in chunking.values()])
-            try:
-                i, kind, val = q.get(timeout=min(max(deadline - now_ms(), 0), 500) / 1000)
-            except queue.Empty:
-                if now_ms() < deadline:
-                    continue
+            wait = deadline - now_ms()
+            if wait <= 0:      # checked before every frame, not only when the streams are idle (§8.8)
                 if why != "refresh":
-                    raise _Abandon(why) from None
+                    raise _Abandon(why)
                 if self._new_resources(self._directory(stub, ep)):
-                    raise _Resubscribe() from None
+                    raise _Resubscribe()
                 refresh = now_ms() + self._refresh_ms()
+                continue
+            try:
+                i, kind, val = q.get(timeout=min(wait, 500) / 1000)
+            except queue.Empty:
                 continue
             if kind == "end":
                 raise _Ended()
             if kind == "error":
-                if val.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise _Abandon(f"transport: {val.details()}", aside=False)
-                raise _Refused(f"{val.code().name}: {val.details()}")
+                if val.code() == grpc.StatusCode.UNAVAILABLE or i in opened_streams:   # §10.2: an open stream fails
+                    raise _Abandon(f"stream: {val.code().name}: {val.details()}", aside=False)
+                raise _Refused(f"{val.code().name}: {val.details()}")     # the Subscribe call was refused (§10.6)
+            opened_streams.add(i)
             which = val.WhichOneof("item")
             try:
                 if which == "update":
@@ -355,7 +357,7 @@ class Subscription:
                 raise self._reject(ep, e) from None
             if ev is None:
                 pending_run += 1
-                if pending_run >= o.max_pending_run:
+                if pending_run > o.max_pending_run:             # the 1,025th in a row (§8.5)
                     raise _Abandon(f"{pending_run} pending updates in a row")
                 continue
             pending_run = 0
@@ -363,12 +365,15 @@ class Subscription:
 
     # -- pull fallback (§10.5, §10.6) ----------------------------------------------------------
     def _poll(self, ep):
-        channel = self._channel(ep)
+        channel, connected = self._channel(ep), now_ms()
         try:
             stub = pb_grpc.DistributionStub(channel)
             for n in range(self.options.poll_rounds):
                 if n:
-                    self._directory(stub, ep)     # re-read periodically (§9.4)
+                    self._directory(stub, ep)     # re-read periodically (§9.4, §10.6)
+                    deadline, why = self._stale_deadline(connected)   # the clocks of §8.8 apply here too
+                    if now_ms() >= deadline:
+                        raise _Abandon(why)
                 yield from self._pull_once(ep, stub)
                 if n + 1 < self.options.poll_rounds and self._closed.wait(self.options.poll_interval_s):
                     return
@@ -388,6 +393,7 @@ class Subscription:
                         continue
                     raise _Abandon(f"Fetch {r}: {e.code().name}", aside=False) from None
                 try:
+                    committed = None                      # did the last update applied commit?
                     for k, su in enumerate(resp.updates):
                         opened = self._open(stub, ep, su)
                         u = opened.update
@@ -399,8 +405,11 @@ class Subscription:
                         if held and u.WhichOneof("payload") != "heartbeat" and u.seq <= held.seq:
                             continue
                         ev = self._finish(ep, opened, "pull")
+                        committed = ev is not None
                         if ev:
                             yield ev
+                    if committed is False:                # the answer ends pending: not usable (§8.5, §10.5)
+                        raise _Abandon(f"Fetch {r}: the answer ends pending (not exposable)", aside=False)
                 except VerifyError as e:
                     if e.check != "dependency" or attempt + 1 == self.options.fetch_retries:
                         raise self._reject(ep, e) from None

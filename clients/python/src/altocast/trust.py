@@ -20,8 +20,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from ._pb import pb
-from .crypto import (DIRECTORY_CONTEXT, KEYLIST_CONTEXT, SignatureError, _decode_point, key_id, load_public_key,
-                     public_key_pem, verify_signers)
+from .crypto import (DIRECTORY_CONTEXT, KEYLIST_CONTEXT, SignatureError, _decode_point, check_point, key_id,
+                     load_public_key, public_key_pem, verify_signers)
 
 log = logging.getLogger("altocast")
 MAX_SKEW_MS = 5000
@@ -102,17 +102,29 @@ class Trust:
             root = self.pin.read_bytes()
         self.fixed = keys is not None
         self.root: bytes | None = None if root is None else (
-            bytes(root) if isinstance(root, (bytes, bytearray)) and len(root) == 32 else load_public_key(root))
-        self.keys: dict[str, UpdateKey] = {k: UpdateKey(bytes(v)) for k, v in (keys or {}).items()}
+            check_point(root) if isinstance(root, (bytes, bytearray)) and len(root) == 32 else load_public_key(root))
+        self.keys: dict[str, UpdateKey] = {k: UpdateKey(check_point(v)) for k, v in (keys or {}).items()}
         self.raw = {k: u.raw for k, u in self.keys.items()}
         self.key_list_version = 0
         self.origin_id: str | None = None
         self.position: tuple[int, int] | None = None        # (seq, issued_at_ms) of the held directory
         self.directory = None                                # the held Directory, decoded
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        if self.state_dir is not None and (self.state_dir / STATE_FILE).exists():
-            signed = pb.SignedDirectory.FromString((self.state_dir / STATE_FILE).read_bytes())
-            self.accept_directory(signed, restoring=True)   # every check but the two expiry checks
+        saved = self._saved()
+        if saved is not None:
+            self.accept_directory(saved, restoring=True)    # every check but the two expiry checks
+
+    def _saved(self):
+        """§9.6: the saved SignedDirectory, or None when the file is absent, unreadable or does not decode."""
+        if self.state_dir is None:
+            return None
+        try:
+            return pb.SignedDirectory.FromString((self.state_dir / STATE_FILE).read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, DecodeError) as e:
+            log.warning("ignoring the saved directory %s: %s", self.state_dir / STATE_FILE, e)
+            return None
 
     def deadline_ms(self) -> int | None:
         """The held directory's expiry + skew: a staleness deadline like a map's (§9.3), or None."""
@@ -198,8 +210,12 @@ class Trust:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Atomically: a temporary file, fsync, rename (§9.5, §9.6)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
