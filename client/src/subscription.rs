@@ -43,7 +43,8 @@ const CHUNKED_DEFERRAL: Duration = Duration::from_secs(120);
 /// A fresh session's time to catch up before a passed deadline counts.
 const GRACE: Duration = Duration::from_secs(10);
 
-/// With nothing held, the longest wait for any frame.
+/// With nothing held, how long a session may go without a committed update:
+/// frames that commit nothing (directories, pending updates) do not extend it.
 const FIRST_DATA: Duration = Duration::from_secs(30);
 
 /// A source of Unix milliseconds. The default follows tokio's clock, so tests
@@ -414,23 +415,23 @@ impl Runner {
     /// When this session's endpoint goes stale (PROTOCOL.md §8.8): the
     /// earlier of the maps clock (the earliest expiry of a held resource) and
     /// the directory clock (the held directory's expiry), each plus the skew
-    /// allowance; with nothing held, [`FIRST_DATA`] after the last frame
+    /// allowance; with nothing held, [`FIRST_DATA`] after the session began
     /// instead of the maps clock. A deadline on the clock, not an idle timer:
     /// frames that extend nothing do not move it.
-    fn deadline(&self, last_frame: Instant) -> Instant {
+    fn deadline(&self, began: Instant) -> Instant {
         let now = (self.cfg.clock)();
         let skew = self.cfg.limits.max_skew_ms;
         // One millisecond past the instant, as the checks are strict.
         let at = |expires_ms: i64| Instant::now() + Duration::from_millis((expires_ms + skew + 1 - now).max(0) as u64);
         let maps = self.verifier.resources().filter_map(|(_, h)| h.map(|h| h.expires_at_ms)).min();
-        let maps = maps.map_or(last_frame + FIRST_DATA, at);
+        let maps = maps.map_or(began + FIRST_DATA, at);
         let directory = self.verifier.directory().filter(|p| p.expires_at_ms != 0).map(|p| at(p.expires_at_ms));
         directory.map_or(maps, |d| d.min(maps))
     }
 
     /// Why the endpoint is abandoned once its deadline has passed, or `None`
     /// when no clock has passed after all (it moved meanwhile).
-    async fn stale(&mut self, url: &str, last_frame: Instant, delivered: bool) -> Option<End> {
+    async fn stale(&mut self, url: &str, began: Instant, delivered: bool) -> Option<End> {
         let now = (self.cfg.clock)();
         if let Some(error) = self.verifier.directory_stale(now) {
             warn!(endpoint = %url, "no fresh directory before the held one expired; upstream withholds it");
@@ -449,7 +450,7 @@ impl Runner {
             return Some(End::Bad { reason: format!("{resource_id} went stale") });
         }
         let nothing_held = self.verifier.resources().all(|(_, h)| h.is_none());
-        (nothing_held && last_frame.elapsed() >= FIRST_DATA)
+        (nothing_held && began.elapsed() >= FIRST_DATA)
             .then(|| End::Failed { reason: format!("no data within {} s", FIRST_DATA.as_secs()), delivered })
     }
 
@@ -478,7 +479,8 @@ impl Runner {
         let chunks_due = |a: &[Assembler]| a.iter().map(Assembler::chunks_due).sum::<usize>();
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + GRACE;
-        let mut last_frame = Instant::now();
+        let began = Instant::now();
+        let mut last_frame = began;
         // When the chunked update in progress (if any) began.
         let mut chunked_since: Option<Instant> = None;
         let mut refresh = tokio::time::interval_at(
@@ -486,7 +488,7 @@ impl Runner {
             self.cfg.directory_refresh,
         );
         loop {
-            let mut deadline = self.deadline(last_frame).max(grace_until);
+            let mut deadline = self.deadline(began).max(grace_until);
             if let Some(since) = chunked_since {
                 deadline = deadline.max(since + CHUNKED_DEFERRAL);
             }
@@ -498,7 +500,7 @@ impl Runner {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
                 _ = tokio::time::sleep_until(deadline) => {
-                    match self.stale(url, last_frame, delivered).await {
+                    match self.stale(url, began, delivered).await {
                         Some(end) => return end,
                         None => continue,
                     }
