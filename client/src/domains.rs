@@ -92,7 +92,7 @@ pub const METRIC_SUBSCRIPTIONS: &str = "altocast_tracker_subscriptions_total";
 pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
-/// full), and the HTTP service's `connections`, `body_timeout`,
+/// full), and the service's `connections`, `header_timeout`, `body_timeout`,
 /// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
 pub const METRIC_REFUSED: &str = "altocast_tracker_refused_total";
 
@@ -398,8 +398,8 @@ pub struct Ranked {
     /// The cost from the requester (its domain's cost map, or the
     /// inter-domain cost).
     pub cost: Option<f64>,
-    /// Its group.
-    #[serde(skip)]
+    /// Its group (`"priced"`, `"unpriced"`, `"other-domain"`, `"no-server"`,
+    /// `"down"` in the tracker's JSON).
     pub standing: Standing,
 }
 

@@ -10,6 +10,9 @@
 //! 10,000 peers. A requester joins at host .200 of one of those PIDs, so 100
 //! swarm peers are *favourable* (its PID) — the classic tracker figure: a
 //! random 100-peer reply has none of them ~36 % of the time.
+//!
+//! Also: [`grpc_rank`] (the tracker's gRPC `Rank`, compared with `POST /rank`
+//! through [`peer_tuple`]).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -19,7 +22,9 @@ use std::{
 };
 
 use altocast_client::domains::{DomainsConfig, TrustScope};
-use altocast_proto::{CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json};
+use altocast_proto::{
+    CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, json, pb,
+};
 use altocast_server::workload::SplitMix64;
 
 use crate::{
@@ -360,4 +365,34 @@ pub async fn measure(
         ranked.add(req, &ips);
     }
     (random, ranked)
+}
+
+/// The tracker's gRPC `Rank` at `addr` (h2c on its `--listen` port).
+pub async fn grpc_rank(
+    addr: SocketAddr,
+    requester: &str,
+    candidates: Vec<String>,
+    count: u32,
+) -> Result<Vec<pb::RankedPeer>, tonic::Status> {
+    let mut c = pb::tracker_client::TrackerClient::connect(format!("http://{addr}")).await.expect("gRPC connect");
+    let req = pb::RankRequest { requester: requester.into(), candidates, count };
+    Ok(c.rank(req).await?.into_inner().peers)
+}
+
+/// One ranked peer as `(ip, domain, pid, cost, standing)`, from a `POST /rank`
+/// reply's JSON entry.
+pub type PeerTuple = (String, Option<String>, Option<String>, Option<f64>, String);
+
+/// A `POST /rank` entry as a [`PeerTuple`].
+pub fn peer_tuple(p: &serde_json::Value) -> PeerTuple {
+    let s = |k: &str| p[k].as_str().map(str::to_owned);
+    (s("ip").expect("ip"), s("domain"), s("pid"), p["cost"].as_f64(), s("standing").expect("standing"))
+}
+
+/// A gRPC `RankedPeer` as a [`PeerTuple`] (`STANDING_OTHER_DOMAIN` →
+/// `other-domain`, as the JSON spells it).
+pub fn grpc_tuple(p: &pb::RankedPeer) -> PeerTuple {
+    let standing = pb::Standing::try_from(p.standing).map_or("?", |s| s.as_str_name());
+    let standing = standing.trim_start_matches("STANDING_").to_ascii_lowercase().replace('_', "-");
+    (p.ip.clone(), p.domain.clone(), p.pid.clone(), p.cost, standing)
 }

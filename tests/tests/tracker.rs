@@ -6,7 +6,8 @@
 //! requesters in both domains. Also: a record pointing at a node whose root
 //! is not trusted is refused (unconfigured, mismatched, or against a pin); a
 //! domain that goes down ranks last without touching the other, and is used
-//! again when it comes back.
+//! again when it comes back. The gRPC `Rank` of the tracker process answers
+//! exactly what `POST /rank` answers, under the same limits.
 
 use std::{
     io::BufRead as _,
@@ -21,7 +22,7 @@ use altocast_client::{
 };
 use altocast_tests::{
     dns::{TestDns, alto},
-    tracker::{Isp, REPLY, Scenario, http, measure, post_rank, rank_body},
+    tracker::{Isp, REPLY, Scenario, grpc_rank, grpc_tuple, http, measure, peer_tuple, post_rank, rank_body},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -270,6 +271,108 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
         "altocast_tracker_refused_total{reason=\"body_timeout\"} 1",
         "altocast_tracker_refused_total{reason=\"connections\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    }
+
+    drop(tracker);
+    for isp in sc.isps {
+        isp.origin.stop().await;
+    }
+    sc.dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_process_answers_grpc_rank_as_post_rank_and_refuses_bad_input_naming_it() {
+    let sc = Scenario::start(vec![]).await;
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http"]
+        .map(String::from)
+        .to_vec();
+    for isp in &sc.isps {
+        args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
+    }
+    args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = free.local_addr().expect("addr");
+    drop(free);
+    args.extend(["--metrics".into(), metrics.to_string()]);
+    let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
+    let addr = tracker.addr;
+
+    // The same ranking on both interfaces, member for member: for a west and
+    // an east requester, over 2,000 swarm peers of both domains in a
+    // shuffled order plus one address with no ALTO server.
+    let mut candidates: Vec<IpAddr> = sc.swarm().into_iter().step_by(5).collect();
+    let mut rng = altocast_server::workload::SplitMix64::new(11);
+    altocast_tests::tracker::shuffle(&mut candidates, &mut rng);
+    candidates.push(ip("10.9.0.1"));
+    let texts: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+    for (requester, count) in [("10.1.3.200", 50), ("10.2.7.200", 50), ("10.1.3.200", 7)] {
+        let json = post_rank(addr, ip(requester), &candidates, count).await;
+        let grpc = grpc_rank(addr, requester, texts.clone(), count as u32).await.expect("gRPC Rank");
+        let json: Vec<_> = json.iter().map(peer_tuple).collect();
+        let grpc: Vec<_> = grpc.iter().map(grpc_tuple).collect();
+        assert_eq!(grpc.len(), count);
+        assert_eq!(grpc, json, "gRPC and POST /rank differ for {requester}");
+        assert_eq!(grpc[0].4, "priced", "{:?}", grpc[0]);
+    }
+    // Every standing is carried, and the whole order: own domain, other
+    // domain, no server (the reply's tail for a 3-candidate request).
+    let few = ["10.2.3.1", "10.9.0.1", "10.1.3.1"].map(String::from).to_vec();
+    let r = grpc_rank(addr, "10.1.3.200", few, 3).await.expect("gRPC Rank");
+    let got: Vec<_> = r.iter().map(grpc_tuple).map(|t| (t.0, t.4)).collect();
+    let want = [("10.1.3.1", "priced"), ("10.2.3.1", "other-domain"), ("10.9.0.1", "no-server")];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+
+    // Bad input: refused with the code and a message naming what is wrong.
+    let refused = |requester: &'static str, candidates: Vec<String>, count: u32| async move {
+        grpc_rank(addr, requester, candidates, count).await.expect_err("refused")
+    };
+    let e = refused("10.1.0.1", vec!["10.1.0.2".into(), "nope".into()], 1).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.message(), r#"candidates[1]: "nope" is not an IP address"#);
+    let e = refused("10.1.0.300", vec![], 1).await;
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::InvalidArgument, r#"requester: "10.1.0.300" is not an IP address"#)
+    );
+    let e = refused("10.1.0.1", vec![], 0).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "count 0 is not within 1..=50"));
+    let e = refused("10.1.0.1", vec![], 51).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "count 51 is not within 1..=50"));
+    let many: Vec<String> = (0..3001u32).map(|i| std::net::Ipv4Addr::from(0x0a01_0000 + i).to_string()).collect();
+    let e = refused("10.1.0.1", many, 1).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "3001 candidates, more than the 3000 allowed"));
+    let e = refused("10.1.0.1", vec!["x".repeat(200_001)], 1).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::ResourceExhausted, "request body over 200000 bytes"));
+    // The service still answers after refusals.
+    assert_eq!(grpc_rank(addr, "10.1.3.200", vec!["10.1.3.1".into()], 1).await.expect("ranked").len(), 1);
+
+    // Health, on the same port.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.expect("connect"));
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "altocast.v1.Tracker".into() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Counted like the HTTP refusals.
+    let mut text = String::new();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
+            text = http(metrics, "GET", "/metrics", "").await.1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in [
+        "altocast_tracker_refused_total{reason=\"syntax\"} 2",
+        "altocast_tracker_refused_total{reason=\"count\"} 2",
+        "altocast_tracker_refused_total{reason=\"candidates\"} 1",
+        "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
     }
