@@ -175,7 +175,11 @@ enum Command {
     /// where to subscribe, and the origin's signed directory must verify under
     /// the root trusted for it: a --trust-root for its origin id or for the
     /// IRD host's DNS domain, else a first-use pin in --pin-dir. DNS and the
-    /// IRD are never a trust root: with neither, the domain is refused.
+    /// IRD are never a trust root: with neither, the domain is refused. A
+    /// followed domain's IRD is read again every --ird-refresh-secs (and
+    /// after repeated subscription failures); new gRPC endpoints there are
+    /// followed, keeping the verified state; an IRD naming another origin or
+    /// root is refused.
     ///
     /// Ranking: candidates in the requester's domain by cost from the
     /// requester's PID (other domains' among them at --inter-domain-cost, if
@@ -280,6 +284,10 @@ pub struct TrackerArgs {
     /// Largest IRD body read, bytes.
     #[arg(long, default_value_t = D.max_ird_bytes)]
     max_ird_bytes: usize,
+    /// Seconds between re-reads of each followed domain's IRD (its gRPC endpoints may move); it is also re-read
+    /// after repeated subscription failures, at most once per --retry-secs.
+    #[arg(long, default_value_t = D.ird_refresh.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    ird_refresh_secs: u64,
     /// Serve Prometheus metrics (altocast_tracker_*) on this address.
     #[arg(long, env = "ALTOCAST_METRICS")]
     metrics: Option<SocketAddr>,
@@ -337,6 +345,7 @@ impl TrackerArgs {
         cfg.max_candidates = self.max_candidates;
         cfg.ird_timeout = Duration::from_secs(self.ird_timeout_secs.max(1));
         cfg.max_ird_bytes = self.max_ird_bytes;
+        cfg.ird_refresh = Duration::from_secs(self.ird_refresh_secs);
         cfg.tls = connect::ClientTls::from_files(self.ca.as_deref(), None, None).map_err(|e| anyhow!("TLS: {e}"))?;
         cfg.ird_ca = cfg.tls.as_ref().and_then(|t| t.ca_pem.clone());
         let limits = crate::tracker::TrackerLimits {
