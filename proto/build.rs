@@ -1,15 +1,19 @@
-//! Generates the gRPC and message code from `altocast/v1/altocast.proto` with
-//! protox (a pure-Rust protobuf compiler), so no system `protoc` is needed.
-//! The encoded descriptor set is also written for gRPC server reflection.
+//! Generates the gRPC and message code from `altocast/v1/altocast.proto` (the
+//! distribution contract) and `altocast/v1/tracker.proto` (the tracker's
+//! ranking service), both in package `altocast.v1`, with protox (a pure-Rust
+//! protobuf compiler), so no system `protoc` is needed. The encoded
+//! descriptor set is also written for gRPC server reflection.
 
 use std::{env, fs, path::PathBuf};
 
 use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "altocast/v1/altocast.proto";
-    println!("cargo:rerun-if-changed={proto}");
-    let fds = protox::compile([proto], ["."])?;
+    let protos = ["altocast/v1/altocast.proto", "altocast/v1/tracker.proto"];
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let fds = protox::compile(protos, ["."])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("altocast_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()

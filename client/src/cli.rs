@@ -166,19 +166,26 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = crate::discover::LOOKUP_TIMEOUT.as_secs())]
         timeout: u64,
     },
-    /// Serve a multi-domain tracker: POST /rank ranks candidate peers for a
-    /// requesting peer, each against its own domain's verified maps.
+    /// Serve a multi-domain tracker: POST /rank and the gRPC
+    /// altocast.v1.Tracker/Rank rank candidate peers for a requesting peer,
+    /// each against its own domain's verified maps.
     ///
     /// Request: {"requester": IP, "candidates": [IP, …], "count": N}; reply:
-    /// {"peers": [{"ip", "domain", "pid", "cost"}, …]}, the best N. GET /stats
-    /// shows the counters. For each address not seen before, the ALTO server
+    /// {"peers": [{"ip", "domain", "pid", "cost", "standing"}, …]}, the best
+    /// N. GET /stats shows the counters. The gRPC service (h2c on the same
+    /// port, with grpc.health.v1 and reflection) answers the same ranking
+    /// under the same limits. For each address not seen before, the ALTO server
     /// responsible for it is found through DNS (RFC 8686 reverse-tree U-NAPTR
     /// lookups for ALTO:https, each name's answer cached for its TTL within
     /// --cache-min-secs..--cache-max-secs); its IRD's meta.altocast.grpc says
     /// where to subscribe, and the origin's signed directory must verify under
     /// the root trusted for it: a --trust-root for its origin id or for the
     /// IRD host's DNS domain, else a first-use pin in --pin-dir. DNS and the
-    /// IRD are never a trust root: with neither, the domain is refused.
+    /// IRD are never a trust root: with neither, the domain is refused. A
+    /// followed domain's IRD is read again every --ird-refresh-secs (and
+    /// after repeated subscription failures); new gRPC endpoints there are
+    /// followed, keeping the verified state; an IRD naming another origin or
+    /// root is refused.
     ///
     /// Ranking: candidates in the requester's domain by cost from the
     /// requester's PID (other domains' among them at --inter-domain-cost, if
@@ -192,7 +199,8 @@ enum Command {
 /// `altocast tracker` options.
 #[derive(Debug, Args)]
 pub struct TrackerArgs {
-    /// Address to serve POST /rank and GET /stats on (port 0: a free port, printed when ready).
+    /// Address to serve POST /rank, GET /stats and the gRPC Tracker service on (port 0: a free port, printed when
+    /// ready).
     #[arg(long, env = "ALTOCAST_TRACKER_LISTEN")]
     listen: SocketAddr,
     /// Ask only this nameserver (IP address, port 53 unless given). Default: the system resolver configuration.
@@ -253,25 +261,27 @@ pub struct TrackerArgs {
     /// Cost map to rank by in every domain (default: the first by id).
     #[arg(long)]
     cost_map: Option<String>,
-    /// Most candidates in one request (400 beyond).
+    /// Most candidates in one request (400 / INVALID_ARGUMENT beyond).
     #[arg(long, default_value_t = D.max_candidates)]
     max_candidates: usize,
-    /// Largest count (peers per reply) a request may ask for (400 beyond).
+    /// Largest count (peers per reply) a request may ask for (400 / INVALID_ARGUMENT beyond).
     #[arg(long, default_value_t = T.max_count)]
     max_count: usize,
-    /// Largest request body, bytes (413 beyond).
+    /// Largest request body, bytes (413 / RESOURCE_EXHAUSTED beyond).
     #[arg(long, default_value_t = T.max_request_bytes)]
     max_request_bytes: usize,
-    /// Requests ranked at once (503 beyond).
+    /// Requests ranked at once (503 / UNAVAILABLE beyond); also the HTTP/2 streams per connection.
     #[arg(long, default_value_t = T.max_in_flight)]
     max_in_flight: usize,
     /// Most open connections to --listen; more are accepted and closed at once.
     #[arg(long, default_value_t = T.max_connections)]
     max_connections: usize,
-    /// Seconds a request head may take to arrive, and a connection may idle between requests, before it is closed.
+    /// Seconds a connection's first bytes and each HTTP/1 request head may take to arrive, and an HTTP/1
+    /// connection may idle between requests, before it is closed; an HTTP/2 connection silent this long is pinged
+    /// and closed if it does not answer within as long.
     #[arg(long, default_value_t = T.header_timeout.as_secs())]
     header_timeout_secs: u64,
-    /// Seconds a request body may take to arrive (408 beyond).
+    /// Seconds a request body may take to arrive (408 / DEADLINE_EXCEEDED beyond).
     #[arg(long, default_value_t = T.body_timeout.as_secs())]
     body_timeout_secs: u64,
     /// Seconds to read a domain's IRD, and to reach its gRPC endpoint for the first directory.
@@ -280,6 +290,10 @@ pub struct TrackerArgs {
     /// Largest IRD body read, bytes.
     #[arg(long, default_value_t = D.max_ird_bytes)]
     max_ird_bytes: usize,
+    /// Seconds between re-reads of each followed domain's IRD (its gRPC endpoints may move); it is also re-read
+    /// after repeated subscription failures, at most once per --retry-secs.
+    #[arg(long, default_value_t = D.ird_refresh.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    ird_refresh_secs: u64,
     /// Serve Prometheus metrics (altocast_tracker_*) on this address.
     #[arg(long, env = "ALTOCAST_METRICS")]
     metrics: Option<SocketAddr>,
@@ -337,6 +351,7 @@ impl TrackerArgs {
         cfg.max_candidates = self.max_candidates;
         cfg.ird_timeout = Duration::from_secs(self.ird_timeout_secs.max(1));
         cfg.max_ird_bytes = self.max_ird_bytes;
+        cfg.ird_refresh = Duration::from_secs(self.ird_refresh_secs);
         cfg.tls = connect::ClientTls::from_files(self.ca.as_deref(), None, None).map_err(|e| anyhow!("TLS: {e}"))?;
         cfg.ird_ca = cfg.tls.as_ref().and_then(|t| t.ca_pem.clone());
         let limits = crate::tracker::TrackerLimits {

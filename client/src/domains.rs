@@ -30,6 +30,18 @@
 //!    under the chosen root is refused naming both roots. Refusals are
 //!    remembered for [`DomainsConfig::retry_after`]. At most
 //!    [`DomainsConfig::max_domains`] domains are followed.
+//!
+//!    A followed domain's IRD is read again every
+//!    [`DomainsConfig::ird_refresh`], and sooner when its subscription has
+//!    failed [`FAILURES_BEFORE_IRD`] times in a row (at most once per
+//!    [`DomainsConfig::retry_after`]). When it advertises other gRPC
+//!    endpoints, the subscription moves to them and keeps its verifier (its
+//!    positions, its trust, its rollback protection) and its view — once the
+//!    first of them that answers serves this origin's directory, verified
+//!    under the domain's root. The IRD never changes trust: a re-read IRD
+//!    whose `origin-id` is not the domain's, or whose `root-key-id` is not the
+//!    root the domain's verified key list names now, is refused and counted,
+//!    and the domain stays where it is.
 //! 3. **The PID**: longest-prefix match in that domain's verified network
 //!    map (the one its cost map was computed against).
 //!
@@ -92,9 +104,15 @@ pub const METRIC_SUBSCRIPTIONS: &str = "altocast_tracker_subscriptions_total";
 pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
-/// full), and the HTTP service's `connections`, `body_timeout`,
-/// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
+/// full), `ird_origin` and `ird_root` (a re-read IRD naming another origin
+/// or root), and the service's `connections`, `header_timeout`,
+/// `body_timeout`, `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
 pub const METRIC_REFUSED: &str = "altocast_tracker_refused_total";
+/// Re-reads of followed domains' IRDs, by outcome: `unchanged`, `moved`
+/// (the subscription moved to new gRPC endpoints), `failed` (not read, or
+/// none of its new endpoints answered), `refused` (it named another origin
+/// or root, or its endpoints serve another origin or do not verify).
+pub const METRIC_IRD_REFRESHES: &str = "altocast_tracker_ird_refreshes_total";
 
 /// Describes every tracker metric (call once when a recorder is installed).
 pub fn describe_metrics() {
@@ -103,6 +121,7 @@ pub fn describe_metrics() {
     metrics::describe_counter!(METRIC_SUBSCRIPTIONS, "Verified subscriptions started, one per domain");
     metrics::describe_gauge!(METRIC_DOMAINS, "Domains the tracker follows");
     metrics::describe_counter!(METRIC_REFUSED, "Domains, names and requests refused, by reason");
+    metrics::describe_counter!(METRIC_IRD_REFRESHES, "Re-reads of followed domains' IRDs, by outcome");
 }
 
 pub(crate) fn refused(reason: &'static str) {
@@ -117,6 +136,9 @@ const MAX_GRPC_URLS: usize = 16;
 /// Addresses resolved at once within one ranking request: enough to keep
 /// [`DomainsConfig::max_lookups`] busy, while cached names cost nothing.
 const RESOLVE_PARALLEL: usize = 64;
+/// Subscription failures in a row (no stream opened in between) after which
+/// a domain's IRD is read again: its servers may have moved.
+pub const FAILURES_BEFORE_IRD: u32 = 3;
 /// Events buffered from one domain's subscription; the consumer only flips
 /// a flag per event, so a small queue never holds the subscription back.
 const EVENT_QUEUE: usize = 64;
@@ -213,6 +235,9 @@ pub struct DomainsConfig {
     /// How often each domain's directory is re-read (key changes, root
     /// rotations, which a pin then follows).
     pub directory_refresh: Duration,
+    /// How often each followed domain's IRD is read again (its gRPC
+    /// endpoints may move).
+    pub ird_refresh: Duration,
 }
 
 impl std::fmt::Debug for DomainsConfig {
@@ -259,6 +284,7 @@ impl DomainsConfig {
         ird_ca: None,
         backoff_max: Duration::from_secs(5),
         directory_refresh: Duration::from_secs(30),
+        ird_refresh: Duration::from_secs(300),
     };
 }
 
@@ -330,6 +356,32 @@ pub enum DomainError {
         /// Why.
         reason: String,
     },
+    /// A followed domain's re-read IRD names another origin id.
+    #[error("IRD {uri} of origin {origin} now names origin {claimed}: refused (an IRD never changes trust)")]
+    IrdOrigin {
+        /// The IRD URI.
+        uri: String,
+        /// The domain's origin id.
+        origin: String,
+        /// The origin id the IRD names now.
+        claimed: String,
+    },
+    /// A followed domain's re-read IRD names a root key id that is not the
+    /// one the domain's verified key list names.
+    #[error(
+        "IRD {uri} of origin {origin} now names root {claimed}, but its verified key list names root {current}: \
+         refused (an IRD never changes trust)"
+    )]
+    IrdRoot {
+        /// The IRD URI.
+        uri: String,
+        /// The domain's origin id.
+        origin: String,
+        /// The root key id the IRD names.
+        claimed: String,
+        /// The root key id the domain's verified key list names.
+        current: String,
+    },
     /// [`DomainsConfig::max_domains`] domains are followed already.
     #[error("origin {origin} (IRD {uri}) refused: already following the maximum of {max} domains")]
     TooMany {
@@ -352,6 +404,8 @@ impl DomainError {
             DomainError::RootMismatch { .. } => "root_mismatch",
             DomainError::Pin { .. } => "pin",
             DomainError::TooMany { .. } => "domains",
+            DomainError::IrdOrigin { .. } => "ird_origin",
+            DomainError::IrdRoot { .. } => "ird_root",
         }
     }
 }
@@ -398,8 +452,8 @@ pub struct Ranked {
     /// The cost from the requester (its domain's cost map, or the
     /// inter-domain cost).
     pub cost: Option<f64>,
-    /// Its group.
-    #[serde(skip)]
+    /// Its group (`"priced"`, `"unpriced"`, `"other-domain"`, `"no-server"`,
+    /// `"down"` in the tracker's JSON).
     pub standing: Standing,
 }
 
@@ -419,8 +473,14 @@ pub struct Stats {
     pub domains_refused: u64,
     /// Names not cached because the cache was full.
     pub names_refused: u64,
-    /// IRDs fetched.
+    /// IRDs fetched (first reads and re-reads).
     pub ird_fetches: u64,
+    /// Re-reads of followed domains' IRDs.
+    pub ird_refreshes: u64,
+    /// Domains moved to new gRPC endpoints by a re-read IRD.
+    pub ird_moves: u64,
+    /// Re-read IRDs refused (another origin or root named or served).
+    pub ird_refused: u64,
 }
 
 #[derive(Default)]
@@ -431,6 +491,9 @@ struct Counters {
     domains_refused: AtomicU64,
     names_refused: AtomicU64,
     ird_fetches: AtomicU64,
+    ird_refreshes: AtomicU64,
+    ird_moves: AtomicU64,
+    ird_refused: AtomicU64,
 }
 
 /// What a name answered, until when it is believed.
@@ -449,6 +512,17 @@ struct Slot {
 /// One followed domain.
 struct Domain {
     origin_id: String,
+    /// The IRD it was found through, read again to follow its endpoints.
+    ird: String,
+    /// The root trusted for it (configured or pinned when it was first
+    /// followed): new endpoints' directories must verify under it.
+    root: PublicKey,
+    /// Key id of the root its verified key list names now.
+    current_root: Mutex<String>,
+    /// Subscription failures in a row; at [`FAILURES_BEFORE_IRD`] the IRD is
+    /// read again (`reread`).
+    failures: std::sync::atomic::AtomicU32,
+    reread: tokio::sync::Notify,
     /// The first-use pin file, moved forward when the root rotates, and the
     /// key id of the root it holds.
     pin: Option<(PathBuf, Mutex<String>)>,
@@ -560,6 +634,9 @@ impl Domains {
             domains_refused: get(&c.domains_refused),
             names_refused: get(&c.names_refused),
             ird_fetches: get(&c.ird_fetches),
+            ird_refreshes: get(&c.ird_refreshes),
+            ird_moves: get(&c.ird_moves),
+            ird_refused: get(&c.ird_refused),
         }
     }
 
@@ -568,6 +645,13 @@ impl Domains {
         let mut v: Vec<String> = lock(&self.inner.by_origin).keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// The gRPC endpoints the domain of `origin` is followed through now.
+    pub fn endpoints_of(&self, origin: &str) -> Option<Vec<String>> {
+        let d = lock(&self.inner.by_origin).get(origin).cloned()?;
+        let sub = lock(&d.sub);
+        sub.as_ref().map(Subscription::endpoints)
     }
 
     /// The domain responsible for `ip`: its origin id, or why there is none
@@ -894,6 +978,11 @@ impl Inner {
             let sub = Subscription::start(cfg, self.shutdown.clone(), Some(tx)).expect("no state directory");
             let d = Arc::new(Domain {
                 origin_id: origin.clone(),
+                ird: uri.to_owned(),
+                root: root.clone(),
+                current_root: Mutex::new(presented.as_ref().unwrap_or(&root).id().to_string()),
+                failures: Default::default(),
+                reread: tokio::sync::Notify::new(),
                 pin: pin.map(|p| (p, Mutex::new(root.id().to_string()))),
                 view: sub.view().clone(),
                 sub: Mutex::new(Some(sub)),
@@ -901,6 +990,7 @@ impl Inner {
                 changed_at: Mutex::new(Instant::now()),
             });
             self.tasks.spawn(follow_link(Arc::downgrade(&d), rx));
+            self.tasks.spawn(follow_ird(Arc::downgrade(self), Arc::downgrade(&d), self.shutdown.clone()));
             by_origin.insert(origin.clone(), d.clone());
             metrics::gauge!(METRIC_DOMAINS).set(by_origin.len() as f64);
             d
@@ -1010,6 +1100,92 @@ impl Inner {
         Err(DomainError::Unreachable { uri: uri.into(), reason: errors.join("; ") })
     }
 
+    /// Reads domain `d`'s IRD again and, if it advertises other gRPC
+    /// endpoints serving this origin under the domain's root, moves the
+    /// subscription there (see the module doc). Counted and logged here.
+    async fn refresh_ird(&self, d: &Domain) -> Refreshed {
+        self.counters.ird_refreshes.fetch_add(1, Ordering::Relaxed);
+        let outcome = match self.reread_ird(d).await {
+            Ok(None) => Refreshed::Unchanged,
+            Ok(Some(grpc)) => {
+                let sub = lock(&d.sub);
+                let Some(sub) = sub.as_ref() else { return Refreshed::Unchanged };
+                info!(origin = %d.origin_id, ird = %d.ird, from = ?sub.endpoints(), to = ?grpc, "domain moved; following it");
+                sub.set_endpoints(grpc);
+                self.counters.ird_moves.fetch_add(1, Ordering::Relaxed);
+                Refreshed::Moved
+            }
+            Err(e @ (DomainError::Ird { .. } | DomainError::Unreachable { .. })) => {
+                warn!(origin = %d.origin_id, error = %e, "IRD re-read failed; the domain stays where it is");
+                Refreshed::Failed
+            }
+            Err(e) => {
+                self.counters.ird_refused.fetch_add(1, Ordering::Relaxed);
+                refused(e.reason());
+                warn!(origin = %d.origin_id, error = %e, "IRD re-read refused; the domain stays where it is");
+                Refreshed::Refused
+            }
+        };
+        let label = match outcome {
+            Refreshed::Unchanged => "unchanged",
+            Refreshed::Moved => "moved",
+            Refreshed::Failed => "failed",
+            Refreshed::Refused => "refused",
+        };
+        metrics::counter!(METRIC_IRD_REFRESHES, "outcome" => label).increment(1);
+        outcome
+    }
+
+    /// Domain `d`'s IRD, read again: `Ok(None)` if it advertises the
+    /// endpoints followed now, `Ok(Some(new))` if others that serve this
+    /// origin's directory, verified under the domain's root.
+    async fn reread_ird(&self, d: &Domain) -> Result<Option<Vec<String>>, DomainError> {
+        let uri = d.ird.as_str();
+        let ird = self.fetch_ird(uri).await?;
+        if let Some(claimed) = ird.origin_id.as_ref().filter(|c| !c.eq_ignore_ascii_case(&d.origin_id)) {
+            return Err(DomainError::IrdOrigin {
+                uri: uri.into(),
+                origin: d.origin_id.clone(),
+                claimed: claimed.clone(),
+            });
+        }
+        let current = lock(&d.current_root).clone();
+        if let Some(claimed) = ird.root_key_id.as_ref().filter(|c| !c.eq_ignore_ascii_case(&current)) {
+            return Err(DomainError::IrdRoot {
+                uri: uri.into(),
+                origin: d.origin_id.clone(),
+                claimed: claimed.clone(),
+                current,
+            });
+        }
+        let now = lock(&d.sub).as_ref().map(Subscription::endpoints).unwrap_or_default();
+        if ird.grpc == now {
+            return Ok(None);
+        }
+        let (signed, dir) = self.first_directory(uri, &ird.grpc).await?;
+        if dir.origin_id != d.origin_id {
+            return Err(DomainError::Inconsistent {
+                uri: uri.into(),
+                claimed: d.origin_id.clone(),
+                served: dir.origin_id,
+            });
+        }
+        let mut v = Verifier::new(TrustedKeys::root(d.root.clone()), Limits::default(), []);
+        if let Err(e) = v.accept_directory(&signed, now_ms()) {
+            let presented = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
+            let presented =
+                presented.and_then(|c| altocast_proto::verify::trust::KeyList::decode(c).ok()).map(|l| l.root);
+            return Err(DomainError::RootMismatch {
+                origin: d.origin_id.clone(),
+                uri: uri.into(),
+                trusted: d.root.id().to_string(),
+                presented: presented.map_or_else(|| "(none)".to_owned(), |p| p.id().to_string()),
+                reason: e.to_string(),
+            });
+        }
+        Ok(Some(ird.grpc))
+    }
+
     /// Fetches and reads the IRD at `uri` (bounded in size and time).
     async fn fetch_ird(&self, uri: &str) -> Result<IrdAltocast, DomainError> {
         self.counters.ird_fetches.fetch_add(1, Ordering::Relaxed);
@@ -1029,31 +1205,82 @@ impl Inner {
     }
 }
 
-/// Tracks whether a domain's subscription has a live stream, and moves a
-/// first-use pin forward when the verified key chain rotated the root
-/// (PROTOCOL.md §9.5).
+/// Tracks whether a domain's subscription has a live stream (and asks for
+/// its IRD to be read again after repeated failures), and the root its
+/// verified key chain names, moving a first-use pin forward when that root
+/// rotated (PROTOCOL.md §9.5).
 async fn follow_link(d: std::sync::Weak<Domain>, mut rx: mpsc::Receiver<Event>) {
     while let Some(e) = rx.recv().await {
         let Some(d) = d.upgrade() else { return };
         match e {
-            Event::Connected { .. } => d.set_connected(true),
-            Event::Failover { .. } => d.set_connected(false),
+            Event::Connected { .. } => {
+                d.failures.store(0, Ordering::Relaxed);
+                d.set_connected(true);
+            }
+            Event::Failover { .. } => {
+                d.set_connected(false);
+                if d.failures.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_BEFORE_IRD {
+                    d.failures.store(0, Ordering::Relaxed);
+                    d.reread.notify_one();
+                }
+            }
             Event::Directory { directory, .. } => d.follow_root(&directory),
             _ => {}
         }
     }
 }
 
+/// Reads the domain's IRD again every [`DomainsConfig::ird_refresh`], and
+/// when its subscription keeps failing (not sooner than
+/// [`DomainsConfig::retry_after`] after the last read), until the domain or
+/// the tracker is gone.
+async fn follow_ird(inner: std::sync::Weak<Inner>, d: std::sync::Weak<Domain>, shutdown: CancellationToken) {
+    let Some((every, gap)) =
+        inner.upgrade().map(|i| (i.cfg.ird_refresh.max(Duration::from_millis(100)), i.cfg.retry_after))
+    else {
+        return;
+    };
+    let mut last = Instant::now();
+    loop {
+        let Some(reread) = d.upgrade() else { return };
+        let woken = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(last + every) => false,
+            _ = reread.reread.notified() => true,
+        };
+        drop(reread);
+        if woken {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(last + gap) => {}
+            }
+        }
+        let (Some(i), Some(d)) = (inner.upgrade(), d.upgrade()) else { return };
+        i.refresh_ird(&d).await;
+        last = Instant::now();
+    }
+}
+
+/// What re-reading a domain's IRD did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refreshed {
+    Unchanged,
+    Moved,
+    Failed,
+    Refused,
+}
+
 impl Domain {
     /// The subscription accepted `dir` under the chain from the pinned root,
     /// so the root of its current key list is the root reached.
     fn follow_root(&self, dir: &pb::Directory) {
-        let Some((path, pinned)) = &self.pin else { return };
         let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
         let Some(root) = current.and_then(|c| altocast_proto::verify::trust::KeyList::decode(c).ok()).map(|l| l.root)
         else {
             return;
         };
+        root.id().as_str().clone_into(&mut lock(&self.current_root));
+        let Some((path, pinned)) = &self.pin else { return };
         let mut pinned = lock(pinned);
         if *pinned == root.id().as_str() {
             return;

@@ -9,12 +9,20 @@
 //! put aside for [`Config::quarantine`]. After a full round without success the
 //! loop sleeps with jittered exponential backoff. An endpoint that cannot
 //! stream is polled with `Fetch` instead (pull fallback).
+//!
+//! The endpoints can be replaced while it runs ([`Subscription::set_endpoints`],
+//! e.g. when a domain's IRD advertises new ones): the session in progress
+//! ends and the next starts at the first new endpoint, resuming from the same
+//! verifier, so trust, rollback protection and the view carry over.
 
 use std::{sync::Arc, time::Duration};
 
 use altocast_proto::{Applied, KeyId, Limits, ResourceId, TrustedKeys, Verifier, VerifyError, pb, verify::Opened};
 use rand::Rng as _;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -184,6 +192,7 @@ pub struct Subscription {
     view: View,
     task: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
+    endpoints: watch::Sender<Vec<String>>,
 }
 
 impl Subscription {
@@ -205,10 +214,41 @@ impl Subscription {
             crate::state::restore(dir, &mut verifier)?;
         }
         let pinned = verifier.keys().trusted_root().map(|r| r.id().clone());
-        let mut run =
-            Runner { cfg, view: view.clone(), events, verifier, stop: stop.clone(), quarantined: Vec::new(), pinned };
+        let (endpoints, moved) = watch::channel(cfg.endpoints.clone());
+        let mut run = Runner {
+            cfg,
+            view: view.clone(),
+            events,
+            verifier,
+            stop: stop.clone(),
+            quarantined: Vec::new(),
+            pinned,
+            moved,
+        };
         let task = tokio::spawn(async move { run.run().await });
-        Ok(Subscription { view, task, stop })
+        Ok(Subscription { view, task, stop, endpoints })
+    }
+
+    /// Moves the subscription to `endpoints` (in order of preference; ignored
+    /// if empty or the same as now): the session in progress ends, and the
+    /// next starts at the first of them, resuming from the verified positions
+    /// under the same trust.
+    pub fn set_endpoints(&self, endpoints: Vec<String>) {
+        if endpoints.is_empty() {
+            return;
+        }
+        self.endpoints.send_if_modified(|now| {
+            let changed = *now != endpoints;
+            if changed {
+                *now = endpoints;
+            }
+            changed
+        });
+    }
+
+    /// The endpoints it follows now.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoints.borrow().clone()
     }
 
     /// The verified view.
@@ -242,6 +282,8 @@ enum End {
     /// The directory lists resources this session does not follow: subscribe
     /// again to the same endpoint at once.
     Resubscribe,
+    /// The endpoints were replaced ([`Subscription::set_endpoints`]).
+    Moved,
 }
 
 struct Runner {
@@ -254,6 +296,15 @@ struct Runner {
     quarantined: Vec<(usize, Instant)>,
     /// The root the pin file holds (with `cfg.pin_file`).
     pinned: Option<KeyId>,
+    /// New endpoints from [`Subscription::set_endpoints`].
+    moved: watch::Receiver<Vec<String>>,
+}
+
+/// Resolves when `rx` holds new endpoints; never once the sender is gone.
+async fn moved(mut rx: watch::Receiver<Vec<String>>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Reduces a decoded payload to its kind so a header can be kept cheaply.
@@ -280,7 +331,7 @@ impl Runner {
     }
 
     async fn run(&mut self) {
-        let n = self.cfg.endpoints.len();
+        let mut n = self.cfg.endpoints.len();
         if n == 0 {
             warn!("subscription has no endpoints");
             return;
@@ -291,6 +342,15 @@ impl Runner {
         loop {
             if self.stop.is_cancelled() {
                 return;
+            }
+            if self.moved.has_changed().unwrap_or(false) {
+                let to = self.moved.borrow_and_update().clone();
+                info!(from = ?self.cfg.endpoints, to = ?to, "moving to new endpoints");
+                self.cfg.endpoints = to;
+                n = self.cfg.endpoints.len();
+                // Indices of the old list mean nothing in the new one.
+                self.quarantined.clear();
+                (idx, failures_in_round, backoff) = (0, 0, self.cfg.backoff_min);
             }
             if !self.usable(idx) {
                 idx = (idx + 1) % n;
@@ -309,6 +369,10 @@ impl Runner {
                 End::Shutdown => return,
                 End::Resubscribe => {
                     info!(endpoint = %url, "directory lists new resources; subscribing again");
+                    continue;
+                }
+                End::Moved => {
+                    self.emit(Event::Failover { endpoint: url, reason: "moved to new endpoints".into() }).await;
                     continue;
                 }
                 End::Closed { delivered } => ("stream closed by server".to_owned(), delivered),
@@ -345,10 +409,12 @@ impl Runner {
         self.sleep(d).await
     }
 
+    /// Sleeps `d`, or less if the endpoints are replaced; true if stopped.
     async fn sleep(&self, d: Duration) -> bool {
         tokio::select! {
             _ = self.stop.cancelled() => true,
             _ = tokio::time::sleep(d) => false,
+            _ = moved(self.moved.clone()) => false,
         }
     }
 
@@ -499,6 +565,7 @@ impl Runner {
             let frame = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return End::Shutdown,
+                _ = moved(self.moved.clone()) => return End::Moved,
                 _ = tokio::time::sleep_until(deadline) => {
                     match self.stale(url, began, delivered).await {
                         Some(end) => return end,
@@ -698,6 +765,9 @@ impl Runner {
         const ROUNDS: usize = 6;
         let mut delivered = false;
         for round in 0..ROUNDS {
+            if self.moved.has_changed().unwrap_or(false) {
+                return End::Moved;
+            }
             // The session's start read the directory and the first round is
             // the catch-up; from then on every round must find it fresh.
             if round > 0 {

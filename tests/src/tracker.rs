@@ -10,6 +10,10 @@
 //! 10,000 peers. A requester joins at host .200 of one of those PIDs, so 100
 //! swarm peers are *favourable* (its PID) — the classic tracker figure: a
 //! random 100-peer reply has none of them ~36 % of the time.
+//!
+//! Also: [`grpc_rank`] (the tracker's gRPC `Rank`, compared with `POST /rank`
+//! through [`peer_tuple`]), and [`TestIrd`], an IRD whose content a test
+//! changes while a tracker follows it (a domain moving its servers).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -20,7 +24,7 @@ use std::{
 
 use altocast_client::domains::{DomainsConfig, TrustScope};
 use altocast_proto::{
-    CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, model::json,
+    CostMapBuilder, CostType, NetworkMap, Pid, PidPrefixes, PublicKey, ResourceId, VersionTag, model::json, pb,
 };
 use altocast_server::workload::SplitMix64;
 
@@ -362,4 +366,104 @@ pub async fn measure(
         ranked.add(req, &ips);
     }
     (random, ranked)
+}
+
+/// The tracker's gRPC `Rank` at `addr` (h2c on its `--listen` port).
+pub async fn grpc_rank(
+    addr: SocketAddr,
+    requester: &str,
+    candidates: Vec<String>,
+    count: u32,
+) -> Result<Vec<pb::RankedPeer>, tonic::Status> {
+    let mut c = pb::tracker_client::TrackerClient::connect(format!("http://{addr}")).await.expect("gRPC connect");
+    let req = pb::RankRequest { requester: requester.into(), candidates, count };
+    Ok(c.rank(req).await?.into_inner().peers)
+}
+
+/// One ranked peer as `(ip, domain, pid, cost, standing)`, from a `POST /rank`
+/// reply's JSON entry.
+pub type PeerTuple = (String, Option<String>, Option<String>, Option<f64>, String);
+
+/// A `POST /rank` entry as a [`PeerTuple`].
+pub fn peer_tuple(p: &serde_json::Value) -> PeerTuple {
+    let s = |k: &str| p[k].as_str().map(str::to_owned);
+    (s("ip").expect("ip"), s("domain"), s("pid"), p["cost"].as_f64(), s("standing").expect("standing"))
+}
+
+/// A gRPC `RankedPeer` as a [`PeerTuple`] (`STANDING_OTHER_DOMAIN` →
+/// `other-domain`, as the JSON spells it).
+pub fn grpc_tuple(p: &pb::RankedPeer) -> PeerTuple {
+    let standing = pb::Standing::try_from(p.standing).map_or("?", |s| s.as_str_name());
+    let standing = standing.trim_start_matches("STANDING_").to_ascii_lowercase().replace('_', "-");
+    (p.ip.clone(), p.domain.clone(), p.pid.clone(), p.cost, standing)
+}
+
+/// An IRD served on loopback whose body a test sets ([`TestIrd::set`]),
+/// as `GET /directory` with any path: a domain whose IRD changes.
+pub struct TestIrd {
+    /// Its URI (what DNS points at).
+    pub uri: String,
+    body: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// An RFC 7285 IRD naming `grpc` in `meta.altocast`, with an origin id and
+/// a root key id if given.
+pub fn ird_body(grpc: &[&str], origin_id: Option<&str>, root_key_id: Option<&str>) -> String {
+    let mut a = serde_json::json!({ "grpc": grpc });
+    if let Some(o) = origin_id {
+        a["origin-id"] = o.into();
+    }
+    if let Some(r) = root_key_id {
+        a["root-key-id"] = r.into();
+    }
+    serde_json::json!({ "meta": { "altocast": a }, "resources": {} }).to_string()
+}
+
+impl TestIrd {
+    /// Serves `body` on a loopback port.
+    pub async fn start(body: String) -> TestIrd {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let body = Arc::new(Mutex::new(body));
+        let shared = body.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    // The request head, then one answer and close.
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 << 10 {
+                        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                            _ => return,
+                        }
+                    }
+                    let body = shared.lock().map(|b| b.clone()).unwrap_or_default();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/alto-directory+json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        TestIrd { uri: format!("http://{addr}/directory"), body, task }
+    }
+
+    /// Serves `body` from now on.
+    pub fn set(&self, body: String) {
+        if let Ok(mut b) = self.body.lock() {
+            *b = body;
+        }
+    }
+
+    /// Stops serving.
+    pub fn stop(self) {
+        self.task.abort();
+    }
 }

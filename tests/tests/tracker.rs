@@ -6,7 +6,10 @@
 //! requesters in both domains. Also: a record pointing at a node whose root
 //! is not trusted is refused (unconfigured, mismatched, or against a pin); a
 //! domain that goes down ranks last without touching the other, and is used
-//! again when it comes back.
+//! again when it comes back. The gRPC `Rank` of the tracker process answers
+//! exactly what `POST /rank` answers, under the same limits; a domain whose
+//! IRD moves its gRPC endpoints is followed there without a restart, and an
+//! IRD that starts naming another origin or root is refused.
 
 use std::{
     io::BufRead as _,
@@ -20,8 +23,11 @@ use altocast_client::{
     tracker::TrackerLimits,
 };
 use altocast_tests::{
+    TestRproxy,
     dns::{TestDns, alto},
-    tracker::{Isp, REPLY, Scenario, http, measure, post_rank, rank_body},
+    tracker::{
+        Isp, REPLY, Scenario, TestIrd, grpc_rank, grpc_tuple, http, ird_body, measure, peer_tuple, post_rank, rank_body,
+    },
 };
 use tokio_util::sync::CancellationToken;
 
@@ -282,6 +288,108 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracker_process_answers_grpc_rank_as_post_rank_and_refuses_bad_input_naming_it() {
+    let sc = Scenario::start(vec![]).await;
+    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http"]
+        .map(String::from)
+        .to_vec();
+    for isp in &sc.isps {
+        args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
+    }
+    args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = free.local_addr().expect("addr");
+    drop(free);
+    args.extend(["--metrics".into(), metrics.to_string()]);
+    let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
+    let addr = tracker.addr;
+
+    // The same ranking on both interfaces, member for member: for a west and
+    // an east requester, over 2,000 swarm peers of both domains in a
+    // shuffled order plus one address with no ALTO server.
+    let mut candidates: Vec<IpAddr> = sc.swarm().into_iter().step_by(5).collect();
+    let mut rng = altocast_server::workload::SplitMix64::new(11);
+    altocast_tests::tracker::shuffle(&mut candidates, &mut rng);
+    candidates.push(ip("10.9.0.1"));
+    let texts: Vec<String> = candidates.iter().map(ToString::to_string).collect();
+    for (requester, count) in [("10.1.3.200", 50), ("10.2.7.200", 50), ("10.1.3.200", 7)] {
+        let json = post_rank(addr, ip(requester), &candidates, count).await;
+        let grpc = grpc_rank(addr, requester, texts.clone(), count as u32).await.expect("gRPC Rank");
+        let json: Vec<_> = json.iter().map(peer_tuple).collect();
+        let grpc: Vec<_> = grpc.iter().map(grpc_tuple).collect();
+        assert_eq!(grpc.len(), count);
+        assert_eq!(grpc, json, "gRPC and POST /rank differ for {requester}");
+        assert_eq!(grpc[0].4, "priced", "{:?}", grpc[0]);
+    }
+    // Every standing is carried, and the whole order: own domain, other
+    // domain, no server (the reply's tail for a 3-candidate request).
+    let few = ["10.2.3.1", "10.9.0.1", "10.1.3.1"].map(String::from).to_vec();
+    let r = grpc_rank(addr, "10.1.3.200", few, 3).await.expect("gRPC Rank");
+    let got: Vec<_> = r.iter().map(grpc_tuple).map(|t| (t.0, t.4)).collect();
+    let want = [("10.1.3.1", "priced"), ("10.2.3.1", "other-domain"), ("10.9.0.1", "no-server")];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+
+    // Bad input: refused with the code and a message naming what is wrong.
+    let refused = |requester: &'static str, candidates: Vec<String>, count: u32| async move {
+        grpc_rank(addr, requester, candidates, count).await.expect_err("refused")
+    };
+    let e = refused("10.1.0.1", vec!["10.1.0.2".into(), "nope".into()], 1).await;
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert_eq!(e.message(), r#"candidates[1]: "nope" is not an IP address"#);
+    let e = refused("10.1.0.300", vec![], 1).await;
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::InvalidArgument, r#"requester: "10.1.0.300" is not an IP address"#)
+    );
+    let e = refused("10.1.0.1", vec![], 0).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "count 0 is not within 1..=50"));
+    let e = refused("10.1.0.1", vec![], 51).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "count 51 is not within 1..=50"));
+    let many: Vec<String> = (0..3001u32).map(|i| std::net::Ipv4Addr::from(0x0a01_0000 + i).to_string()).collect();
+    let e = refused("10.1.0.1", many, 1).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::InvalidArgument, "3001 candidates, more than the 3000 allowed"));
+    let e = refused("10.1.0.1", vec!["x".repeat(200_001)], 1).await;
+    assert_eq!((e.code(), e.message()), (tonic::Code::ResourceExhausted, "request body over 200000 bytes"));
+    // The service still answers after refusals.
+    assert_eq!(grpc_rank(addr, "10.1.3.200", vec!["10.1.3.1".into()], 1).await.expect("ranked").len(), 1);
+
+    // Health, on the same port.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.expect("connect"));
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "altocast.v1.Tracker".into() })
+        .await
+        .expect("health")
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // Counted like the HTTP refusals.
+    let mut text = String::new();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
+            text = http(metrics, "GET", "/metrics", "").await.1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in [
+        "altocast_tracker_refused_total{reason=\"syntax\"} 2",
+        "altocast_tracker_refused_total{reason=\"count\"} 2",
+        "altocast_tracker_refused_total{reason=\"candidates\"} 1",
+        "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    }
+
+    drop(tracker);
+    for isp in sc.isps {
+        isp.origin.stop().await;
+    }
+    sc.dns.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_pointing_at_a_node_whose_root_is_not_trusted_is_refused() {
     // A third node, 10.3.0.0/16 in DNS, with a root of its own.
     let stranger = Isp::start("south", 3).await;
@@ -528,5 +636,111 @@ async fn an_https_ird_is_read_with_the_configured_ca_and_needs_no_loopback_optio
     domains.stop().await;
 
     west.origin.stop().await;
+    dns.stop().await;
+}
+
+/// Waits (at most 20 s) until `done` holds for `domains`' stats.
+async fn stats_until(domains: &Domains, what: &str, done: impl Fn(&altocast_client::domains::Stats) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = domains.stats();
+        if done(&s) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: still {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// West's cost map with the cost from west-003 to west-004 set to `cost`.
+fn west_cost_map(cost: f64) -> String {
+    let (_, cm) = altocast_tests::tracker::maps("west", 1);
+    let mut v: serde_json::Value = serde_json::from_str(&cm).expect("cost map JSON");
+    v["cost-map"]["west-003"]["west-004"] = cost.into();
+    v.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_whose_servers_move_is_followed_and_an_ird_naming_another_origin_or_root_is_refused() {
+    let west = Isp::start("west", 1).await;
+    let east = Isp::start("east", 2).await;
+    let id = west.origin_id();
+    // West's IRD, served by the test, first names RProxy r1 of west's origin.
+    let r1 = TestRproxy::start_trusting_root(&[&west.origin.url], &west.root_path(), &[]).await;
+    let r2 = TestRproxy::start_trusting_root(&[&west.origin.url], &west.root_path(), &[]).await;
+    let ird = TestIrd::start(ird_body(&[&r1.url], Some(&id), None)).await;
+    let dns = TestDns::start(vec![alto("1.10.in-addr.arpa.", &ird.uri)]).await;
+    let mut cfg = DomainsConfig::new();
+    cfg.dns = Some(dns.addr);
+    cfg.allow_loopback_http = true;
+    cfg.roots = vec![(TrustScope::Origin(id.clone()), west.root())];
+    cfg.down_after = Duration::from_millis(500);
+    cfg.backoff_max = Duration::from_millis(300);
+    cfg.retry_after = Duration::from_secs(1);
+    cfg.ird_refresh = Duration::from_millis(500);
+    let stop = CancellationToken::new();
+    let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
+    let candidates = ["10.1.4.1", "10.1.3.1"].map(ip);
+    let cost_of_4 =
+        |want: f64| move |r: &[altocast_client::domains::Ranked]| r.get(1).and_then(|x| x.cost) == Some(want);
+    rank_until(&domains, "10.1.3.200", &candidates, "west through r1", cost_of_4(2.0)).await;
+    assert_eq!(domains.endpoints_of(&id), Some(vec![r1.url.clone()]));
+
+    // The IRD now names r2: the periodic re-read moves the subscription there;
+    // r1 stops, and a change published at the origin reaches the tracker
+    // through r2 — the same subscription, no restart.
+    ird.set(ird_body(&[&r2.url], Some(&id), None));
+    stats_until(&domains, "moved to r2", |s| s.ird_moves == 1).await;
+    assert_eq!(domains.endpoints_of(&id), Some(vec![r2.url.clone()]));
+    r1.stop().await;
+    west.origin.publish(altocast_tests::tracker::CM, &west_cost_map(77.0)).await.expect("published");
+    rank_until(&domains, "10.1.3.200", &candidates, "the change through r2", cost_of_4(77.0)).await;
+
+    // A tracker that re-reads IRDs only hourly follows a move anyway once
+    // its subscription keeps failing: r3 replaces r2, r2 stops.
+    let mut hourly = cfg.clone();
+    hourly.ird_refresh = Duration::from_secs(3600);
+    let slow = Domains::new(hourly, stop.clone()).expect("tracker");
+    rank_until(&slow, "10.1.3.200", &candidates, "slow through r2", cost_of_4(77.0)).await;
+    let r3 = TestRproxy::start_trusting_root(&[&west.origin.url], &west.root_path(), &[]).await;
+    ird.set(ird_body(&[&r3.url], Some(&id), None));
+    r2.stop().await;
+    stats_until(&slow, "moved to r3 after failures", |s| s.ird_moves == 1).await;
+    assert_eq!(slow.endpoints_of(&id), Some(vec![r3.url.clone()]));
+    west.origin.publish(altocast_tests::tracker::CM, &west_cost_map(78.0)).await.expect("published");
+    rank_until(&slow, "10.1.3.200", &candidates, "the change through r3", cost_of_4(78.0)).await;
+    rank_until(&domains, "10.1.3.200", &candidates, "the periodic tracker too", cost_of_4(78.0)).await;
+    let s = domains.stats();
+    assert_eq!((s.subscriptions, s.domains, s.ird_moves, s.ird_refused), (1, 1, 2, 0), "{s:?}");
+    slow.stop().await;
+
+    // The IRD never changes trust. It names east's origin (and endpoint):
+    // refused, the domain stays on r3 with west's maps.
+    let refusals = domains.stats().ird_refused;
+    ird.set(ird_body(&[&east.origin.url], Some(&east.origin_id()), None));
+    stats_until(&domains, "another origin id refused", |s| s.ird_refused > refusals).await;
+    // East's endpoint without an origin id: its directory is another origin's.
+    let refusals = domains.stats().ird_refused;
+    ird.set(ird_body(&[&east.origin.url], None, None));
+    stats_until(&domains, "another origin served refused", |s| s.ird_refused > refusals).await;
+    // West's own endpoint, but naming east's root as west's root.
+    let refusals = domains.stats().ird_refused;
+    ird.set(ird_body(&[&west.origin.url], Some(&id), Some(&east.root().id().to_string())));
+    stats_until(&domains, "another root refused", |s| s.ird_refused > refusals).await;
+    assert_eq!(domains.endpoints_of(&id), Some(vec![r3.url.clone()]), "never moved by a refused IRD");
+    let r = domains.rank(ip("10.1.3.200"), &candidates, 2).await.expect("ranked");
+    assert_eq!((r[0].standing, r[1].cost, r[1].domain.as_deref()), (Standing::Priced, Some(78.0), Some(id.as_str())));
+    // The same IRD naming west's own root is followed again.
+    ird.set(ird_body(&[&west.origin.url], Some(&id), Some(&west.root().id().to_string())));
+    stats_until(&domains, "moved to the origin", |s| s.ird_moves == 3).await;
+    assert_eq!(domains.endpoints_of(&id), Some(vec![west.origin.url.clone()]));
+    assert_eq!(domains.stats().subscriptions, 1);
+
+    domains.stop().await;
+    stop.cancel();
+    r3.stop().await;
+    ird.stop();
+    west.origin.stop().await;
+    east.origin.stop().await;
     dns.stop().await;
 }
