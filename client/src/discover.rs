@@ -1075,9 +1075,6 @@ pub fn apply_regexp(regexp: &[u8]) -> Result<String, RecordError> {
     Ok(uri)
 }
 
-/// An IRD URI: `https://host[:port][/path…]`, printable ASCII, no user info
-/// (which would let `https://good.example@evil.example/` pass for the former).
-
 /// An IRD URI for `ALTO:https`: `https://host[:port][/path…]`, printable
 /// ASCII, no user info (which would let `https://good.example@evil.example/`
 /// pass for the former).

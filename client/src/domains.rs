@@ -17,7 +17,14 @@
 //!    [`DomainsConfig::max_lookups`] lookups are in flight; concurrent
 //!    requests for one name share one lookup; at most
 //!    [`DomainsConfig::max_names`] names (and as many addresses) are cached.
-//! 2. **The domain** behind the IRD URI found: the IRD is fetched (bounded
+//!    A name that failed temporarily in this walk is asked once more after
+//!    the walk's other names (RFC 8686 §3.5); a failure cached by an earlier
+//!    walk is not. Special-purpose addresses (private, loopback, …) are not
+//!    walked unless [`DomainsConfig::discover_private`]: they have no server
+//!    and are counted ([`Stats::addresses_skipped`]).
+//! 2. **The domain** behind the IRD URIs found, tried in NAPTR order and
+//!    preference, going on to the next one when an IRD cannot be fetched or
+//!    none of its gRPC endpoints answers: the IRD is fetched (bounded
 //!    size and time; `https://` checked against the platform's roots or
 //!    [`DomainsConfig::ird_ca`]) and its `meta.altocast.grpc` says where to
 //!    subscribe.
