@@ -209,6 +209,18 @@ pub struct DiscoveryArgs {
     /// Most non-terminal NAPTR records (empty flags) followed from one name asked; more are refused.
     #[arg(long, value_name = "N", default_value_t = crate::discover::MAX_NAPTR_CHAIN)]
     max_naptr_chain: usize,
+    /// Validate DNSSEC (RFC 8686 §6.1): answers whose signatures do not verify are refused. Unsigned zones still
+    /// answer; see --require-dnssec.
+    #[arg(long)]
+    validate_dnssec: bool,
+    /// Use only NAPTR records DNSSEC validated as secure; unsigned or unvalidated ones are refused (implies
+    /// --validate-dnssec). DNS stays a locator: what the URI serves is still verified against the trusted roots.
+    #[arg(long, env = "ALTOCAST_REQUIRE_DNSSEC")]
+    require_dnssec: bool,
+    /// DNSSEC trust anchors: a file of DNSKEY records in zone-file syntax (as unbound's root.key) used instead of
+    /// the IANA root keys built in (implies --validate-dnssec).
+    #[arg(long, env = "ALTOCAST_DNSSEC_TRUST_ANCHOR", value_name = "FILE")]
+    dnssec_trust_anchor: Option<PathBuf>,
 }
 
 impl DiscoveryArgs {
@@ -216,6 +228,9 @@ impl DiscoveryArgs {
         cfg.service = self.service;
         cfg.discover_private = self.discover_private;
         cfg.max_naptr_chain = self.max_naptr_chain;
+        cfg.validate_dnssec = self.validate_dnssec;
+        cfg.require_dnssec = self.require_dnssec;
+        cfg.dnssec_trust_anchor = self.dnssec_trust_anchor.clone();
     }
 }
 
@@ -367,6 +382,9 @@ impl TrackerArgs {
         cfg.service = d.service;
         cfg.discover_private = d.discover_private;
         cfg.max_naptr_chain = d.max_naptr_chain;
+        cfg.validate_dnssec = d.validate_dnssec;
+        cfg.require_dnssec = d.require_dnssec;
+        cfg.dnssec_trust_anchor = d.dnssec_trust_anchor;
         cfg.resolve_deadline = Duration::from_secs(self.resolve_deadline_secs.max(1));
         cfg.down_after = Duration::from_secs(self.down_after_secs);
         cfg.inter_domain_cost = self.inter_domain_cost;

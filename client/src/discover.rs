@@ -24,6 +24,18 @@
 //! only when it verifies against a key the client was configured with
 //! (DESIGN §6a); discovery never adds a trusted key.
 //!
+//! **DNSSEC** (RFC 8686 §6.1: the NAPTR answers steer clients, so they should
+//! be protected). Off by default, as the answers are only locators. With
+//! [`DiscoveryConfig::validate_dnssec`] the resolver validates (hickory's
+//! `dnssec-ring`) from the IANA root keys, or from the DNSKEYs of
+//! [`DiscoveryConfig::dnssec_trust_anchor`]; an answer whose signatures do not
+//! verify (bogus) is a lookup failure, not asked again. With
+//! [`DiscoveryConfig::require_dnssec`] only records validated as secure are
+//! used; others (an unsigned zone below a signed one) are refused
+//! ([`RecordError::NotValidated`]). A negative answer moves the walk to the
+//! next, shorter name whether or not it is validated: the record found there
+//! must itself validate.
+//!
 //! What a name's records are, in the order the checks run:
 //! 1. NXDOMAIN or no NAPTR records: nothing here, ask the next name.
 //! 2. A lookup that fails (timeout, SERVFAIL, refused): noted, ask the next
@@ -90,6 +102,7 @@ use hickory_resolver::{
     config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig},
     net::{DnsError, NetError, runtime::TokioRuntimeProvider},
     proto::{
+        dnssec::{Proof, TrustAnchors},
         op::ResponseCode,
         rr::{Name, RData, RecordType, rdata::NAPTR},
     },
@@ -184,6 +197,14 @@ pub struct DiscoveryConfig {
     /// Most non-terminal NAPTR records followed from one name asked (along
     /// one chain and across branches); more are refused.
     pub max_naptr_chain: usize,
+    /// Validate DNSSEC: answers that fail validation (bogus) are errors.
+    pub validate_dnssec: bool,
+    /// Use only records DNSSEC validated (secure): others are refused
+    /// (implies `validate_dnssec`).
+    pub require_dnssec: bool,
+    /// A file of DNSKEY records (zone-file syntax, as unbound's `root.key`)
+    /// to validate from instead of the IANA root keys (implies `validate_dnssec`).
+    pub dnssec_trust_anchor: Option<std::path::PathBuf>,
 }
 
 impl DiscoveryConfig {
@@ -195,6 +216,9 @@ impl DiscoveryConfig {
         allow_loopback_http: false,
         discover_private: false,
         max_naptr_chain: MAX_NAPTR_CHAIN,
+        validate_dnssec: false,
+        require_dnssec: false,
+        dnssec_trust_anchor: None,
     };
 }
 
@@ -365,6 +389,15 @@ pub enum RecordError {
         name: String,
         /// What it answered.
         what: String,
+    },
+    /// DNSSEC did not validate the record, and only validated records are
+    /// used (`--require-dnssec`).
+    #[error("record at {name} is not DNSSEC-validated ({proof}), and --require-dnssec is set")]
+    NotValidated {
+        /// The name holding it.
+        name: String,
+        /// What validation said (insecure, indeterminate, bogus).
+        proof: String,
     },
     /// The regexp field is empty, malformed, or not of the supported
     /// whole-string form.
@@ -567,9 +600,10 @@ pub struct NameAnswer {
     pub queries: u32,
 }
 
-/// What one name's own records say, before non-terminal ones are followed.
+/// What one name's own records say, before non-terminal ones are followed:
+/// each record with its TTL and DNSSEC proof.
 enum Fetched {
-    Records(Vec<(NAPTR, u32)>),
+    Records(Vec<(NAPTR, u32, Proof)>),
     NoRecord(Duration),
     Failed { reason: String, temporary: bool },
 }
@@ -622,7 +656,19 @@ impl Discoverer {
                 )
             }
         };
+        if let Some(path) = &cfg.dnssec_trust_anchor {
+            let anchors = TrustAnchors::from_file(path).map_err(|e| DiscoverError::Resolver {
+                reason: format!("DNSSEC trust anchor {}: {e}", path.display()),
+            })?;
+            if anchors.is_empty() {
+                return Err(DiscoverError::Resolver {
+                    reason: format!("DNSSEC trust anchor {}: no root DNSKEY record in it", path.display()),
+                });
+            }
+            builder = builder.with_trust_anchor(std::sync::Arc::new(anchors));
+        }
         let opts = builder.options_mut();
+        opts.validate = cfg.validate_dnssec || cfg.require_dnssec || cfg.dnssec_trust_anchor.is_some();
         opts.timeout = cfg.timeout;
         // One exchange per ask: a name that fails is asked again only after
         // the walk's other names (RFC 8686 §3.5), by the walk itself.
@@ -763,7 +809,10 @@ impl Discoverer {
                     return Fetched::NoRecord(Duration::from_secs(nr.negative_ttl.map_or(0, u64::from)));
                 }
                 Ok(Err(e)) if e.is_no_records_found() => return Fetched::NoRecord(Duration::ZERO),
+                // A validated proof that the name or its NAPTR records do not exist.
+                Ok(Err(NetError::Dns(DnsError::Nsec { .. }))) => return Fetched::NoRecord(Duration::ZERO),
                 Ok(Err(e)) => {
+                    // Bogus (signatures that do not verify) is not fixed by asking again.
                     let temporary = match &e {
                         NetError::Dns(DnsError::ResponseCode(code)) => *code == ResponseCode::ServFail,
                         NetError::Dns(_) => false,
@@ -775,11 +824,11 @@ impl Discoverer {
             };
         // CNAMEs (RFC 2317 classless reverse delegation) are followed by the
         // resolver; only the NAPTR records of the answer count.
-        let records: Vec<(NAPTR, u32)> = lookup
+        let records: Vec<(NAPTR, u32, Proof)> = lookup
             .answers()
             .iter()
             .filter_map(|r| match &r.data {
-                RData::NAPTR(n) => Some((n.clone(), r.ttl)),
+                RData::NAPTR(n) => Some((n.clone(), r.ttl, r.proof)),
                 _ => None,
             })
             .collect();
@@ -798,7 +847,7 @@ impl Discoverer {
                     return (Outcome::Failed { reason, temporary }, Duration::ZERO);
                 }
             };
-            let refs: Vec<&NAPTR> = records.iter().map(|(n, _)| n).collect();
+            let refs: Vec<&NAPTR> = records.iter().map(|(n, ..)| n).collect();
             let selected = match select(&refs, self.cfg.service, self.cfg.allow_loopback_http) {
                 Ok(s) => s,
                 Err(reason) => {
@@ -814,8 +863,14 @@ impl Discoverer {
             let mut temporary = None;
             let mut ttl = u32::MAX;
             for (index, entry) in selected.entries {
-                let Some((record, record_ttl)) = records.get(index) else { continue };
+                let Some((record, record_ttl, proof)) = records.get(index) else { continue };
                 let (order, preference) = (record.order, record.preference);
+                // RFC 8686 §6.1: with --require-dnssec only validated records are used.
+                if self.cfg.require_dnssec && *proof != Proof::Secure {
+                    refused("not_validated");
+                    errors.push(RecordError::NotValidated { name: name.to_ascii(), proof: proof.to_string() });
+                    continue;
+                }
                 match entry {
                     Entry::Uri(uri) => {
                         ttl = ttl.min(*record_ttl);

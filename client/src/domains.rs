@@ -176,6 +176,13 @@ pub struct DomainsConfig {
     pub discover_private: bool,
     /// Most non-terminal NAPTR records followed from one name.
     pub max_naptr_chain: usize,
+    /// Validate DNSSEC; use only validated records; validate from these
+    /// DNSKEYs instead of the IANA root's (see [`DiscoveryConfig`]).
+    pub validate_dnssec: bool,
+    /// See [`DiscoveryConfig::require_dnssec`].
+    pub require_dnssec: bool,
+    /// See [`DiscoveryConfig::dnssec_trust_anchor`].
+    pub dnssec_trust_anchor: Option<PathBuf>,
     /// Discover each IPv4 address's prefix of this length rather than the
     /// address (RFC 8686 takes a prefix as input): names longer than it are
     /// not asked. 32 asks every peer's own /32 name; 24 asks one name per
@@ -260,6 +267,9 @@ impl DomainsConfig {
         service: Service::Https,
         discover_private: false,
         max_naptr_chain: crate::discover::MAX_NAPTR_CHAIN,
+        validate_dnssec: false,
+        require_dnssec: false,
+        dnssec_trust_anchor: None,
         prefix_v4: 32,
         prefix_v6: 128,
         roots: Vec::new(),
@@ -564,6 +574,9 @@ impl Domains {
             allow_loopback_http: cfg.allow_loopback_http,
             discover_private: cfg.discover_private,
             max_naptr_chain: cfg.max_naptr_chain,
+            validate_dnssec: cfg.validate_dnssec,
+            require_dnssec: cfg.require_dnssec,
+            dnssec_trust_anchor: cfg.dnssec_trust_anchor.clone(),
         })?;
         let lookups = Semaphore::new(cfg.max_lookups.max(1));
         Ok(Domains {

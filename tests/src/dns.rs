@@ -71,10 +71,30 @@ pub struct TestDns {
 }
 
 impl TestDns {
-    /// Serves `records` (and the root SOA).
+    /// Serves `records` (and the root SOA), unsigned.
     pub async fn start(records: Vec<Naptr>) -> TestDns {
+        Self::serve(records, None).await
+    }
+
+    /// Serves `records` in a root zone signed (DNSSEC, Ed25519, NSEC) with a
+    /// key made for this server; also returns that key as a trust anchor
+    /// file's text (one `. 3600 IN DNSKEY 257 3 15 …` line).
+    pub async fn start_signed(records: Vec<Naptr>) -> (TestDns, String) {
+        use hickory_server::proto::dnssec::{
+            DnssecSigner, SigningKey as _, crypto::Ed25519SigningKey, rdata::DNSKEY, rdata::DNSSECRData,
+        };
+        let pkcs8 = Ed25519SigningKey::generate_pkcs8().expect("generate a zone key");
+        let key = Ed25519SigningKey::from_pkcs8(&pkcs8).expect("zone key");
+        let dnskey = DNSKEY::from_key(&key.to_public_key().expect("public key"));
+        let anchor = Record::from_rdata(Name::root(), 3600, RData::DNSSEC(DNSSECRData::DNSKEY(dnskey.clone())));
+        let signer = DnssecSigner::new(dnskey, Box::new(key), Name::root(), Duration::from_secs(86_400));
+        (Self::serve(records, Some(signer)).await, format!("{anchor}\n"))
+    }
+
+    async fn serve(records: Vec<Naptr>, signer: Option<hickory_server::proto::dnssec::DnssecSigner>) -> TestDns {
+        let proofs = signer.as_ref().map(|_| hickory_server::dnssec::NxProofKind::Nsec);
         let mut zone: InMemoryZoneHandler =
-            InMemoryZoneHandler::empty(Name::root(), ZoneType::Primary, AxfrPolicy::Deny);
+            InMemoryZoneHandler::empty(Name::root(), ZoneType::Primary, AxfrPolicy::Deny, proofs);
         let soa = SOA::new(
             Name::from_ascii("ns.test.").expect("name"),
             Name::from_ascii("hostmaster.test.").expect("name"),
@@ -97,6 +117,10 @@ impl TestDns {
             );
             let name = Name::from_ascii(&r.name).expect("record name");
             assert!(zone.upsert_mut(Record::from_rdata(name, TTL, RData::NAPTR(naptr)), 1), "{}", r.name);
+        }
+        if let Some(signer) = signer {
+            zone.add_zone_signing_key_mut(signer).expect("add the zone key");
+            zone.secure_zone_mut().expect("sign the zone");
         }
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::from(Name::root()), vec![Arc::new(zone)]);

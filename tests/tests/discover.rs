@@ -17,7 +17,8 @@ use std::{
 use altocast_client::{
     Domains,
     discover::{
-        Candidate, DiscoverError, Discoverer, Discovery, MAX_RECORDS, Outcome, RecordError, Service, SpecialAddress,
+        Attempt, Candidate, DiscoverError, Discoverer, Discovery, DiscoveryConfig, MAX_RECORDS, Outcome, RecordError,
+        Service, SpecialAddress,
     },
 };
 use altocast_tests::{
@@ -553,6 +554,105 @@ async fn the_tracker_asks_a_name_that_failed_again_after_the_walk_and_skips_priv
     assert_eq!((stats.addresses_skipped, stats.dns_lookups), (1, 0), "{stats:?}");
     assert_eq!(flaky.queries("3.0.1.10.in-addr.arpa."), 0);
     domains.stop().await;
+    for isp in sc.isps {
+        isp.origin.stop().await;
+    }
+    sc.dns.stop().await;
+}
+
+/// A discoverer asking `dns`, validating DNSSEC from the trust anchor file `anchor`.
+fn validating(dns: std::net::SocketAddr, anchor: &std::path::Path, require: bool) -> Discoverer {
+    Discoverer::from_config(DiscoveryConfig {
+        dns: Some(dns),
+        require_dnssec: require,
+        validate_dnssec: true,
+        dnssec_trust_anchor: Some(anchor.to_path_buf()),
+        ..DiscoveryConfig::DEFAULT
+    })
+    .expect("discoverer")
+}
+
+#[tokio::test]
+async fn a_signed_answer_validates_and_require_dnssec_refuses_what_does_not() {
+    let records = || vec![alto(V4_NAMES[1], IRD)];
+    let (signed, anchor) = TestDns::start_signed(records()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let anchor_path = dir.path().join("root.key");
+    std::fs::write(&anchor_path, &anchor).unwrap();
+
+    // Signed with the anchored key: the /32's absence is proven (NSEC) and the /24's record is secure.
+    let d = validating(signed.addr, &anchor_path, true).by_address(ip(V4)).await.expect("validated");
+    assert_eq!((d.uri.as_str(), d.found_at.as_str()), (IRD, V4_NAMES[1]));
+    assert_eq!(d.tried[0].outcome, Outcome::NoRecord);
+
+    // The same records unsigned: refused under --require-dnssec, used without it.
+    let unsigned = TestDns::start(records()).await;
+    // The anchored root must be signed, so each answer is bogus: refused, and
+    // not asked again (no retry fixes a signature).
+    let bogus = |e: &DiscoverError| {
+        e.tried().len() == 4
+            && e.tried().iter().all(|a: &Attempt| {
+                matches!(&a.outcome, Outcome::Failed { reason, temporary: false } if reason.contains("DNSSEC validation failed"))
+            })
+    };
+    let e = validating(unsigned.addr, &anchor_path, true).by_address(ip(V4)).await.expect_err("not validated");
+    assert!(bogus(&e), "{e}");
+    let d = unsigned.discoverer().by_address(ip(V4)).await.expect("no DNSSEC asked for");
+    assert_eq!(d.uri, IRD);
+
+    // Signed with another key than the anchored one: bogus, refused.
+    let (forged, _) = TestDns::start_signed(records()).await;
+    let e = validating(forged.addr, &anchor_path, true).by_address(ip(V4)).await.expect_err("bogus");
+    assert!(bogus(&e), "{e}");
+    // Validation without --require-dnssec refuses the bogus answer too.
+    let e = validating(forged.addr, &anchor_path, false).by_address(ip(V4)).await.expect_err("bogus");
+    assert!(bogus(&e), "{e}");
+
+    // `altocast discover --require-dnssec --dnssec-trust-anchor FILE`.
+    let cli = |dns: std::net::SocketAddr| -> Vec<String> {
+        let mut a: Vec<String> =
+            ["discover", "--ip", V4, "--require-dnssec", "--dnssec-trust-anchor"].map(String::from).to_vec();
+        a.push(anchor_path.display().to_string());
+        a.extend(["--dns".to_string(), dns.to_string()]);
+        a
+    };
+    let (ok, refused) = (cli(signed.addr), cli(unsigned.addr));
+    let out = tokio::task::spawn_blocking(move || altocast(&ok)).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("found {IRD} at {}", V4_NAMES[1])), "{stdout}");
+    let out = tokio::task::spawn_blocking(move || altocast(&refused)).await.unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    for dns in [signed, unsigned, forged] {
+        dns.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_requiring_dnssec_follows_only_validated_records() {
+    let sc = Scenario::start(vec![]).await;
+    let west = &sc.isps[0];
+    let (signed, anchor) = TestDns::start_signed(vec![west.record()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let anchor_path = dir.path().join("root.key");
+    std::fs::write(&anchor_path, &anchor).unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = sc.tracker_config();
+    cfg.require_dnssec = true;
+    cfg.dnssec_trust_anchor = Some(anchor_path);
+    // The signed zone: west is followed.
+    cfg.dns = Some(signed.addr);
+    let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
+    assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("west"), Some(west.origin_id()));
+    domains.stop().await;
+    // The scenario's unsigned zone: no server.
+    cfg.dns = Some(sc.dns.addr);
+    let domains = Domains::new(cfg, stop.clone()).expect("tracker");
+    assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("no error"), None);
+    assert_eq!(domains.stats().subscriptions, 0);
+    domains.stop().await;
+    signed.stop().await;
     for isp in sc.isps {
         isp.origin.stop().await;
     }
