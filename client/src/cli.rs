@@ -135,21 +135,30 @@ enum Command {
     /// Find through DNS the ALTO server (its IRD URI) responsible for an
     /// address (RFC 8686) or a domain (RFC 7286).
     ///
-    /// Both are U-NAPTR lookups for "ALTO:https": only NAPTR records with that
-    /// service and flags "U" count, in order then preference, and their regexp
-    /// must be of the form !^.*$!https://…! (an https URI). For --ip, the
-    /// reverse-tree names are asked longest prefix first: IPv4 /32, /24, /16,
-    /// /8 (in-addr.arpa.), IPv6 /128, /64, /56, /48, /40, /32 (ip6.arpa.); the first
-    /// name with such a record wins. With both --ip and --domain, the domain is
-    /// asked only when no reverse name had one: the address's own record is the
-    /// more specific answer. A name whose ALTO:https records are all unusable
-    /// (bad regexp, not https, more than 32 NAPTR records) stops the search
-    /// with an error; a lookup that fails or times out is noted and the next
-    /// name is asked.
+    /// Both are U-NAPTR lookups for --service (default "ALTO:https"): only NAPTR
+    /// records of application service ALTO listing that protocol count (case
+    /// does not matter; other services are ignored), in order then preference.
+    /// Terminal records (flags "U") give a URI through a regexp of the form
+    /// !^.*$!https://…! (its scheme must be the protocol asked); non-terminal
+    /// ones (empty flags) name the next name to ask, followed up to
+    /// --max-naptr-chain times. For --ip, the reverse-tree names are asked
+    /// longest prefix first: IPv4 /32, /24, /16, /8 (in-addr.arpa.), IPv6 /128,
+    /// /64, /56, /48, /40, /32 (ip6.arpa.); the first name with a usable record
+    /// answers, with every URI it yields. With both --ip and --domain, the
+    /// domain is asked only when no reverse name answered: the address's own
+    /// record is the more specific answer. A name whose ALTO records are all
+    /// unusable (bad regexp, wrong scheme, more than 32 NAPTR records) is noted
+    /// and the next name asked; a lookup that times out or fails with SERVFAIL
+    /// is asked once more after every other name was asked (RFC 8686 §3.5).
+    /// Private, loopback, link-local and other special-purpose addresses are
+    /// not looked up (their reverse tree is local to each network) unless
+    /// --discover-private is given.
     ///
-    /// Prints one line per name asked, then the URI found. DNS is not a trust
-    /// root: the URI only says where to look; trust what is served there only
-    /// through --trust-key.
+    /// Prints one line per name asked ("tried NAME: …"), then one line per URI
+    /// found, in the order to try them ("found URI at NAME ttl=…s order=…
+    /// preference=…"), or "skipped ADDR: …". DNS is not a trust root: the URIs
+    /// only say where to look; trust what is served there only through
+    /// --trust-key.
     Discover {
         /// The address whose ALTO server to find (RFC 8686 reverse-tree lookups).
         #[arg(long, required_unless_present = "domain")]
@@ -162,9 +171,11 @@ enum Command {
         /// and TCP. Default: the system resolver configuration.
         #[arg(long, env = "ALTOCAST_DNS", value_name = "ADDR[:PORT]", value_parser = parse_dns)]
         dns: Option<SocketAddr>,
-        /// Seconds each name's lookup may take, retries included.
+        /// Seconds each DNS exchange may take.
         #[arg(long, value_name = "SECS", default_value_t = crate::discover::LOOKUP_TIMEOUT.as_secs())]
         timeout: u64,
+        #[command(flatten)]
+        discovery: DiscoveryArgs,
     },
     /// Serve a multi-domain tracker: POST /rank and the gRPC
     /// altocast.v1.Tracker/Rank rank candidate peers for a requesting peer,
@@ -194,6 +205,46 @@ enum Command {
     /// down (disconnected for --down-after-secs) or stale. Prints "altocast
     /// tracker listening on ADDR" when ready; runs until SIGINT/SIGTERM.
     Tracker(TrackerArgs),
+}
+
+/// Discovery options of `altocast discover` and `altocast tracker`.
+#[derive(Debug, Args)]
+pub struct DiscoveryArgs {
+    /// The U-NAPTR service parameter asked for: ALTO:https, or ALTO:http (http:// IRDs, no TLS).
+    #[arg(long, env = "ALTOCAST_DISCOVERY_SERVICE", default_value = crate::discover::SERVICE,
+          value_parser = clap::builder::ValueParser::new(str::parse::<crate::discover::Service>))]
+    service: crate::discover::Service,
+    /// Also walk the reverse tree of private (RFC 1918, RFC 4193), shared, loopback, link-local and other
+    /// special-purpose addresses; by default they are not looked up (RFC 8686 §5.1.3: their reverse tree is
+    /// local to each network). For labs and tests whose peers live in such blocks.
+    #[arg(long)]
+    discover_private: bool,
+    /// Most non-terminal NAPTR records (empty flags) followed from one name asked; more are refused.
+    #[arg(long, value_name = "N", default_value_t = crate::discover::MAX_NAPTR_CHAIN)]
+    max_naptr_chain: usize,
+    /// Validate DNSSEC (RFC 8686 §6.1): answers whose signatures do not verify are refused. Unsigned zones still
+    /// answer; see --require-dnssec.
+    #[arg(long)]
+    validate_dnssec: bool,
+    /// Use only NAPTR records DNSSEC validated as secure; unsigned or unvalidated ones are refused (implies
+    /// --validate-dnssec). DNS stays a locator: what the URI serves is still verified against the trusted roots.
+    #[arg(long, env = "ALTOCAST_REQUIRE_DNSSEC")]
+    require_dnssec: bool,
+    /// DNSSEC trust anchors: a file of DNSKEY records in zone-file syntax (as unbound's root.key) used instead of
+    /// the IANA root keys built in (implies --validate-dnssec).
+    #[arg(long, env = "ALTOCAST_DNSSEC_TRUST_ANCHOR", value_name = "FILE")]
+    dnssec_trust_anchor: Option<PathBuf>,
+}
+
+impl DiscoveryArgs {
+    fn apply(&self, cfg: &mut crate::discover::DiscoveryConfig) {
+        cfg.service = self.service;
+        cfg.discover_private = self.discover_private;
+        cfg.max_naptr_chain = self.max_naptr_chain;
+        cfg.validate_dnssec = self.validate_dnssec;
+        cfg.require_dnssec = self.require_dnssec;
+        cfg.dnssec_trust_anchor = self.dnssec_trust_anchor.clone();
+    }
 }
 
 /// `altocast tracker` options.
@@ -245,9 +296,11 @@ pub struct TrackerArgs {
     /// Seconds a refused or unreachable domain is remembered before it is tried again.
     #[arg(long, default_value_t = D.retry_after.as_secs())]
     retry_secs: u64,
-    /// Seconds each DNS name's lookup may take, retries included.
+    /// Seconds each DNS exchange may take (a name that times out is asked once more after the walk's others).
     #[arg(long, default_value_t = D.lookup_timeout.as_secs())]
     lookup_timeout_secs: u64,
+    #[command(flatten)]
+    discovery: DiscoveryArgs,
     /// Seconds one request may spend finding the domains of its addresses; the rest rank as having no server.
     #[arg(long, default_value_t = D.resolve_deadline.as_secs())]
     resolve_deadline_secs: u64,
@@ -344,6 +397,14 @@ impl TrackerArgs {
         cfg.cache_max = Duration::from_secs(self.cache_max_secs);
         cfg.retry_after = Duration::from_secs(self.retry_secs);
         cfg.lookup_timeout = Duration::from_secs(self.lookup_timeout_secs.max(1));
+        let mut d = crate::discover::DiscoveryConfig::DEFAULT;
+        self.discovery.apply(&mut d);
+        cfg.service = d.service;
+        cfg.discover_private = d.discover_private;
+        cfg.max_naptr_chain = d.max_naptr_chain;
+        cfg.validate_dnssec = d.validate_dnssec;
+        cfg.require_dnssec = d.require_dnssec;
+        cfg.dnssec_trust_anchor = d.dnssec_trust_anchor;
         cfg.resolve_deadline = Duration::from_secs(self.resolve_deadline_secs.max(1));
         cfg.down_after = Duration::from_secs(self.down_after_secs);
         cfg.inter_domain_cost = self.inter_domain_cost;
@@ -647,16 +708,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             domains.stop().await;
             served.context("serving the tracker")?;
         }
-        Command::Discover { ip, domain, dns, timeout } => {
-            let discoverer = Discoverer::with_timeout(dns, Duration::from_secs(timeout.max(1)))?;
+        Command::Discover { ip, domain, dns, timeout, discovery } => {
+            let mut cfg = crate::discover::DiscoveryConfig {
+                dns,
+                timeout: Duration::from_secs(timeout.max(1)),
+                ..Default::default()
+            };
+            discovery.apply(&mut cfg);
+            let discoverer = Discoverer::from_config(cfg)?;
             match discoverer.discover(ip, domain.as_deref()).await {
                 Ok(found) => {
+                    if let Some(s) = &found.skipped {
+                        println!("skipped {s}");
+                    }
                     for a in &found.tried {
                         println!("tried {a}");
                     }
-                    println!("found {} at {} ttl={}s", found.uri, found.found_at, found.ttl.as_secs());
+                    for c in &found.uris {
+                        let via = if c.via.is_empty() { String::new() } else { format!(" via {}", c.via.join(",")) };
+                        println!(
+                            "found {} at {} ttl={}s order={} preference={}{via}",
+                            c.uri,
+                            found.found_at,
+                            found.ttl.as_secs(),
+                            c.order,
+                            c.preference
+                        );
+                    }
                 }
                 Err(e) => {
+                    if let crate::discover::DiscoverError::Skipped(s) = &e {
+                        println!("skipped {s}");
+                    }
                     for a in e.tried() {
                         println!("tried {a}");
                     }

@@ -17,7 +17,14 @@
 //!    [`DomainsConfig::max_lookups`] lookups are in flight; concurrent
 //!    requests for one name share one lookup; at most
 //!    [`DomainsConfig::max_names`] names (and as many addresses) are cached.
-//! 2. **The domain** behind the IRD URI found: the IRD is fetched (bounded
+//!    A name that failed temporarily in this walk is asked once more after
+//!    the walk's other names (RFC 8686 §3.5); a failure cached by an earlier
+//!    walk is not. Special-purpose addresses (private, loopback, …) are not
+//!    walked unless [`DomainsConfig::discover_private`]: they have no server
+//!    and are counted ([`Stats::addresses_skipped`]).
+//! 2. **The domain** behind the IRD URIs found, tried in NAPTR order and
+//!    preference, going on to the next one when an IRD cannot be fetched or
+//!    none of its gRPC endpoints answers: the IRD is fetched (bounded
 //!    size and time; `https://` checked against the platform's roots or
 //!    [`DomainsConfig::ird_ca`]) and its `meta.altocast.grpc` says where to
 //!    subscribe.
@@ -89,7 +96,7 @@ use tracing::{info, warn};
 use crate::{
     Config, Event, Subscription,
     connect::{self, ClientTls},
-    discover::{DiscoverError, Discoverer, Outcome, reverse_names_within},
+    discover::{DiscoverError, Discoverer, DiscoveryConfig, Outcome, Service, reverse_names_within},
     now_ms,
     view::{CostMapVersion, View},
 };
@@ -104,9 +111,10 @@ pub const METRIC_SUBSCRIPTIONS: &str = "altocast_tracker_subscriptions_total";
 pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
-/// full), `ird_origin` and `ird_root` (a re-read IRD naming another origin
-/// or root), and the service's `connections`, `header_timeout`,
-/// `body_timeout`, `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
+/// full), `special_address` (a private, loopback, … address not looked up),
+/// `ird_origin` and `ird_root` (a re-read IRD naming another origin or root),
+/// and the service's `connections`, `header_timeout`, `body_timeout`,
+/// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
 pub const METRIC_REFUSED: &str = "altocast_tracker_refused_total";
 /// Re-reads of followed domains' IRDs, by outcome: `unchanged`, `moved`
 /// (the subscription moved to new gRPC endpoints), `failed` (not read, or
@@ -122,6 +130,10 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(METRIC_DOMAINS, "Domains the tracker follows");
     metrics::describe_counter!(METRIC_REFUSED, "Domains, names and requests refused, by reason");
     metrics::describe_counter!(METRIC_IRD_REFRESHES, "Re-reads of followed domains' IRDs, by outcome");
+    metrics::describe_counter!(
+        crate::discover::METRIC_REFUSED,
+        "Discovery refusals (unusable records, NAPTR chains, special addresses, unvalidated answers), by reason"
+    );
 }
 
 pub(crate) fn refused(reason: &'static str) {
@@ -178,6 +190,21 @@ pub struct DomainsConfig {
     pub lookup_timeout: Duration,
     /// Accept `http://` IRD URIs to loopback IP literals (tests, demos).
     pub allow_loopback_http: bool,
+    /// The U-NAPTR service parameter asked for (`ALTO:https`).
+    pub service: Service,
+    /// Walk the reverse tree of special-purpose addresses (private, loopback,
+    /// link-local, …) too; by default they rank as having no server without
+    /// a lookup (RFC 8686 §5.1.3; see [`crate::discover`]).
+    pub discover_private: bool,
+    /// Most non-terminal NAPTR records followed from one name.
+    pub max_naptr_chain: usize,
+    /// Validate DNSSEC; use only validated records; validate from these
+    /// DNSKEYs instead of the IANA root's (see [`DiscoveryConfig`]).
+    pub validate_dnssec: bool,
+    /// See [`DiscoveryConfig::require_dnssec`].
+    pub require_dnssec: bool,
+    /// See [`DiscoveryConfig::dnssec_trust_anchor`].
+    pub dnssec_trust_anchor: Option<PathBuf>,
     /// Discover each IPv4 address's prefix of this length rather than the
     /// address (RFC 8686 takes a prefix as input): names longer than it are
     /// not asked. 32 asks every peer's own /32 name; 24 asks one name per
@@ -262,6 +289,12 @@ impl DomainsConfig {
         dns: None,
         lookup_timeout: crate::discover::LOOKUP_TIMEOUT,
         allow_loopback_http: false,
+        service: Service::Https,
+        discover_private: false,
+        max_naptr_chain: crate::discover::MAX_NAPTR_CHAIN,
+        validate_dnssec: false,
+        require_dnssec: false,
+        dnssec_trust_anchor: None,
         prefix_v4: 32,
         prefix_v6: 128,
         roots: Vec::new(),
@@ -481,6 +514,9 @@ pub struct Stats {
     pub ird_moves: u64,
     /// Re-read IRDs refused (another origin or root named or served).
     pub ird_refused: u64,
+    /// Addresses not looked up because they are special-purpose (private,
+    /// loopback, …), each time one was to be located.
+    pub addresses_skipped: u64,
 }
 
 #[derive(Default)]
@@ -494,14 +530,19 @@ struct Counters {
     ird_refreshes: AtomicU64,
     ird_moves: AtomicU64,
     ird_refused: AtomicU64,
+    addresses_skipped: AtomicU64,
 }
 
-/// What a name answered, until when it is believed.
+/// What a name answered, when it was asked, until when it is believed.
 #[derive(Debug, Clone)]
 struct Answer {
     outcome: Outcome,
+    asked: Instant,
     until: Instant,
 }
+
+/// An address's IRD URIs, in the order to try them.
+type Uris = Arc<[String]>;
 
 /// One IRD URI's domain (or its refusal), shared by concurrent requests.
 struct Slot {
@@ -584,7 +625,7 @@ struct Inner {
     names: Mutex<HashMap<String, Arc<OnceCell<Answer>>>>,
     /// Each address's walk, until its first name's answer expires: a tracker
     /// sees the same swarm in every request.
-    addresses: Mutex<HashMap<IpAddr, (Option<String>, Instant)>>,
+    addresses: Mutex<HashMap<IpAddr, (Option<Uris>, Instant)>>,
     /// When a full cache was last swept.
     swept: Mutex<Option<Instant>>,
     lookups: Semaphore,
@@ -600,8 +641,17 @@ struct Inner {
 impl Domains {
     /// A tracker view with `cfg`; subscriptions end on `shutdown`.
     pub fn new(cfg: DomainsConfig, shutdown: CancellationToken) -> Result<Domains, DiscoverError> {
-        let discoverer =
-            Discoverer::with_timeout(cfg.dns, cfg.lookup_timeout)?.allow_loopback_http(cfg.allow_loopback_http);
+        let discoverer = Discoverer::from_config(DiscoveryConfig {
+            dns: cfg.dns,
+            timeout: cfg.lookup_timeout,
+            service: cfg.service,
+            allow_loopback_http: cfg.allow_loopback_http,
+            discover_private: cfg.discover_private,
+            max_naptr_chain: cfg.max_naptr_chain,
+            validate_dnssec: cfg.validate_dnssec,
+            require_dnssec: cfg.require_dnssec,
+            dnssec_trust_anchor: cfg.dnssec_trust_anchor.clone(),
+        })?;
         let lookups = Semaphore::new(cfg.max_lookups.max(1));
         Ok(Domains {
             inner: Arc::new(Inner {
@@ -637,6 +687,7 @@ impl Domains {
             ird_refreshes: get(&c.ird_refreshes),
             ird_moves: get(&c.ird_moves),
             ird_refused: get(&c.ird_refused),
+            addresses_skipped: get(&c.addresses_skipped),
         }
     }
 
@@ -659,7 +710,7 @@ impl Domains {
     pub async fn domain_of(&self, ip: IpAddr) -> Result<Option<String>, DomainError> {
         match self.inner.discover(ip).await {
             None => Ok(None),
-            Some(uri) => self.inner.domain(&uri).await.map(|d| Some(d.origin_id.clone())),
+            Some(uris) => self.inner.first_domain(&uris).await.map(|d| Some(d.origin_id.clone())),
         }
     }
 
@@ -781,11 +832,27 @@ impl Inner {
     }
 
     async fn locate(self: &Arc<Self>, ip: IpAddr) -> Location {
-        let Some(uri) = self.discover(ip).await else { return Location::NoServer };
-        match self.domain(&uri).await {
+        let Some(uris) = self.discover(ip).await else { return Location::NoServer };
+        match self.first_domain(&uris).await {
             Ok(d) => Location::Domain(d),
             Err(_) => Location::NoServer,
         }
+    }
+
+    /// The domain behind the first of `uris` whose IRD can be fetched and
+    /// whose gRPC endpoint answers, in order (RFC 8686 §3.1: the URIs are
+    /// tried in NAPTR order and preference). A domain refused for trust stops
+    /// there: the next URI is only for a server that cannot be reached.
+    async fn first_domain(self: &Arc<Self>, uris: &[String]) -> Result<Arc<Domain>, DomainError> {
+        let mut last = None;
+        for uri in uris {
+            match self.domain(uri).await {
+                Ok(d) => return Ok(d),
+                Err(e @ (DomainError::Ird { .. } | DomainError::Unreachable { .. })) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| DomainError::Ird { uri: String::new(), reason: "no URI".into() }))
     }
 
     /// Whether a full cache may be swept for expired entries now: at most
@@ -799,26 +866,48 @@ impl Inner {
         true
     }
 
-    /// RFC 8686 for `ip` through the name cache: the IRD URI, if any.
-    async fn discover(&self, ip: IpAddr) -> Option<String> {
+    /// RFC 8686 for `ip` through the name cache: the IRD URIs, if any.
+    /// Names that failed temporarily in this walk are asked once more after
+    /// all were asked once (RFC 8686 §3.5).
+    async fn discover(&self, ip: IpAddr) -> Option<Uris> {
+        if self.discoverer.walks(ip).is_err() {
+            self.counters.addresses_skipped.fetch_add(1, Ordering::Relaxed);
+            refused("special_address");
+            return None;
+        }
         let now = Instant::now();
-        if let Some((uri, until)) = lock(&self.addresses).get(&ip)
+        if let Some((uris, until)) = lock(&self.addresses).get(&ip)
             && *until > now
         {
-            return uri.clone();
+            return uris.clone();
         }
         // The walk holds as long as every name it asked holds.
         let mut until = now + self.cfg.cache_max;
         let mut found = None;
+        let mut again = Vec::new();
         let len = if ip.to_canonical().is_ipv4() { self.cfg.prefix_v4 } else { self.cfg.prefix_v6 };
         for name in reverse_names_within(ip, len) {
             let answer = self.name(&name).await;
             until = until.min(answer.until);
             // RFC 8686 §3.5: any other answer, unusable records included,
             // means "ask the next name".
-            if let Outcome::Found { uri } = answer.outcome {
-                found = Some(uri);
+            if let Some(uris) = answer.outcome.uris() {
+                found = Some(uris.iter().map(|c| c.uri.clone()).collect::<Uris>());
                 break;
+            }
+            // A failure cached from an earlier walk is not asked again before it expires.
+            if matches!(answer.outcome, Outcome::Failed { temporary: true, .. }) && answer.asked >= now {
+                again.push((name, answer.asked));
+            }
+        }
+        if found.is_none() {
+            for (name, asked) in again {
+                let answer = self.name_again(&name, asked).await;
+                until = until.min(answer.until);
+                if let Some(uris) = answer.outcome.uris() {
+                    found = Some(uris.iter().map(|c| c.uri.clone()).collect::<Uris>());
+                    break;
+                }
             }
         }
         let mut addresses = lock(&self.addresses);
@@ -829,6 +918,27 @@ impl Inner {
             addresses.insert(ip, (found.clone(), until));
         }
         found
+    }
+
+    /// `name` asked again after its answer asked at `failed` failed: a new
+    /// lookup, unless another walk has asked again since (then shared).
+    async fn name_again(&self, name: &str, failed: Instant) -> Answer {
+        let cell = {
+            let mut names = lock(&self.names);
+            match names.get(name) {
+                Some(c) if c.get().is_none_or(|a| a.asked > failed) => Some(c.clone()),
+                _ if names.len() >= self.cfg.max_names && !names.contains_key(name) => None,
+                _ => {
+                    let c = Arc::new(OnceCell::new());
+                    names.insert(name.to_owned(), c.clone());
+                    Some(c)
+                }
+            }
+        };
+        match cell {
+            Some(c) => c.get_or_init(|| self.ask(name)).await.clone(),
+            None => self.ask(name).await,
+        }
     }
 
     /// One name's answer: cached, or asked once however many want it.
@@ -870,17 +980,18 @@ impl Inner {
 
     async fn ask(&self, name: &str) -> Answer {
         let _permit = self.lookups.acquire().await;
-        self.counters.dns_lookups.fetch_add(1, Ordering::Relaxed);
-        let (outcome, ttl) = self.discoverer.lookup_name(name).await;
+        let asked = Instant::now();
+        let crate::discover::NameAnswer { outcome, ttl, queries } = self.discoverer.lookup_name(name).await;
+        self.counters.dns_lookups.fetch_add(u64::from(queries), Ordering::Relaxed);
         let label = match &outcome {
             Outcome::Found { .. } => "found",
             Outcome::NoRecord | Outcome::NoAltoRecord { .. } => "none",
             Outcome::Refused { .. } => "refused",
             Outcome::Failed { .. } => "failed",
         };
-        metrics::counter!(METRIC_LOOKUPS, "outcome" => label).increment(1);
+        metrics::counter!(METRIC_LOOKUPS, "outcome" => label).increment(u64::from(queries));
         let keep = ttl.clamp(self.cfg.cache_min, self.cfg.cache_max.max(self.cfg.cache_min));
-        Answer { outcome, until: Instant::now() + keep }
+        Answer { outcome, asked, until: Instant::now() + keep }
     }
 
     /// The domain behind IRD `uri`: followed already, being set up by

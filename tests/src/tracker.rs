@@ -223,11 +223,14 @@ impl Scenario {
     }
 
     /// A tracker configuration trusting both ISPs' roots by origin id, asking
-    /// this DNS server, with loopback http IRDs allowed and test-sized timers.
+    /// this DNS server, with loopback http IRDs allowed, the swarm's private
+    /// 10.0.0.0/8 addresses walked (`discover_private`: RFC 8686 discovery
+    /// skips them by default) and test-sized timers.
     pub fn tracker_config(&self) -> DomainsConfig {
         let mut cfg = DomainsConfig::new();
         cfg.dns = Some(self.dns.addr);
         cfg.allow_loopback_http = true;
+        cfg.discover_private = true;
         cfg.roots = self.isps.iter().map(|i| (TrustScope::Origin(i.origin_id()), i.root())).collect();
         cfg.down_after = Duration::from_millis(500);
         cfg.backoff_max = Duration::from_millis(300);

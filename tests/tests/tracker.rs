@@ -173,9 +173,11 @@ impl Drop for TrackerProcess {
 async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests() {
     let sc = Scenario::start(vec![]).await;
     let (west, east) = (&sc.isps[0], &sc.isps[1]);
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http"]
-        .map(String::from)
-        .to_vec();
+    // The swarm lives in 10.0.0.0/8: walking it needs --discover-private.
+    let mut args: Vec<String> =
+        ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http", "--discover-private"]
+            .map(String::from)
+            .to_vec();
     for isp in &sc.isps {
         args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
     }
@@ -615,6 +617,7 @@ async fn an_https_ird_is_read_with_the_configured_ca_and_needs_no_loopback_optio
     let dns = TestDns::start(vec![alto("1.10.in-addr.arpa.", &format!("https://{front}/directory"))]).await;
     let mut cfg = DomainsConfig::new();
     cfg.dns = Some(dns.addr);
+    cfg.discover_private = true;
     cfg.roots = vec![(TrustScope::Origin(west.origin_id()), west.root())];
     assert!(!cfg.allow_loopback_http, "off by default");
     let stop = CancellationToken::new();
