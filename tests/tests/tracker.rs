@@ -292,9 +292,11 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracker_process_answers_grpc_rank_as_post_rank_and_refuses_bad_input_naming_it() {
     let sc = Scenario::start(vec![]).await;
-    let mut args: Vec<String> = ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http"]
-        .map(String::from)
-        .to_vec();
+    // The swarm lives in 10.0.0.0/8: walking it needs --discover-private.
+    let mut args: Vec<String> =
+        ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http", "--discover-private"]
+            .map(String::from)
+            .to_vec();
     for isp in &sc.isps {
         args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
     }
@@ -676,6 +678,8 @@ async fn a_domain_whose_servers_move_is_followed_and_an_ird_naming_another_origi
     let mut cfg = DomainsConfig::new();
     cfg.dns = Some(dns.addr);
     cfg.allow_loopback_http = true;
+    // The peers live in 10.0.0.0/8 (RFC 1918).
+    cfg.discover_private = true;
     cfg.roots = vec![(TrustScope::Origin(id.clone()), west.root())];
     cfg.down_after = Duration::from_millis(500);
     cfg.backoff_max = Duration::from_millis(300);
