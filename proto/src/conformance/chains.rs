@@ -663,6 +663,47 @@ fn dependency_wait_chain(f: &Fixture) -> Result<Chain, Error> {
     Ok(c)
 }
 
+/// `recent` holds exactly [`crate::verify::RECENT_VERSIONS`] (8) superseded
+/// versions: a dependency on the oldest one still resolves, one on the version
+/// before it waits. A verifier remembering more or fewer differs here (§8.6, §11).
+fn recent_exactly_8_chain(f: &Fixture) -> Result<Chain, Error> {
+    let name = "recent-remembers-exactly-8";
+    let s = &f.signer;
+    // Network-map seq 1 to 10, alternating content (so tags repeat at other seqs).
+    let nm_at = |seq: u64| nm_version(seq, if seq % 2 == 1 { &f.nm_a3 } else { &f.nm_r });
+    let mut c = Chain::new(
+        name,
+        "A verifier remembers exactly the last 8 superseded versions of a resource: after network-map seq 10, a cost map depending on seq 1 (superseded 9 versions ago, forgotten) waits while one depending on seq 2 (the oldest remembered) commits (§8.1, §8.6, §11).",
+        &[&f.origin],
+        &[NM, CM],
+        T0_MS + 30_000,
+    )?;
+    c.signed(
+        "Network-map snapshot seq 1 (the map of Appendix A.3).",
+        s.snapshot(&f.nm, &nm_at(1), T0_MS),
+        Intent::Committed,
+    );
+    for seq in 2..=10u64 {
+        let what = if seq % 2 == 1 { "the map of seq 1 again" } else { "another map" };
+        c.signed(
+            &format!("Network-map snapshot seq {seq} ({what}); seq {} goes to `recent`.", seq - 1),
+            s.snapshot(&f.nm, &nm_at(seq), T0_MS + seq as i64 * 100),
+            Intent::Committed,
+        );
+    }
+    c.signed(
+        "Cost-map snapshot seq 1 depending on network-map seq 1 (its tag, which seqs 3, 5, 7 and 9 also have): seq 1 is no longer remembered, and is older than the held seq 10, so the update waits (pending, dependency); a verifier remembering 9 or more versions would commit it.",
+        s.snapshot(&f.cm, &cm_version(1, &f.cm_a4(&f.nm_a3)?, 1), T0_MS + 2_000),
+        Intent::PendingDependency,
+    )
+    .signed(
+        "Cost-map snapshot seq 2 depending on network-map seq 2, the oldest of the 8 remembered versions: committed (a verifier remembering fewer than 8 would keep it pending); the pending seq 1 is discarded.",
+        s.snapshot(&f.cm, &cm_version(2, &f.cm_a4(&f.nm_r)?, 2), T0_MS + 3_000),
+        Intent::Committed,
+    );
+    Ok(c)
+}
+
 fn jumps_chain(f: &Fixture) -> Result<Chain, Error> {
     let name = "seq-jumps-squashed-diff-and-heartbeat-replays";
     let s = &f.signer;
@@ -855,6 +896,7 @@ pub(super) fn all() -> Result<Vec<Chain>, Error> {
         signatures_chain(&f)?,
         network_diff_chain(&f)?,
         ordinal_chain(&f)?,
+        recent_exactly_8_chain(&f)?,
     ])
 }
 
