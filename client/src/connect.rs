@@ -9,6 +9,15 @@ use tonic::transport::{Channel, Endpoint};
 /// Largest message accepted from an endpoint (a whole cost map in one `Fetch`).
 pub const MAX_MESSAGE: usize = 64 << 20;
 
+/// How long a `GetDirectory` call may take: no staleness clock runs while a
+/// client waits for an answer (PROTOCOL.md §8.8), and a directory is at most
+/// 1 MiB.
+pub const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a `Fetch` call may take: as for `GetDirectory`, but an answer
+/// may be up to [`MAX_MESSAGE`].
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A client connection error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -35,6 +44,16 @@ pub enum ConnectError {
         url: String,
         /// The gRPC status.
         status: tonic::Status,
+    },
+    /// The endpoint accepted a call but did not answer it in time.
+    #[error("{url}: no answer to {call} within {} s", .within.as_secs())]
+    Timeout {
+        /// The URL.
+        url: String,
+        /// The call (`GetDirectory`, `Fetch`).
+        call: &'static str,
+        /// The bound.
+        within: Duration,
     },
     /// What the endpoint sent failed verification.
     #[error("{url}: verification failed: {error}")]
@@ -187,9 +206,10 @@ pub async fn directory(
     verifier: &mut Verifier,
     now_ms: i64,
 ) -> Result<(pb::SignedDirectory, pb::Directory), ConnectError> {
-    let signed = client
-        .get_directory(pb::GetDirectoryRequest {})
+    let call = client.get_directory(pb::GetDirectoryRequest {});
+    let signed = tokio::time::timeout(DIRECTORY_TIMEOUT, call)
         .await
+        .map_err(|_| ConnectError::Timeout { url: url.into(), call: "GetDirectory", within: DIRECTORY_TIMEOUT })?
         .map_err(|status| ConnectError::Status { url: url.into(), status })?
         .into_inner();
     let dir =
@@ -292,9 +312,10 @@ pub async fn fetch_into(
     verifier: &mut Verifier,
     now_ms: i64,
 ) -> Result<Vec<Fetched>, ConnectError> {
-    let resp = client
-        .fetch(pb::FetchRequest { resource_id: resource.to_string() })
+    let call = client.fetch(pb::FetchRequest { resource_id: resource.to_string() });
+    let resp = tokio::time::timeout(FETCH_TIMEOUT, call)
         .await
+        .map_err(|_| ConnectError::Timeout { url: url.into(), call: "Fetch", within: FETCH_TIMEOUT })?
         .map_err(|status| ConnectError::Status { url: url.into(), status })?
         .into_inner();
     let mut fetched = Vec::new();

@@ -546,7 +546,9 @@ impl Runner {
         // A fresh connection gets a grace period to catch up before staleness counts.
         let grace_until = Instant::now() + GRACE;
         let began = Instant::now();
-        let mut last_frame = began;
+        // The last frame of each stream: a chunk is owed by its own stream,
+        // and frames of the others must not postpone its wait.
+        let mut last_frame = vec![began; assemblers.len()];
         // When the chunked update in progress (if any) began.
         let mut chunked_since: Option<Instant> = None;
         let mut refresh = tokio::time::interval_at(
@@ -559,7 +561,13 @@ impl Runner {
                 deadline = deadline.max(since + CHUNKED_DEFERRAL);
             }
             // Each chunk of an update in progress has a deadline of its own.
-            let chunk_deadline = last_frame + CHUNK_DEADLINE;
+            let chunk_deadline = assemblers
+                .iter()
+                .zip(&last_frame)
+                .filter(|(a, _)| a.chunks_due() > 0)
+                .map(|(_, t)| *t + CHUNK_DEADLINE)
+                .min()
+                .unwrap_or(began + CHUNK_DEADLINE);
             // Biased, the deadline before the next frame: a sender that always
             // has a frame ready (a flood of no-op heartbeats) is still caught.
             let frame = tokio::select! {
@@ -597,7 +605,7 @@ impl Runner {
                 Some((_, None)) | None => return End::Closed { delivered },
                 Some((_, Some(Err(status)))) => return End::Failed { reason: status.to_string(), delivered },
             };
-            last_frame = Instant::now();
+            last_frame[stream] = Instant::now();
             // An update signed only by keys this verifier does not know (yet)
             // may follow a key list change: the sender verified it under its
             // directory, so that directory is re-read once and the frame tried
@@ -626,7 +634,7 @@ impl Runner {
             }
             chunked_since = match chunks_due(&assemblers) {
                 0 => None,
-                _ => chunked_since.or(Some(last_frame)),
+                _ => chunked_since.or(Some(last_frame[stream])),
             };
             let Assembled { opened, signed, chunks } = match pushed {
                 Ok(Some(a)) => a,
