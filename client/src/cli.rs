@@ -158,7 +158,7 @@ enum Command {
     /// found, in the order to try them ("found URI at NAME ttl=…s order=…
     /// preference=…"), or "skipped ADDR: …". DNS is not a trust root: the URIs
     /// only say where to look; trust what is served there only through
-    /// --trust-key.
+    /// --trust-root, --trust-key or a first-use pin.
     Discover {
         /// The address whose ALTO server to find (RFC 8686 reverse-tree lookups).
         #[arg(long, required_unless_present = "domain")]
@@ -219,6 +219,10 @@ pub struct DiscoveryArgs {
     /// local to each network). For labs and tests whose peers live in such blocks.
     #[arg(long)]
     discover_private: bool,
+    /// Also accept http:// IRD URIs whose host is a loopback IP literal (127.0.0.0/8, [::1]) under the https
+    /// service: for tests and single-machine demos only. Off by default: IRD URIs must be https://.
+    #[arg(long)]
+    allow_loopback_http: bool,
     /// Most non-terminal NAPTR records (empty flags) followed from one name asked; more are refused.
     #[arg(long, value_name = "N", default_value_t = crate::discover::MAX_NAPTR_CHAIN)]
     max_naptr_chain: usize,
@@ -240,6 +244,7 @@ impl DiscoveryArgs {
     fn apply(&self, cfg: &mut crate::discover::DiscoveryConfig) {
         cfg.service = self.service;
         cfg.discover_private = self.discover_private;
+        cfg.allow_loopback_http = self.allow_loopback_http;
         cfg.max_naptr_chain = self.max_naptr_chain;
         cfg.validate_dnssec = self.validate_dnssec;
         cfg.require_dnssec = self.require_dnssec;
@@ -266,10 +271,6 @@ pub struct TrackerArgs {
     /// refused.
     #[arg(long, env = "ALTOCAST_PIN_DIR", value_name = "DIR")]
     pin_dir: Option<PathBuf>,
-    /// Also accept http:// IRD URIs whose host is a loopback IP literal (127.0.0.0/8, [::1]): for tests and
-    /// single-machine demos only. Off by default: IRD URIs must be https://.
-    #[arg(long)]
-    allow_loopback_http: bool,
     /// Discover each IPv4 peer's prefix of this length instead of its address (RFC 8686 takes a prefix): 24
     /// asks one name per /24 instead of one per peer, and misses per-host (/32) records.
     #[arg(long, default_value_t = D.prefix_v4, value_parser = clap::value_parser!(u8).range(8..=32))]
@@ -387,7 +388,6 @@ impl TrackerArgs {
         }
         cfg.dns = self.dns;
         cfg.pin_dir = self.pin_dir.clone();
-        cfg.allow_loopback_http = self.allow_loopback_http;
         cfg.prefix_v4 = self.discover_prefix_v4;
         cfg.prefix_v6 = self.discover_prefix_v6;
         cfg.max_domains = self.max_domains;
@@ -401,6 +401,7 @@ impl TrackerArgs {
         self.discovery.apply(&mut d);
         cfg.service = d.service;
         cfg.discover_private = d.discover_private;
+        cfg.allow_loopback_http = d.allow_loopback_http;
         cfg.max_naptr_chain = d.max_naptr_chain;
         cfg.validate_dnssec = d.validate_dnssec;
         cfg.require_dnssec = d.require_dnssec;

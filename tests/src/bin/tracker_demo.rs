@@ -9,8 +9,12 @@
 //! being sent in random order).
 //!
 //! ```sh
-//! cargo run --release -p altocast-tests --bin tracker-demo [-- REQUESTS]
+//! cargo run --release -p altocast-tests --bin tracker-demo [-- REQUESTS] [--hold]
 //! ```
+//!
+//! With `--hold` the origins and the DNS server keep running after the
+//! measurement, until Ctrl-C, and the demo prints the `altocast discover` and
+//! `altocast tracker` commands that use them.
 
 use std::time::Instant;
 
@@ -21,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let requests: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().context("REQUESTS must be a number")?,
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let hold = args.iter().any(|a| a == "--hold");
+    let requests: usize = match args.iter().find(|a| *a != "--hold") {
+        Some(n) => n.parse().context("usage: tracker-demo [REQUESTS] [--hold]")?,
         None => 1000,
     };
     let started = Instant::now();
@@ -115,6 +121,27 @@ async fn main() -> anyhow::Result<()> {
         r.len()
     );
     by_24.stop().await;
+    if hold {
+        let dns = sc.dns.addr;
+        println!();
+        println!("holding the origins and the DNS server until Ctrl-C; try:");
+        for isp in &sc.isps {
+            println!(
+                "  altocast discover --ip 10.{}.3.5 --dns {dns} --allow-loopback-http --discover-private",
+                isp.octet
+            );
+        }
+        let roots: Vec<String> = sc
+            .isps
+            .iter()
+            .map(|isp| format!("--trust-root {}={}", isp.origin_id(), isp.root_path().display()))
+            .collect();
+        println!(
+            "  altocast tracker --listen 127.0.0.1:7300 --dns {dns} --allow-loopback-http --discover-private {}",
+            roots.join(" ")
+        );
+        tokio::signal::ctrl_c().await?;
+    }
     shutdown.cancel();
     for isp in sc.isps {
         isp.origin.stop().await;
