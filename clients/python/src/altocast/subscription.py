@@ -365,15 +365,15 @@ class Subscription:
 
     # -- pull fallback (§10.5, §10.6) ----------------------------------------------------------
     def _poll(self, ep):
-        channel, connected = self._channel(ep), now_ms()
+        channel = self._channel(ep)
         try:
             stub = pb_grpc.DistributionStub(channel)
             for n in range(self.options.poll_rounds):
-                if n:
-                    self._directory(stub, ep)     # re-read periodically (§9.4, §10.6)
-                    deadline, why = self._stale_deadline(connected)   # the clocks of §8.8 apply here too
-                    if now_ms() >= deadline:
-                        raise _Abandon(why)
+                if n:   # §8.8 "Pull fallback": re-read, then the directory clock without grace; the maps
+                    self._directory(stub, ep)     # clock is not enforced (an answer may refresh nothing)
+                    deadline = self.verifier.trust.deadline_ms()
+                    if deadline is not None and now_ms() > deadline:
+                        raise _Abandon("stale directory (expiry)")
                 yield from self._pull_once(ep, stub)
                 if n + 1 < self.options.poll_rounds and self._closed.wait(self.options.poll_interval_s):
                     return
@@ -399,11 +399,11 @@ class Subscription:
                         u = opened.update
                         if u.resource_id != r:
                             raise VerifyError("resource", f"Fetch of {r} answered with another resource", u.resource_id)
-                        for c in resp.chunks if k == 0 and opened.chunks_due else ():   # else ignored (§7.2)
-                            opened.add_chunk(c)
-                        held = self.verifier.held.get(r)
+                        held = self.verifier.held.get(r)   # skipped: checked by OPEN and the resource only (§10.5)
                         if held and u.WhichOneof("payload") != "heartbeat" and u.seq <= held.seq:
                             continue
+                        for c in resp.chunks if k == 0 and opened.chunks_due else ():   # else ignored (§7.2)
+                            opened.add_chunk(c)
                         ev = self._finish(ep, opened, "pull")
                         committed = ev is not None
                         if ev:
