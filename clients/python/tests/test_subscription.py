@@ -7,7 +7,7 @@ import pytest
 
 from altocast import Options, Subscription, Trust, crypto
 from altocast._pb import pb
-from altocast.subscription import _Abandon, _Ended, _Refused
+from altocast.subscription import _Abandon, _Ended, _Refused, endpoint_target
 from test_trust import K1, L1, R1, directory
 from test_vectors import KID, NM, NM_SNAP, PUB, T, su
 
@@ -152,3 +152,25 @@ def test_pull_skipped_update_is_not_given_its_chunks():
     junk = pb.FetchResponse(updates=[su(body, sig)], chunks=[pb.SnapshotChunk(index=0, data=b"junk")])
     assert list(s._pull_once("http://127.0.0.1:1", Stub(junk))) == []
     assert s.verifier.held[NM].seq == 1 and NM not in s.verifier.pending
+
+
+@pytest.mark.parametrize("url,want", [
+    ("http://127.0.0.1:7100", (False, "127.0.0.1:7100")), ("http://example.net", (False, "example.net:80")),
+    ("https://example.net", (True, "example.net:443")), ("http://[::1]:7100/", (False, "[::1]:7100")),
+    ("https://a.example:8443/ignored/path", (True, "a.example:8443")), ("127.0.0.1:7100", None),
+    ("HTTP://h:1", None), ("grpc://h:1", None), ("http://user@h:1", None), ("http://h:0", None),
+    ("http://h:65536", None), ("http://::1:7100", None), ("http://h:1?x", None), ("http://", None)])
+def test_endpoint_urls(url, want):
+    """§10.1: the endpoint URL syntax, default ports, and a path that is not used."""
+    if want is None:
+        with pytest.raises(ValueError):
+            endpoint_target(url)
+    else:
+        assert endpoint_target(url) == want
+
+
+def test_https_needs_a_ca():
+    """§10.1: the server certificate MUST chain to a CA the client was given (no built-in roots)."""
+    with pytest.raises(ValueError, match="needs a CA"):
+        Subscription(["http://127.0.0.1:1", "https://127.0.0.1:2"], {KID: PUB}, resources=[NM])
+    Subscription(["https://127.0.0.1:2"], {KID: PUB}, resources=[NM], ca=b"-----BEGIN CERTIFICATE-----")
