@@ -7,7 +7,7 @@ import pytest
 
 from altocast import Options, Subscription, Trust, crypto
 from altocast._pb import pb
-from altocast.subscription import _Abandon, _Ended, _Refused
+from altocast.subscription import _Abandon, _Ended, _Refused, endpoint_target
 from test_trust import K1, L1, R1, directory
 from test_vectors import KID, NM, NM_SNAP, PUB, T, su
 
@@ -38,7 +38,7 @@ class Endless:
 
 
 class Stub:
-    """Fetch answers (the last one repeats) and one GetDirectory answer."""
+    """Fetch answers (the last one repeats) and one GetDirectory answer (none: UNAVAILABLE)."""
 
     def __init__(self, *answers, directory=None):
         self.answers, self.directory = list(answers), directory
@@ -47,6 +47,8 @@ class Stub:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
 
     def GetDirectory(self, request, timeout=None):
+        if self.directory is None:
+            raise Status(grpc.StatusCode.UNAVAILABLE)
         return self.directory
 
 
@@ -122,3 +124,53 @@ def test_a_resource_is_never_listed_twice():
     s = Subscription(["http://127.0.0.1:1"], {KID: PUB}, resources=[NM, "cm", NM])
     s._plan_streams(None)
     assert s._plan == [[NM, "cm"]]
+
+
+def test_pull_fallback_enforces_only_the_directory_clock(monkeypatch):
+    """§8.8 "Pull fallback": the maps clock (and the nothing-held 30 s of push) is not enforced while polling,
+    which the polling bound ends instead; the directory clock is, from the second round on, without grace."""
+    s = subscription(grace_s=0, first_commit_s=0, poll_interval_s=0, poll_rounds=3)   # nothing held, ever
+    stub = Stub(pb.FetchResponse())                                                 # answers that apply nothing
+    monkeypatch.setattr("altocast.subscription.pb_grpc.DistributionStub", lambda channel: stub)
+    assert list(s._poll("http://127.0.0.1:1")) == [] and not s.verifier.held
+    s, old = with_expired_directory(poll_interval_s=0, poll_rounds=2)
+    s.options.grace_s = 3600                                                        # no grace while polling
+    stub.directory = old
+    with pytest.raises(_Abandon, match="directory") as e:
+        list(s._poll("http://127.0.0.1:1"))
+    assert e.value.aside
+
+
+def test_pull_skipped_update_is_not_given_its_chunks():
+    """§10.5: a skipped update (not above the held seq) is checked by OPEN and the resource check only, so
+    chunks that do not match it do not fail the answer; it applies nothing and is not an error."""
+    import docvectors
+    from test_vectors import A
+    s = subscription()
+    assert s.verifier.process(su(*NM_SNAP), now=T).committed
+    (body, sig), = docvectors.signed(A["A.6"])                                      # seq 1, chunked
+    junk = pb.FetchResponse(updates=[su(body, sig)], chunks=[pb.SnapshotChunk(index=0, data=b"junk")])
+    assert list(s._pull_once("http://127.0.0.1:1", Stub(junk))) == []
+    assert s.verifier.held[NM].seq == 1 and NM not in s.verifier.pending
+
+
+@pytest.mark.parametrize("url,want", [
+    ("http://127.0.0.1:7100", (False, "127.0.0.1:7100")), ("http://example.net", (False, "example.net:80")),
+    ("https://example.net", (True, "example.net:443")), ("http://[::1]:7100/", (False, "[::1]:7100")),
+    ("https://a.example:8443/ignored/path", (True, "a.example:8443")), ("127.0.0.1:7100", None),
+    ("HTTP://h:1", None), ("grpc://h:1", None), ("http://user@h:1", None), ("http://h:0", None),
+    ("http://h:65536", None), ("http://::1:7100", None), ("http://h:1?x", None), ("http://", None)])
+def test_endpoint_urls(url, want):
+    """§10.1: the endpoint URL syntax, default ports, and a path that is not used."""
+    if want is None:
+        with pytest.raises(ValueError):
+            endpoint_target(url)
+    else:
+        assert endpoint_target(url) == want
+
+
+def test_https_needs_a_ca():
+    """§10.1: the server certificate MUST chain to a CA the client was given (no built-in roots)."""
+    with pytest.raises(ValueError, match="needs a CA"):
+        Subscription(["http://127.0.0.1:1", "https://127.0.0.1:2"], {KID: PUB}, resources=[NM])
+    Subscription(["https://127.0.0.1:2"], {KID: PUB}, resources=[NM], ca=b"-----BEGIN CERTIFICATE-----")

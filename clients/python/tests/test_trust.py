@@ -211,3 +211,14 @@ def test_undecodable_state_file_is_ignored(tmp_path):
     d = directory(1, L1, [K1])
     t.accept_directory(d, now=T)
     assert (state / "directory.pb").read_bytes() == d.SerializeToString()
+
+
+def test_saved_directory_decides_the_pin_or_refuses_the_start(tmp_path):
+    """§9.5 step 3: no pin file but a saved directory: its root is pinned. §9.6: a saved directory that fails a
+    check (another trust anchor) refuses the start, naming the file and what to do."""
+    state, pin = tmp_path / "state", tmp_path / "pin.pem"
+    Trust(root=crypto.public_bytes(R1), state_dir=state).accept_directory(directory(1, L1, [K1]), now=T)
+    t = Trust(first_use=pin, state_dir=state)
+    assert crypto.load_public_key(pin) == crypto.public_bytes(R1) and t.position == (1, T + 1)
+    e = rejects(Trust, "trust", root=crypto.public_bytes(R9), state_dir=state)
+    assert str(state / "directory.pb") in e.reason and "remove the file" in e.reason

@@ -169,7 +169,7 @@ pub(super) fn build() -> Result<Value, Error> {
         )?,
         network_map_vector(
             "network-map-non-canonical-text",
-            "Prefix text inside the §2.2 grammar but not canonical (leading zeros, also in an IPv6 address's dotted quad; upper-case hex; uncompressed zeros), which a verifier MUST accept (§2.2); the text never enters the hash (§3.4).",
+            "Prefix text inside the §2.2 grammar but not canonical (leading zeros, also in an IPv6 address's dotted quad; upper-case hex; uncompressed zeros; a `::` that stands for no group, also before a dotted quad), which a verifier MUST accept (§2.2); the text never enters the hash (§3.4).",
             vec![
                 pid_prefixes("PID1", &["010.001.0.0/16", "192.000.002.000/24", "10.0.0.0/08"], &[]),
                 pid_prefixes(
@@ -181,6 +181,9 @@ pub(super) fn build() -> Result<Value, Error> {
                         "::FFFF:c000:0200/120",
                         "::ffff:198.051.100.000/120",
                         "64:FF9B::192.000.002.033/128",
+                        "1:2:3:4::5:6:7:8/128",
+                        "::a:b:c:d:e:f:0:0/96",
+                        "1:2:3:4:5:6::1.2.3.4/128",
                     ],
                 ),
             ],

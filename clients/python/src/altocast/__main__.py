@@ -15,6 +15,7 @@ def main(argv=None) -> int:
     p.add_argument("--trust-key", action="append", help="a fixed update key (SPKI PEM) instead of the root")
     p.add_argument("--trust-on-first-use", metavar="PIN_FILE",
                    help="pin the root the first directory presents, then trust only it (insecure on first use)")
+    p.add_argument("--ca", help="PEM CA certificate(s) that https:// endpoints must chain to (required for https)")
     p.add_argument("--state-dir", help="keep the last accepted directory here, so no older one is accepted later")
     p.add_argument("--resource", action="append", help="resource to follow (default: the whole directory)")
     p.add_argument("--count", type=int, help="watch: exit after this many updates")
@@ -30,7 +31,11 @@ def main(argv=None) -> int:
     trust = Trust(root=a.trust_root, keys=a.trust_key and crypto.load_trusted(*a.trust_key),
                   first_use=a.trust_on_first_use, state_dir=a.state_dir)
     deadline, n = time.monotonic() + a.timeout, 0
-    sub = Subscription(a.endpoint, trust, resources=a.resource).start()
+    ca = open(a.ca, "rb").read() if a.ca else None
+    try:
+        sub = Subscription(a.endpoint, trust, resources=a.resource, ca=ca).start()
+    except ValueError as e:
+        p.error(str(e))
     try:
         while time.monotonic() < deadline:
             for e in sub.events[n:]:

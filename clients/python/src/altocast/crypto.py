@@ -41,12 +41,17 @@ def _read(src) -> bytes:
         return f.read()
 
 
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
 def load_public_key(src) -> bytes:
-    """An SPKI PEM (RFC 8410, as `altocast-server pubkey` prints) -> the 32 raw key bytes."""
-    key = serialization.load_pem_public_key(_read(src))
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key")
-    return check_point(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    """§4.3: an SPKI PEM (RFC 8410, as `altocast-server pubkey` prints) whose DER is exactly
+    `302a300506032b6570032100 ‖ raw key` (algorithm parameters, also NULL, are refused) and whose
+    raw key is a curve point -> the 32 raw key bytes."""
+    der = _pem_der(_read(src), "PUBLIC KEY")
+    if len(der) != 44 or not der.startswith(_SPKI_PREFIX):
+        raise ValueError("not an RFC 8410 Ed25519 public key (SPKI DER must be 302a300506032b6570032100 ‖ 32 bytes)")
+    return check_point(der[12:])
 
 
 def check_point(raw: bytes) -> bytes:
@@ -57,30 +62,62 @@ def check_point(raw: bytes) -> bytes:
     return bytes(raw)
 
 
-_V1_PREFIX = bytes.fromhex("302e020100300506032b657004220420")
-_V2_PREFIX = bytes.fromhex("020101300506032b657004220420")
+def _der_items(buf: bytes) -> list[tuple[int, bytes]]:
+    """Strict DER: the (tag, content) items that exactly fill `buf` (minimal definite lengths)."""
+    items, i = [], 0
+    while i < len(buf):
+        if i + 2 > len(buf):
+            raise ValueError("PKCS#8: truncated DER")
+        tag, n, i = buf[i], buf[i + 1], i + 2
+        if n & 0x80:
+            k = n & 0x7F
+            if not 1 <= k <= 4 or i + k > len(buf) or buf[i] == 0:
+                raise ValueError("PKCS#8: not DER (length)")
+            n, i = int.from_bytes(buf[i:i + k], "big"), i + k
+            if n < 0x80:
+                raise ValueError("PKCS#8: not DER (length not minimal)")
+        if i + n > len(buf):
+            raise ValueError("PKCS#8: truncated DER")
+        items.append((tag, buf[i:i + n]))
+        i += n
+    return items
 
 
 def load_private_key(src) -> Ed25519PrivateKey:
-    """A PKCS#8 PEM private key: v1 (RFC 8410) or v2 (RFC 5958 OneAsymmetricKey with the public key).
-
-    `cryptography` (and OpenSSL 3.0) read v1 but refuse v2 with a public key, so v2 is parsed
-    here: the seed, then the public key as [1] IMPLICIT BIT STRING (81 21 00 ‖ key) or, as ring
-    writes it, [1] EXPLICIT (a1 23 03 21 00 ‖ key); the public key must match the seed.
-    """
+    """§4.3, read as the reference reads it: strict DER of PKCS#8 v1 (RFC 8410; version 0, no public
+    key) or v2 (RFC 5958; version 1 and the public key as [1] IMPLICIT BIT STRING `81 21 00 ‖ key`,
+    which must be the seed's), an optional [0] attributes field skipped, nothing else and nothing
+    after. One liberty §4.3 allows ("a reader MAY accept it"): ring's constructed [1] form
+    `a1 23 03 21 00 ‖ key`."""
     der = _pem_der(_read(src), "PRIVATE KEY")
-    if len(der) == 48 and der.startswith(_V1_PREFIX):
-        return Ed25519PrivateKey.from_private_bytes(der[16:])
-    body = der[2:]
-    if der[0] == 0x30 and der[1] == len(body) and body.startswith(_V2_PREFIX):
-        seed, rest = body[14:46], body[46:]
-        for tag in (bytes.fromhex("812100"), bytes.fromhex("a123032100")):
-            if rest.startswith(tag) and len(rest) == len(tag) + 32:
-                key = Ed25519PrivateKey.from_private_bytes(seed)
-                if public_bytes(key) != rest[len(tag):]:
-                    raise ValueError("PKCS#8 v2: public key does not match the private key")
-                return key
-    return serialization.load_pem_private_key(_read(src), None)  # anything else: let it decide
+    top = _der_items(der)
+    if len(top) != 1 or top[0][0] != 0x30:
+        raise ValueError("PKCS#8: not one DER SEQUENCE")
+    fields = _der_items(top[0][1])
+    if len(fields) < 3 or fields[0] not in ((0x02, b"\x00"), (0x02, b"\x01")):
+        raise ValueError("PKCS#8: version must be 0 (v1) or 1 (v2)")
+    if fields[1] != (0x30, bytes.fromhex("06032b6570")):
+        raise ValueError("PKCS#8: algorithm must be id-Ed25519 (1.3.101.112) without parameters")
+    if fields[2][0] != 0x04 or len(fields[2][1]) != 34 or not fields[2][1].startswith(b"\x04\x20"):
+        raise ValueError("PKCS#8: private key must be OCTET STRING { 04 20 ‖ 32-byte seed }")
+    key = Ed25519PrivateKey.from_private_bytes(fields[2][1][2:])
+    rest = fields[3:]
+    if rest and rest[0][0] == 0xA0:
+        rest = rest[1:]
+    public = None
+    if rest and rest[0][0] == 0x81 and len(rest[0][1]) == 33 and rest[0][1][0] == 0:
+        public = rest[0][1][1:]
+    elif rest and rest[0][0] == 0xA1 and rest[0][1][:3] == bytes.fromhex("032100") and len(rest[0][1]) == 35:
+        public = rest[0][1][3:]
+    elif rest:
+        raise ValueError("PKCS#8: unexpected field after the private key (or a malformed public key)")
+    if len(rest) > 1:
+        raise ValueError("PKCS#8: field after the public key")
+    if (public is not None) != (fields[0][1] == b"\x01"):
+        raise ValueError("PKCS#8: version 1 needs the public key and version 0 must not have one")
+    if public is not None and public != public_bytes(key):
+        raise ValueError("PKCS#8 v2: key data malformed (public key is not the seed's)")
+    return key
 
 
 def public_key_pem(raw: bytes) -> bytes:

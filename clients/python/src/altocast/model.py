@@ -104,7 +104,8 @@ def _v6_addr(text: str) -> bytes | None:
         left, right = text.split("::")
         groups_l = left.split(":") if left else []
         groups_r = right.split(":") if right else []
-        if len(groups_l) + len(groups_r) > 7:
+        # h <= 7 and h + t <= 8: "::" may stand for no group at all (1:2:3:4::5:6:7:8)
+        if len(groups_l) > 7 or len(groups_l) + len(groups_r) > 8:
             return None
         groups = groups_l + ["0"] * (8 - len(groups_l) - len(groups_r)) + groups_r
     else:

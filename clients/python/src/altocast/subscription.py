@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -60,6 +61,19 @@ class Options:
     max_pending_run: int = 1024      # pending results allowed in a row per session; one more abandons (§8.5)
 
 
+_URL = re.compile(r"(http|https)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-_]+)(?::([0-9]{1,5}))?(/[^?#]*)?")
+
+
+def endpoint_target(url: str) -> tuple[bool, str]:
+    """§10.1: `http://` or `https://`, then host (DNS name, IPv4, [IPv6]) and port (default 80 or 443); no
+    userinfo; a path is not used (gRPC calls go to absolute paths). -> (TLS?, grpc target "host:port")."""
+    m = _URL.fullmatch(url)
+    port = int(m.group(3) or (443 if m.group(1) == "https" else 80)) if m else 0
+    if not m or not 0 < port < 65536:
+        raise ValueError(f"bad endpoint URL {url!r}: expected http://host[:port] or https://host[:port]")
+    return m.group(1) == "https", f"{m.group(2)}:{port}"
+
+
 class _Abandon(Exception):
     def __init__(self, reason, aside=True):
         super().__init__(reason)
@@ -82,6 +96,9 @@ class Subscription:
     def __init__(self, endpoints, trust, resources=None, options: Options | None = None, ca: bytes | None = None):
         """trust: a Trust (root, fixed keys or first-use pin; optional state dir), or {key id: raw key}."""
         self.endpoints = list(endpoints)
+        for ep in self.endpoints:
+            if endpoint_target(ep)[0] and ca is None:
+                raise ValueError(f"{ep}: an https:// endpoint needs a CA to check its certificate")
         self.configured = list(dict.fromkeys(resources)) if resources else None   # never listed twice (§10.4)
         self.options = options or Options()
         self.ca = ca
@@ -172,10 +189,10 @@ class Subscription:
 
     def _channel(self, ep: str):
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-        if ep.startswith("https://"):
-            creds = grpc.ssl_channel_credentials(root_certificates=self.ca)
-            return grpc.secure_channel(ep[len("https://"):], creds, options=opts)
-        return grpc.insecure_channel(ep.removeprefix("http://"), options=opts)
+        tls, target = endpoint_target(ep)
+        if tls:   # only the CA given: no built-in roots (§10.1); grpc checks the name against the URL's host
+            return grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=self.ca), options=opts)
+        return grpc.insecure_channel(target, options=opts)
 
     def _reject(self, ep, e: VerifyError):
         self.rejections.append((ep, e))
@@ -365,15 +382,15 @@ class Subscription:
 
     # -- pull fallback (§10.5, §10.6) ----------------------------------------------------------
     def _poll(self, ep):
-        channel, connected = self._channel(ep), now_ms()
+        channel = self._channel(ep)
         try:
             stub = pb_grpc.DistributionStub(channel)
             for n in range(self.options.poll_rounds):
-                if n:
-                    self._directory(stub, ep)     # re-read periodically (§9.4, §10.6)
-                    deadline, why = self._stale_deadline(connected)   # the clocks of §8.8 apply here too
-                    if now_ms() >= deadline:
-                        raise _Abandon(why)
+                if n:   # §8.8 "Pull fallback": re-read, then the directory clock without grace; the maps
+                    self._directory(stub, ep)     # clock is not enforced (an answer may refresh nothing)
+                    deadline = self.verifier.trust.deadline_ms()
+                    if deadline is not None and now_ms() > deadline:
+                        raise _Abandon("stale directory (expiry)")
                 yield from self._pull_once(ep, stub)
                 if n + 1 < self.options.poll_rounds and self._closed.wait(self.options.poll_interval_s):
                     return
@@ -399,11 +416,11 @@ class Subscription:
                         u = opened.update
                         if u.resource_id != r:
                             raise VerifyError("resource", f"Fetch of {r} answered with another resource", u.resource_id)
-                        for c in resp.chunks if k == 0 and opened.chunks_due else ():   # else ignored (§7.2)
-                            opened.add_chunk(c)
-                        held = self.verifier.held.get(r)
+                        held = self.verifier.held.get(r)   # skipped: checked by OPEN and the resource only (§10.5)
                         if held and u.WhichOneof("payload") != "heartbeat" and u.seq <= held.seq:
                             continue
+                        for c in resp.chunks if k == 0 and opened.chunks_due else ():   # else ignored (§7.2)
+                            opened.add_chunk(c)
                         ev = self._finish(ep, opened, "pull")
                         committed = ev is not None
                         if ev:

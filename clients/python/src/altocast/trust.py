@@ -111,8 +111,13 @@ class Trust:
         self.directory = None                                # the held Directory, decoded
         self.state_dir = Path(state_dir) if state_dir is not None else None
         saved = self._saved()
-        if saved is not None:
-            self.accept_directory(saved, restoring=True)    # every check but the two expiry checks
+        if saved is not None:                               # every check but the two expiry checks
+            try:
+                self.accept_directory(saved, restoring=True)
+            except VerifyError as e:                        # refuse to start, saying why (§9.6)
+                raise VerifyError(e.check, f"the saved directory {self.state_dir / STATE_FILE} does not restore: "
+                                  f"{e.reason}; if the trust anchor was changed on purpose, remove the file",
+                                  step=e.step) from None
 
     def _saved(self):
         """§9.6: the saved SignedDirectory, or None when the file is absent, unreadable or does not decode."""
