@@ -283,14 +283,19 @@ async fn a_frozen_directory_is_left_at_its_expiry_and_a_tampered_key_chain_is_re
     o.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn first_use_pinning_refuses_another_origins_root_naming_both() {
-    let a = TestOrigin::start().await;
-    let b = TestOrigin::start().await;
+/// Two origins with their own roots, each publishing a network map.
+async fn two_origins() -> (TestOrigin, TestOrigin) {
+    let (a, b) = (TestOrigin::start().await, TestOrigin::start().await);
     let m = Maps::synthetic(4);
     for o in [&a, &b] {
         o.publish(NM, &m.network_map_json()).await.expect("nm");
     }
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_use_pinning_refuses_another_origins_root_naming_both() {
+    let (a, b) = two_origins().await;
     let dir = tempfile::tempdir().expect("dir");
     let pin = dir.path().join("pin.pem");
     let run = |url: &str| {
@@ -329,12 +334,7 @@ async fn first_use_pinning_refuses_another_origins_root_naming_both() {
 /// file; and `watch` moves its pin forward when the root rotates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_follow_the_saved_directory_and_the_root_and_an_untrusted_state_refuses_to_start() {
-    let a = TestOrigin::start().await;
-    let b = TestOrigin::start().await;
-    let m = Maps::synthetic(4);
-    for o in [&a, &b] {
-        o.publish(NM, &m.network_map_json()).await.expect("nm");
-    }
+    let (a, b) = two_origins().await;
     let dir = tempfile::tempdir().expect("dir");
     let (pin, state) = (dir.path().join("pin.pem"), dir.path().join("state"));
     let cli = |args: &[&str]| {
