@@ -137,26 +137,31 @@ enum Command {
     ///
     /// Both are U-NAPTR lookups for --service (default "ALTO:https"): only NAPTR
     /// records of application service ALTO listing that protocol count (case
-    /// does not matter; other services are ignored), in order then preference.
-    /// Terminal records (flags "U") give a URI through a regexp of the form
-    /// !^.*$!https://…! (its scheme must be the protocol asked); non-terminal
-    /// ones (empty flags) name the next name to ask, followed up to
-    /// --max-naptr-chain times. For --ip, the reverse-tree names are asked
+    /// does not matter; other services are ignored), in order then preference;
+    /// once a usable record is found, records of a higher order are not
+    /// considered (RFC 3403 §4.1). Terminal records (flags "U") give a URI
+    /// through a regexp of the form !^.*$!https://…! (its scheme must be the
+    /// protocol asked); non-terminal ones (empty flags, a replacement, no
+    /// regexp) name the next name to ask, followed up to --max-naptr-chain
+    /// times. For --ip, the reverse-tree names are asked
     /// longest prefix first: IPv4 /32, /24, /16, /8 (in-addr.arpa.), IPv6 /128,
     /// /64, /56, /48, /40, /32 (ip6.arpa.); the first name with a usable record
-    /// answers, with every URI it yields. With both --ip and --domain, the
+    /// answers, with every URI of its lowest usable order. With both --ip and --domain, the
     /// domain is asked only when no reverse name answered: the address's own
     /// record is the more specific answer. A name whose ALTO records are all
     /// unusable (bad regexp, wrong scheme, more than 32 NAPTR records) is noted
     /// and the next name asked; a lookup that times out or fails with SERVFAIL
     /// is asked once more after every other name was asked (RFC 8686 §3.5).
     /// Private, loopback, link-local and other special-purpose addresses are
-    /// not looked up (their reverse tree is local to each network) unless
-    /// --discover-private is given.
+    /// not looked up by default (altocast's choice: RFC 8686 §5.1.3 warns that
+    /// it "may be problematic" and suggests RFC 7286 instead, so --domain is
+    /// still asked) unless --discover-private is given.
     ///
     /// Prints one line per name asked ("tried NAME: …"), then one line per URI
     /// found, in the order to try them ("found URI at NAME ttl=…s order=…
-    /// preference=…"), or "skipped ADDR: …". DNS is not a trust root: the URIs
+    /// preference=…"), or "skipped ADDR: …"; names that failed temporarily
+    /// are named on stderr ("note: …", RFC 8686 §3.5: discovering again later
+    /// might give a more accurate answer). DNS is not a trust root: the URIs
     /// only say where to look; trust what is served there only through
     /// --trust-root, --trust-key or a first-use pin.
     Discover {
@@ -215,8 +220,10 @@ pub struct DiscoveryArgs {
           value_parser = clap::builder::ValueParser::new(str::parse::<crate::discover::Service>))]
     service: crate::discover::Service,
     /// Also walk the reverse tree of private (RFC 1918, RFC 4193), shared, loopback, link-local and other
-    /// special-purpose addresses; by default they are not looked up (RFC 8686 §5.1.3: their reverse tree is
-    /// local to each network). For labs and tests whose peers live in such blocks.
+    /// special-purpose addresses; by default they are not looked up (altocast's choice, not an RFC rule: RFC 8686
+    /// §5.1.3 says such a walk "may be problematic", working only with a DNS split horizon and DNSSEC trust
+    /// anchors set up for it, and suggests RFC 7286 discovery instead). For labs and tests whose peers live in
+    /// such blocks.
     #[arg(long)]
     discover_private: bool,
     /// Also accept http:// IRD URIs whose host is a loopback IP literal (127.0.0.0/8, [::1]) under the https
@@ -736,6 +743,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             c.preference
                         );
                     }
+                    retry_note(&found.temporarily_failed());
                 }
                 Err(e) => {
                     if let crate::discover::DiscoverError::Skipped(s) = &e {
@@ -744,6 +752,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     for a in e.tried() {
                         println!("tried {a}");
                     }
+                    retry_note(&e.temporarily_failed());
                     return Err(e.into());
                 }
             }
@@ -859,4 +868,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// RFC 8686 §3.5: tell the caller that names failed temporarily and that
+/// discovering again later might give a more accurate answer (on stderr, so
+/// stdout keeps one line per name and per URI).
+fn retry_note(names: &[&str]) {
+    if !names.is_empty() {
+        eprintln!(
+            "note: {} failed temporarily; discovering again later might give a more accurate answer (RFC 8686 §3.5)",
+            names.join(", ")
+        );
+    }
 }

@@ -12,20 +12,29 @@
 //! domain only if none of them answered: a record for the address is the more
 //! specific statement about who is responsible for it.
 //!
-//! **What an answer is.** The answering name's result is *every* usable URI
-//! it yields, in the order the client is to try them (RFC 8686 §3.1 returns
-//! "one or more URIs"; RFC 3403 §4.1: lower order first, then lower
-//! preference; equal ones keep the order DNS gave them), each with its order
-//! and preference ([`Candidate`]). The tracker tries them in that order and
-//! falls back to the next when one's IRD cannot be fetched.
+//! **What an answer is.** The answering name's result is the usable URIs of
+//! its lowest order, by preference (RFC 8686 §3.1 returns "one or more URIs"
+//! with their order and preference; RFC 3403 §4.1: "once a match is found the
+//! client MUST NOT consider records with a different Order but they MAY
+//! process records with the same Order but different Preferences"; equal
+//! preferences keep the order DNS gave them), each with its order and
+//! preference ([`Candidate`]). Records of a higher order are not considered.
+//! The tracker tries the URIs in that order and falls back to the next when
+//! one's IRD cannot be fetched (RFC 3958 §2.2.4: backtrack on failure).
 //!
 //! **DNS is never a trust root.** A discovered URI only says *where to look*
 //! (even when DNSSEC validated it, see below). What is found there is trusted
 //! only when it verifies against a key the client was configured with
 //! (DESIGN §6a); discovery never adds a trusted key.
 //!
-//! **DNSSEC** (RFC 8686 §6.1: the NAPTR answers steer clients, so they should
-//! be protected). Off by default, as the answers are only locators. With
+//! **DNSSEC.** RFC 8686 §6.1: "All implementations of the Cross-Domain ALTO
+//! Server Discovery Procedure MUST support DNSSEC or be able to use such
+//! functionality provided by the underlying operating system"; operators
+//! "SHOULD use DNSSEC to protect their subdomains of "in-addr.arpa." and/or
+//! "ip6.arpa."", and the U-NAPTR records "have to be secured using DNSSEC"
+//! because TLS cannot detect a forged URI. Supported here; validation is off
+//! by default (the RFC requires support, not validation by default, and
+//! here a forged URI still cannot make a client trust a directory, above). With
 //! [`DiscoveryConfig::validate_dnssec`] the resolver validates (hickory's
 //! `dnssec-ring`) from the IANA root keys, or from the DNSKEYs of
 //! [`DiscoveryConfig::dnssec_trust_anchor`]; an answer whose signatures do not
@@ -44,29 +53,40 @@
 //!    once more only after every name of the walk was asked once (RFC 8686
 //!    §3.5), so one lame name never delays the answer of a shorter one.
 //! 3. More than [`MAX_RECORDS`] NAPTR records: refused.
-//! 4. Service parameters (RFC 3958 §6.5 syntax, compared case-insensitively):
+//! 4. Service parameters (RFC 4848 §4.5 syntax, compared case-insensitively):
 //!    only records whose application service is `ALTO` and whose protocols
 //!    include the one asked (`https` for `ALTO:https`; `ALTO:http:https`
-//!    counts) are considered; every other service, protocol or flag is ignored
-//!    (none left: ask the next name).
+//!    counts), with flags `U` or empty, are considered, terminal or not (RFC
+//!    3958 §2.2.2); every other service, protocol or flag (`S` and `A` lead
+//!    to a host, not a URI) is ignored (none left: ask the next name).
 //! 5. Terminal records (flags `U`) yield a URI through their regexp; its scheme
 //!    must be the protocol asked (`https://` for `ALTO:https`). Non-terminal
-//!    records (empty flags; the service's protocol may be left out) name the
-//!    next domain name to ask with the same service parameter (RFC 4848 §4.4):
+//!    records (empty flags, a replacement and no regexp) name the next domain
+//!    name to ask with the same service parameter (RFC 4848 §4.4):
 //!    followed, at most [`DiscoveryConfig::max_naptr_chain`] of them from one
 //!    name (loops refused), their URIs taking the place of the record that led
 //!    to them.
-//! 6. Records are taken in (order, preference) order; every usable URI is
-//!    kept. If none is usable, the name is refused: the reason is noted and
+//! 6. Records are taken in (order, preference) order. The first usable one
+//!    fixes the order: its usable records of that order are kept by
+//!    preference, and higher orders are not considered (RFC 3403 §4.1); a
+//!    record whose rule yields nothing usable (bad regexp, wrong scheme) is
+//!    no match and is passed over (RFC 3402 §3.3 steps 3–4). Non-terminal
+//!    records are followed within the kept order only, and at the next name
+//!    the same rule applies. If none is usable, the name is refused: the reason is noted and
 //!    the next name is asked (RFC 8686 §3.4–3.5: lookups go on "until one
 //!    produces a usable result"). A walk that ends without an answer reports
 //!    the first refusal, naming the name.
 //!
 //! **Special-purpose addresses.** Private (RFC 1918, RFC 4193), shared
 //! (RFC 6598), loopback, link-local, unspecified, benchmarking, multicast and
-//! reserved addresses are not walked: their reverse tree is local to each
-//! network, not a statement by the network that owns them (RFC 8686 §5.1.3
-//! on NAT: the procedure is meant for the public address). Such an address
+//! reserved addresses are not walked by default. This is altocast's policy,
+//! not an RFC 8686 requirement: §5.1.3 only warns that a walk for a private
+//! (RFC 1918) address "may be problematic, as this will only yield usable
+//! results if a DNS "split horizon" and DNSSEC trust anchors are configured
+//! correctly", and that "it may be more advisable to query an ALTO server
+//! that has been discovered using \[RFC7286\] or any other local
+//! configuration"; §5.1.1 has the client learn its "public" IP address (e.g.
+//! STUN) before discovery. Such an address
 //! gives [`DiscoverError::Skipped`] (a domain given too is still asked) unless
 //! [`DiscoveryConfig::discover_private`] is set (tests and labs whose swarm
 //! lives in 10.0.0.0/8). Documentation prefixes (192.0.2.0/24, 198.51.100.0/24,
@@ -268,6 +288,28 @@ pub struct Discovery {
     /// The address's walk was not run (special-purpose address), and the
     /// domain answered instead.
     pub skipped: Option<Skipped>,
+}
+
+impl Discovery {
+    /// Names asked whose last lookup failed temporarily (asked once more
+    /// after the walk, or not, when a later name answered first): RFC 8686
+    /// §3.5 wants the caller told
+    /// that "retrying the discovery at a later point in time might give more
+    /// accurate results".
+    pub fn temporarily_failed(&self) -> Vec<&str> {
+        temporarily_failed(&self.tried)
+    }
+}
+
+fn temporarily_failed(tried: &[Attempt]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for a in tried {
+        let last = tried.iter().rev().find(|b| b.name == a.name);
+        if last.is_some_and(|b| b.outcome.is_temporary_failure()) && !names.contains(&a.name.as_str()) {
+            names.push(&a.name);
+        }
+    }
+    names
 }
 
 /// One name asked and what it answered.
@@ -512,8 +554,8 @@ impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} is {}: its reverse tree is local to each network, so RFC 8686 discovery is not run for it \
-             (give the public address, or --discover-private to walk it anyway)",
+            "{} is {}: not walked by default, as RFC 8686 §5.1.3 warns discovery for such an address \
+             \"may be problematic\" (give the public address, a --domain, or --discover-private to walk it anyway)",
             self.ip, self.kind
         )
     }
@@ -562,6 +604,11 @@ pub enum DiscoverError {
 }
 
 impl DiscoverError {
+    /// Names whose lookups failed temporarily (see [`Discovery::temporarily_failed`]).
+    pub fn temporarily_failed(&self) -> Vec<&str> {
+        temporarily_failed(self.tried())
+    }
+
     /// The names asked before giving up (empty if none was).
     pub fn tried(&self) -> &[Attempt] {
         match self {
@@ -998,6 +1045,9 @@ pub struct Selected {
     pub errors: Vec<RecordError>,
     /// Records of other services, protocols or flags, ignored.
     pub ignored: usize,
+    /// Records for the service with a higher order than the first usable
+    /// one, not considered (RFC 3403 §4.1).
+    pub other_order: usize,
 }
 
 /// U-NAPTR processing of one name's NAPTR records (RFC 4848, RFC 3403) for
@@ -1014,9 +1064,25 @@ pub fn select(records: &[&NAPTR], service: Service, loopback_http: bool) -> Resu
     let ignored = records.len() - relevant.len();
     // Stable: equal (order, preference) keep the order DNS gave them.
     relevant.sort_by_key(|(_, n)| (n.order, n.preference));
+    let results: Vec<(usize, u16, Result<Entry, RecordError>)> = relevant
+        .into_iter()
+        .map(|(index, n)| {
+            let entry = if is_terminal(n) { uri_of(n, service, loopback_http).map(Entry::Uri) } else { next_of(n) };
+            (index, n.order, entry)
+        })
+        .collect();
+    // RFC 3403 §4.1: "once a match is found the client MUST NOT consider
+    // records with a different Order but they MAY process records with the
+    // same Order but different Preferences". A match is the first record (in
+    // sorted order) for the service whose rule yields a usable result (RFC
+    // 3402 §3.3 steps 3-4: a rule that yields nothing is passed over).
+    let matched = results.iter().find(|(.., e)| e.is_ok()).map(|(_, order, _)| *order);
     let mut out = Selected { ignored, ..Selected::default() };
-    for (index, n) in relevant {
-        let entry = if is_terminal(n) { uri_of(n, service, loopback_http).map(Entry::Uri) } else { next_of(n) };
+    for (index, order, entry) in results {
+        if matched.is_some_and(|m| order > m) {
+            out.other_order += 1;
+            continue;
+        }
         match entry {
             Ok(e) => out.entries.push((index, e)),
             Err(e) => out.errors.push(e),
@@ -1025,19 +1091,22 @@ pub fn select(records: &[&NAPTR], service: Service, loopback_http: bool) -> Resu
     Ok(out)
 }
 
-/// Whether a record is for `service` (RFC 3958 §6.5 service-parms
-/// `app-service *(":" app-protocol)`, compared case-insensitively): service
-/// `ALTO`, and either flags `U` with the protocol asked among its protocols,
-/// or empty flags (non-terminal) with the protocol asked or none given.
-/// Every other flag (`S`, `A`, …) is not U-NAPTR's and is ignored.
+/// Whether a record is for `service` (RFC 4848 §4.5 service-parms
+/// `app-service *(":" app-protocol)`, "considered case-insensitive"): service
+/// `ALTO` with the protocol asked among its protocols (RFC 3958 §2.2.2 and
+/// Appendix A.1: a match is a SERVICE field "that includes the tags for the
+/// desired application service and a supported application protocol", for
+/// non-terminal records too), and flags `U` (terminal) or empty
+/// (non-terminal). `S` and `A` records are U-NAPTR's too (RFC 4848 §2.1) but
+/// lead to a host, not to the URI ALTO discovery returns (RFC 7286 §3.2,
+/// RFC 8686 §3.4), so they are ignored like every other flag.
 fn is_for(n: &NAPTR, service: Service) -> bool {
     let mut parts = n.services.split(|&b| b == b':');
     if !parts.next().is_some_and(|s| s.eq_ignore_ascii_case(b"ALTO")) {
         return false;
     }
-    let protocols: Vec<&[u8]> = parts.collect();
-    let asked = protocols.iter().any(|p| p.eq_ignore_ascii_case(service.protocol().as_bytes()));
-    if is_terminal(n) { asked } else { n.flags.is_empty() && (asked || protocols.is_empty()) }
+    let asked = parts.any(|p| p.eq_ignore_ascii_case(service.protocol().as_bytes()));
+    asked && (is_terminal(n) || n.flags.is_empty())
 }
 
 /// Flags `U`: terminal, the regexp yields a URI.
@@ -1327,23 +1396,22 @@ mod tests {
     }
 
     #[test]
-    fn select_keeps_every_usable_record_by_order_then_preference() {
+    fn select_keeps_the_lowest_usable_order_by_preference() {
         let a = naptr(20, 1, "U", "ALTO:https", "!.*!https://a.example/!");
         let b = naptr(10, 20, "U", "ALTO:https", "!.*!https://b.example/!");
         let c = naptr(10, 10, "u", "alto:HTTPS", "!.*!https://c.example/!");
         let d = naptr(10, 20, "U", "ALTO:https", "!.*!https://d.example/!");
         let s = https(&[&a, &b, &c, &d]).unwrap();
-        // Equal (order, preference) keep the order given (b before d).
-        assert_eq!(
-            uris(&s),
-            [
-                (2, "https://c.example/"),
-                (1, "https://b.example/"),
-                (3, "https://d.example/"),
-                (0, "https://a.example/")
-            ]
-        );
+        // Equal (order, preference) keep the order given (b before d); RFC
+        // 3403 §4.1: the order-20 record is not considered once order 10 matched.
+        assert_eq!(uris(&s), [(2, "https://c.example/"), (1, "https://b.example/"), (3, "https://d.example/")]);
+        assert_eq!((s.other_order, s.ignored), (1, 0));
         assert!(s.errors.is_empty());
+        // A record that yields nothing usable is no match: the next order answers.
+        let bad = naptr(5, 1, "U", "ALTO:https", "!.*!http://bad.example/!");
+        let s = https(&[&a, &bad]).unwrap();
+        assert_eq!(uris(&s), [(0, "https://a.example/")]);
+        assert!(matches!(&s.errors[..], [RecordError::Uri { .. }]), "{s:?}");
     }
 
     #[test]
@@ -1356,9 +1424,12 @@ mod tests {
             naptr(1, 1, "U", "ALTO", "!.*!https://e.example/!"),
             naptr(1, 1, "", "SIP+D2U", ""),
             naptr(1, 1, "", "ALTO:http", ""),
+            // RFC 3958 §2.2.2: a non-terminal record matches only with the protocol too.
+            naptr(1, 1, "", "ALTO", ""),
+            naptr(1, 1, "A", "ALTO:https", ""),
         ];
         let refs: Vec<&NAPTR> = records.iter().collect();
-        assert_eq!(https(&refs), Ok(Selected { ignored: 7, ..Selected::default() }));
+        assert_eq!(https(&refs), Ok(Selected { ignored: 9, ..Selected::default() }));
         // RFC 3958 service-parms: a service may list several protocols.
         let multi = naptr(1, 1, "U", "ALTO:http:https", "!.*!https://e.example/!");
         assert_eq!(uris(&https(&[&multi]).unwrap()), [(0, "https://e.example/")]);
@@ -1387,10 +1458,10 @@ mod tests {
     fn non_terminal_records_name_the_next_name() {
         let mut next = naptr(5, 1, "", "ALTO:https", "");
         next.replacement = Name::from_ascii("Alto.ISP.example.").unwrap();
-        let mut bare = naptr(6, 1, "", "ALTO", "");
-        bare.replacement = Name::from_ascii("other.example.").unwrap();
-        let terminal = naptr(7, 1, "U", "ALTO:https", "!.*!https://t.example/!");
-        let s = https(&[&terminal, &bare, &next]).unwrap();
+        let mut multi = naptr(5, 2, "", "alto:http:HTTPS", "");
+        multi.replacement = Name::from_ascii("other.example.").unwrap();
+        let terminal = naptr(5, 3, "U", "ALTO:https", "!.*!https://t.example/!");
+        let s = https(&[&terminal, &multi, &next]).unwrap();
         let names: Vec<(usize, String)> = s
             .entries
             .iter()

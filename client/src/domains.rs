@@ -22,8 +22,9 @@
 //!    walk is not. Special-purpose addresses (private, loopback, …) are not
 //!    walked unless [`DomainsConfig::discover_private`]: they have no server
 //!    and are counted ([`Stats::addresses_skipped`]).
-//! 2. **The domain** behind the IRD URIs found, tried in NAPTR order and
-//!    preference, going on to the next one when an IRD cannot be fetched or
+//! 2. **The domain** behind the IRD URIs found (those of the answering
+//!    name's lowest usable NAPTR order, RFC 3403 §4.1), tried by preference,
+//!    going on to the next one when an IRD cannot be fetched or
 //!    none of its gRPC endpoints answers: the IRD is fetched (bounded
 //!    size and time; `https://` checked against the platform's roots or
 //!    [`DomainsConfig::ird_ca`]) and its `meta.altocast.grpc` says where to
@@ -194,7 +195,8 @@ pub struct DomainsConfig {
     pub service: Service,
     /// Walk the reverse tree of special-purpose addresses (private, loopback,
     /// link-local, …) too; by default they rank as having no server without
-    /// a lookup (RFC 8686 §5.1.3; see [`crate::discover`]).
+    /// a lookup (altocast's policy; RFC 8686 §5.1.3 only warns it "may be
+    /// problematic"; see [`crate::discover`]).
     pub discover_private: bool,
     /// Most non-terminal NAPTR records followed from one name.
     pub max_naptr_chain: usize,

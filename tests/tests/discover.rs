@@ -189,18 +189,53 @@ async fn records_are_taken_by_order_then_preference() {
     .await;
     let d = dns.discoverer().by_address(ip(V4)).await.unwrap();
     assert_eq!(d.uri, "https://pref5.example/ird");
-    // RFC 8686 §3.1: every usable URI of the answering name, in the order to
-    // try them, with its order and preference; the unusable one is left out.
+    // RFC 8686 §3.1: the URIs with their order and preference, in the order
+    // to try them. The order-1 record yields no usable URI, so it is no match
+    // and order 10 answers; RFC 3403 §4.1: once order 10 matched, the
+    // order-20 record is not considered.
     let got: Vec<(&str, u16, u16)> = d.uris.iter().map(|c| (c.uri.as_str(), c.order, c.preference)).collect();
-    assert_eq!(
-        got,
-        [
-            ("https://pref5.example/ird", 10, 5),
-            ("https://pref50.example/ird", 10, 50),
-            ("https://order20.example/ird", 20, 1),
-        ]
-    );
+    assert_eq!(got, [("https://pref5.example/ird", 10, 5), ("https://pref50.example/ird", 10, 50)]);
     assert_eq!(asked(&d), [V4_NAMES[0]], "nothing shorter is asked");
+    dns.stop().await;
+}
+
+#[tokio::test]
+async fn a_higher_order_is_not_considered_once_a_lower_one_matched() {
+    // RFC 3403 §4.1: "once a match is found the client MUST NOT consider
+    // records with a different Order". The /32's order-10 record is a
+    // non-terminal one whose next name has nothing: the /32 has no usable
+    // answer, and its order-20 record is not tried; the /24 answers.
+    let dns = TestDns::start(vec![
+        next(V4_NAMES[0], "empty.isp.example."),
+        Naptr { order: 20, ..alto(V4_NAMES[0], "https://order20.example/ird") },
+        alto(V4_NAMES[1], IRD),
+    ])
+    .await;
+    let d = dns.discoverer().by_address(ip(V4)).await.unwrap();
+    assert_eq!((d.uri.as_str(), d.found_at.as_str()), (IRD, V4_NAMES[1]));
+    let Outcome::Refused { reason: RecordError::Next { name, .. } } = &d.tried[0].outcome else {
+        panic!("{:?}", d.tried)
+    };
+    assert_eq!(name, "empty.isp.example.");
+    dns.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_terminal_record_must_name_the_protocol_too() {
+    // RFC 3958 §2.2.2: a match is a SERVICE field "that includes the tags for
+    // the desired application service and a supported application protocol";
+    // a non-terminal "ALTO" record without "https" is ignored.
+    let dns = TestDns::start(vec![
+        Naptr { service: "ALTO", ..next(V4_NAMES[0], "alto.isp.example.") },
+        alto("alto.isp.example.", "https://via.example/ird"),
+        Naptr { service: "alto:HTTPS", ..next(V4_NAMES[1], "servers.isp.example.") },
+        alto("servers.isp.example.", IRD),
+    ])
+    .await;
+    let d = dns.discoverer().by_address(ip(V4)).await.unwrap();
+    assert_eq!(d.tried[0].outcome, Outcome::NoAltoRecord { ignored: 1 });
+    assert_eq!((d.uri.as_str(), d.found_at.as_str()), (IRD, V4_NAMES[1]));
+    assert_eq!(d.uris[0].via, ["servers.isp.example."]);
     dns.stop().await;
 }
 
@@ -322,6 +357,16 @@ async fn a_name_that_fails_temporarily_is_asked_again_only_after_the_others() {
     assert!(matches!(&d.tried[0].outcome, Outcome::Failed { temporary: true, .. }), "{:?}", d.tried[0]);
     assert_eq!(flaky.queries(V4_NAMES[0]), 2, "asked twice, not more");
     assert_eq!(flaky.queries(V4_NAMES[1]), 1);
+    assert!(d.temporarily_failed().is_empty(), "the second ask answered");
+    dns.stop().await;
+
+    // A shorter name answers while the /32 failed: the walk stops there, and
+    // the caller is told the /32 failed temporarily (RFC 8686 §3.5).
+    let dns = TestDns::start(vec![alto(V4_NAMES[0], IRD), alto(V4_NAMES[1], "https://isp.example/ird")]).await;
+    let flaky = FlakyDns::start(dns.addr, &[(V4_NAMES[0], 1)]).await;
+    let d = Discoverer::new(Some(flaky.addr)).unwrap().by_address(ip(V4)).await.unwrap();
+    assert_eq!((d.uri.as_str(), d.found_at.as_str()), ("https://isp.example/ird", V4_NAMES[1]));
+    assert_eq!(d.temporarily_failed(), [V4_NAMES[0]]);
     dns.stop().await;
 }
 
@@ -510,9 +555,10 @@ fn closed_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracker_falls_back_to_the_next_uri_when_an_ird_cannot_be_fetched() {
-    // West's /16 name has a dead IRD first (order 1), its real one after (order 10).
+    // West's /16 name has a dead IRD first (preference 1), its real one after
+    // (preference 10), both of order 10 (a higher order would not be considered).
     let dead = format!("http://127.0.0.1:{}/directory", closed_port());
-    let sc = Scenario::start(vec![Naptr { order: 1, ..alto("1.10.in-addr.arpa.", &dead) }]).await;
+    let sc = Scenario::start(vec![Naptr { preference: 1, ..alto("1.10.in-addr.arpa.", &dead) }]).await;
     let west = &sc.isps[0];
     let stop = CancellationToken::new();
     let domains = Domains::new(sc.tracker_config(), stop.clone()).expect("tracker");
