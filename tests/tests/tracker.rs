@@ -244,6 +244,13 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer)).await.expect("408 in time").expect("read");
     let answer = String::from_utf8_lossy(&answer[..n]).to_string();
     assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("not received within 1 s"), "{answer}");
+    // The tracker closes it after the 408; only then is its slot free for
+    // the three below (else the third would be the one refused).
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await.expect("closed after 408").ok();
+    drop(slow);
+    // The slot is released just after the socket closes (the task's last step).
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
     let mut idle: Vec<tokio::net::TcpStream> = Vec::new();
     for _ in 0..3 {
@@ -259,7 +266,6 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     }
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "idle closed after {waited:?}");
-    drop(slow);
 
     // The counters, for Prometheus.
     let mut text = String::new();
