@@ -215,7 +215,9 @@ enum Command {
 /// Discovery options of `altocast discover` and `altocast tracker`.
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
-    /// The U-NAPTR service parameter asked for: ALTO:https, or ALTO:http (http:// IRDs, no TLS).
+    /// The U-NAPTR service parameter asked for: ALTO:https, or ALTO:http (http:// IRDs, no TLS). `altocast
+    /// discover` takes any SERVICE:PROTOCOL (RFC 8686 §3.1: the procedure serves any U-NAPTR service); the
+    /// tracker follows RFC 7285 IRDs, so only the two ALTO ones.
     #[arg(long, env = "ALTOCAST_DISCOVERY_SERVICE", default_value = crate::discover::SERVICE,
           value_parser = clap::builder::ValueParser::new(str::parse::<crate::discover::Service>))]
     service: crate::discover::Service,
@@ -249,7 +251,7 @@ pub struct DiscoveryArgs {
 
 impl DiscoveryArgs {
     fn apply(&self, cfg: &mut crate::discover::DiscoveryConfig) {
-        cfg.service = self.service;
+        cfg.service = self.service.clone();
         cfg.discover_private = self.discover_private;
         cfg.allow_loopback_http = self.allow_loopback_http;
         cfg.max_naptr_chain = self.max_naptr_chain;
@@ -406,6 +408,9 @@ impl TrackerArgs {
         cfg.lookup_timeout = Duration::from_secs(self.lookup_timeout_secs.max(1));
         let mut d = crate::discover::DiscoveryConfig::DEFAULT;
         self.discovery.apply(&mut d);
+        if !d.service.is_alto() {
+            bail!("--service {}: the tracker follows ALTO IRDs, so ALTO:https or ALTO:http", d.service);
+        }
         cfg.service = d.service;
         cfg.discover_private = d.discover_private;
         cfg.allow_loopback_http = d.allow_loopback_http;

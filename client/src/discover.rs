@@ -109,6 +109,7 @@
 //! [`apply_regexp`], [`select`]) are public.
 
 use std::{
+    borrow::Cow,
     fmt,
     future::Future,
     net::{IpAddr, SocketAddr},
@@ -158,44 +159,83 @@ fn refused(reason: &'static str) {
 /// Longest URI accepted (a NAPTR regexp is at most 255 bytes anyway).
 const MAX_URI: usize = 255;
 
-/// A U-NAPTR service parameter for ALTO (RFC 7286 §3.1): application service
-/// `ALTO` and application protocol `https` (the default) or `http`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Service {
-    /// `ALTO:https`: IRD URIs are `https://`.
-    #[default]
-    Https,
-    /// `ALTO:http`: IRD URIs are `http://` (no server authentication; DNS and
-    /// the IRD are only locators, the directory is verified anyway).
-    Http,
+/// A U-NAPTR service parameter (RFC 4848 §4.5, RFC 3958 §6.5): one
+/// application service tag and one application protocol tag, such as
+/// `ALTO:https` (the default; RFC 7286 §3.1) or `ALTO:http`. RFC 8686 §3.1:
+/// the procedure "MUST support being called with any valid U-NAPTR Service
+/// Parameter", so any tag pair of the grammar is accepted; both tags compare
+/// case-insensitively and are kept in lower case.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    // Borrowed for the built-in ones, so that configurations can be `const`.
+    app: Cow<'static, str>,
+    protocol: Cow<'static, str>,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Service::alto_https()
+    }
 }
 
 impl Service {
-    /// The application protocol, which is also the URI scheme.
-    pub fn protocol(self) -> &'static str {
-        match self {
-            Service::Https => "https",
-            Service::Http => "http",
-        }
+    /// `ALTO:https`: IRD URIs are `https://`.
+    pub const fn alto_https() -> Service {
+        Service { app: Cow::Borrowed("alto"), protocol: Cow::Borrowed("https") }
+    }
+
+    /// `ALTO:http`: IRD URIs are `http://` (no server authentication; DNS and
+    /// the IRD are only locators, the directory is verified anyway).
+    pub const fn alto_http() -> Service {
+        Service { app: Cow::Borrowed("alto"), protocol: Cow::Borrowed("http") }
+    }
+
+    /// The application service tag (lower case).
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The application protocol tag (lower case). For `http` and `https` it is
+    /// also the scheme every URI found must have.
+    pub fn protocol(&self) -> &str {
+        &self.protocol
+    }
+
+    /// Whether this is ALTO's (`ALTO:https` or `ALTO:http`): what the tracker
+    /// can follow (an RFC 7285 IRD).
+    pub fn is_alto(&self) -> bool {
+        self.app == "alto" && matches!(&*self.protocol, "https" | "http")
     }
 }
 
 impl fmt::Display for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ALTO:{}", self.protocol())
+        let app = if self.app == "alto" { "ALTO" } else { &self.app };
+        write!(f, "{app}:{}", self.protocol)
     }
+}
+
+/// RFC 3958 §6.5: `ALPHA *31ALPHANUMSYM`, `ALPHANUMSYM = ALPHA / DIGIT / "+" / "-" / "."`.
+fn is_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    (1..=32).contains(&b.len())
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
 }
 
 impl FromStr for Service {
     type Err = String;
 
-    /// `ALTO:https` or `ALTO:http`, in any case.
+    /// `SERVICE:PROTOCOL`, each tag of RFC 3958's grammar, in any case.
     fn from_str(s: &str) -> Result<Service, String> {
-        let (app, proto) = s.split_once(':').unwrap_or((s, ""));
-        match (app.eq_ignore_ascii_case("ALTO"), proto.to_ascii_lowercase().as_str()) {
-            (true, "https") => Ok(Service::Https),
-            (true, "http") => Ok(Service::Http),
-            _ => Err(format!("{s:?} is not an ALTO service parameter (ALTO:https or ALTO:http)")),
+        match s.split_once(':') {
+            Some((app, protocol)) if is_tag(app) && is_tag(protocol) => {
+                Ok(Service { app: app.to_ascii_lowercase().into(), protocol: protocol.to_ascii_lowercase().into() })
+            }
+            _ => Err(format!(
+                "{s:?} is not a U-NAPTR service parameter: SERVICE:PROTOCOL, each a letter then up to 31 letters, \
+                 digits, '+', '-' or '.' (e.g. ALTO:https)"
+            )),
         }
     }
 }
@@ -232,7 +272,7 @@ impl DiscoveryConfig {
     pub const DEFAULT: DiscoveryConfig = DiscoveryConfig {
         dns: None,
         timeout: LOOKUP_TIMEOUT,
-        service: Service::Https,
+        service: Service::alto_https(),
         allow_loopback_http: false,
         discover_private: false,
         max_naptr_chain: MAX_NAPTR_CHAIN,
@@ -456,7 +496,7 @@ pub enum RecordError {
         /// The URI, quoted and cut to 80 characters.
         uri: String,
         /// What is wrong with it.
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -895,7 +935,7 @@ impl Discoverer {
                 }
             };
             let refs: Vec<&NAPTR> = records.iter().map(|(n, ..)| n).collect();
-            let selected = match select(&refs, self.cfg.service, self.cfg.allow_loopback_http) {
+            let selected = match select(&refs, &self.cfg.service, self.cfg.allow_loopback_http) {
                 Ok(s) => s,
                 Err(reason) => {
                     refused("too_many_records");
@@ -1055,7 +1095,7 @@ pub struct Selected {
 /// protocols include the one asked, with flags `U` (terminal) or empty
 /// (non-terminal), in (order, preference) order, ties in the order given.
 /// `Err` only for more than [`MAX_RECORDS`] records.
-pub fn select(records: &[&NAPTR], service: Service, loopback_http: bool) -> Result<Selected, RecordError> {
+pub fn select(records: &[&NAPTR], service: &Service, loopback_http: bool) -> Result<Selected, RecordError> {
     if records.len() > MAX_RECORDS {
         return Err(RecordError::TooMany { count: records.len(), max: MAX_RECORDS });
     }
@@ -1100,9 +1140,9 @@ pub fn select(records: &[&NAPTR], service: Service, loopback_http: bool) -> Resu
 /// (non-terminal). `S` and `A` records are U-NAPTR's too (RFC 4848 §2.1) but
 /// lead to a host, not to the URI ALTO discovery returns (RFC 7286 §3.2,
 /// RFC 8686 §3.4), so they are ignored like every other flag.
-fn is_for(n: &NAPTR, service: Service) -> bool {
+fn is_for(n: &NAPTR, service: &Service) -> bool {
     let mut parts = n.services.split(|&b| b == b':');
-    if !parts.next().is_some_and(|s| s.eq_ignore_ascii_case(b"ALTO")) {
+    if !parts.next().is_some_and(|s| s.eq_ignore_ascii_case(service.app().as_bytes())) {
         return false;
     }
     let asked = parts.any(|p| p.eq_ignore_ascii_case(service.protocol().as_bytes()));
@@ -1114,7 +1154,7 @@ fn is_terminal(n: &NAPTR) -> bool {
     n.flags.eq_ignore_ascii_case(b"U")
 }
 
-fn uri_of(n: &NAPTR, service: Service, loopback_http: bool) -> Result<String, RecordError> {
+fn uri_of(n: &NAPTR, service: &Service, loopback_http: bool) -> Result<String, RecordError> {
     if !n.replacement.is_root() {
         return Err(RecordError::Replacement { replacement: n.replacement.to_ascii().chars().take(80).collect() });
     }
@@ -1203,40 +1243,44 @@ pub fn apply_regexp(regexp: &[u8]) -> Result<String, RecordError> {
 /// ASCII, no user info (which would let `https://good.example@evil.example/`
 /// pass for the former).
 pub fn check_uri(uri: &str) -> Result<(), RecordError> {
-    check_uri_for(uri, Service::Https, false)
+    check_uri_for(uri, &Service::alto_https(), false)
 }
 
-/// An IRD URI for `service`: its scheme is the service's protocol
-/// (`https://` for `ALTO:https`, `http://` for `ALTO:http`); with
-/// `loopback_http`, `http://` to a loopback IP literal is accepted for
-/// `ALTO:https` too.
-pub fn check_uri_for(uri: &str, service: Service, loopback_http: bool) -> Result<(), RecordError> {
-    let err = |reason| RecordError::Uri { uri: quote(uri.as_bytes()), reason };
-    let wrong_scheme = match service {
-        Service::Https => "not https (the service is ALTO:https)",
-        Service::Http => "not http (the service is ALTO:http)",
-    };
+/// A URI found for `service`. For `http` and `https` (ALTO's IRDs) its
+/// scheme is the service's protocol (`https://` for `ALTO:https`, `http://`
+/// for `ALTO:http`), with a host and no user info; with `loopback_http`,
+/// `http://` to a loopback IP literal is accepted for `ALTO:https` too. For
+/// any other protocol it is an absolute URI (RFC 3986 `scheme ":" …`).
+pub fn check_uri_for(uri: &str, service: &Service, loopback_http: bool) -> Result<(), RecordError> {
+    let err = |reason: &str| RecordError::Uri { uri: quote(uri.as_bytes()), reason: reason.to_owned() };
     if uri.len() > MAX_URI {
         return Err(err("too long"));
     }
     if !uri.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(err("has spaces, control or non-ASCII characters"));
     }
+    if !matches!(service.protocol(), "http" | "https") {
+        let scheme = uri.split_once(':').map(|(s, _)| s.as_bytes()).unwrap_or_default();
+        let is_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+            && scheme.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+        return if is_scheme { Ok(()) } else { Err(err("not an absolute URI")) };
+    }
+    let wrong_scheme = format!("not {} (the service is {service})", service.protocol());
     let parsed: http::Uri = uri.parse().map_err(|_| err("not a URI"))?;
     let Some(authority) = parsed.authority() else {
-        return Err(err(if parsed.scheme().is_some() { "has no host" } else { wrong_scheme }));
+        return Err(err(if parsed.scheme().is_some() { "has no host" } else { &wrong_scheme }));
     };
     let scheme = parsed.scheme_str().unwrap_or_default();
     let loopback = || {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     };
-    if service == Service::Https && scheme.eq_ignore_ascii_case("http") && loopback_http {
+    if service.protocol() == "https" && scheme.eq_ignore_ascii_case("http") && loopback_http {
         if !loopback() {
             return Err(err("http is allowed only to a loopback address (--allow-loopback-http)"));
         }
     } else if !scheme.eq_ignore_ascii_case(service.protocol()) {
-        return Err(err(wrong_scheme));
+        return Err(err(&wrong_scheme));
     }
     if authority.as_str().contains('@') {
         return Err(err("has user info"));
@@ -1368,21 +1412,21 @@ mod tests {
     #[test]
     fn loopback_http_is_accepted_only_when_allowed_and_only_to_loopback_literals() {
         for uri in ["http://127.0.0.1:8080/directory", "http://[::1]:80/directory", "http://127.9.9.9/"] {
-            assert!(check_uri_for(uri, Service::Https, true).is_ok(), "{uri}");
+            assert!(check_uri_for(uri, &Service::alto_https(), true).is_ok(), "{uri}");
             assert!(matches!(check_uri(uri), Err(RecordError::Uri { reason, .. }) if reason.contains("not https")));
         }
         for uri in ["http://10.0.0.1/directory", "http://localhost/directory", "http://alto.example/"] {
-            match check_uri_for(uri, Service::Https, true) {
+            match check_uri_for(uri, &Service::alto_https(), true) {
                 Err(RecordError::Uri { reason, .. }) => assert!(reason.contains("loopback"), "{uri}: {reason}"),
                 other => panic!("{uri}: {other:?}"),
             }
         }
-        assert!(check_uri_for("https://alto.example/ird", Service::Https, true).is_ok());
-        assert!(check_uri_for("http://user@127.0.0.1/", Service::Https, true).is_err());
+        assert!(check_uri_for("https://alto.example/ird", &Service::alto_https(), true).is_ok());
+        assert!(check_uri_for("http://user@127.0.0.1/", &Service::alto_https(), true).is_err());
     }
 
     fn https(records: &[&NAPTR]) -> Result<Selected, RecordError> {
-        select(records, Service::Https, false)
+        select(records, &Service::alto_https(), false)
     }
 
     fn uris(s: &Selected) -> Vec<(usize, &str)> {
@@ -1439,19 +1483,19 @@ mod tests {
     fn alto_http_is_its_own_service_with_http_uris() {
         let http = naptr(1, 1, "U", "alto:HTTP", "!.*!http://alto.example/ird!");
         let tls = naptr(1, 2, "U", "ALTO:https", "!.*!https://alto.example/ird!");
-        let s = select(&[&http, &tls], Service::Http, false).unwrap();
+        let s = select(&[&http, &tls], &Service::alto_http(), false).unwrap();
         assert_eq!((uris(&s), s.ignored), (vec![(0, "http://alto.example/ird")], 1));
         assert_eq!(uris(&https(&[&http, &tls]).unwrap()), [(1, "https://alto.example/ird")]);
         // The URI's scheme is the protocol asked.
         let wrong = naptr(1, 1, "U", "ALTO:http", "!.*!https://alto.example/ird!");
-        let s = select(&[&wrong], Service::Http, false).unwrap();
+        let s = select(&[&wrong], &Service::alto_http(), false).unwrap();
         assert!(matches!(&s.errors[..], [RecordError::Uri { reason, .. }] if reason.contains("not http")), "{s:?}");
-        assert_eq!("alto:HTTP".parse::<Service>(), Ok(Service::Http));
-        assert_eq!("ALTO:https".parse::<Service>(), Ok(Service::Https));
+        assert_eq!("alto:HTTP".parse::<Service>(), Ok(Service::alto_http()));
+        assert_eq!("ALTO:https".parse::<Service>(), Ok(Service::alto_https()));
         for bad in ["ALTO", "ALTO:ftp", "X:https", ""] {
             assert!(bad.parse::<Service>().is_err(), "{bad}");
         }
-        assert_eq!(Service::Http.to_string(), "ALTO:http");
+        assert_eq!(Service::alto_http().to_string(), "ALTO:http");
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl DomainsConfig {
         dns: None,
         lookup_timeout: crate::discover::LOOKUP_TIMEOUT,
         allow_loopback_http: false,
-        service: Service::Https,
+        service: Service::alto_https(),
         discover_private: false,
         max_naptr_chain: crate::discover::MAX_NAPTR_CHAIN,
         validate_dnssec: false,
@@ -646,7 +646,7 @@ impl Domains {
         let discoverer = Discoverer::from_config(DiscoveryConfig {
             dns: cfg.dns,
             timeout: cfg.lookup_timeout,
-            service: cfg.service,
+            service: cfg.service.clone(),
             allow_loopback_http: cfg.allow_loopback_http,
             discover_private: cfg.discover_private,
             max_naptr_chain: cfg.max_naptr_chain,

@@ -287,14 +287,39 @@ async fn service_parameters_are_compared_case_insensitively_and_alto_http_is_ask
     let d = dns.discoverer().by_address(ip(V4)).await.unwrap();
     assert_eq!(d.uris.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(), [IRD]);
     // ALTO:http asks for the http record only.
-    let d = dns.discoverer().service(Service::Http).by_address(ip(V4)).await.unwrap();
+    let d = dns.discoverer().service(Service::alto_http()).by_address(ip(V4)).await.unwrap();
     assert_eq!(d.uris.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(), ["http://plain.example/ird"]);
     dns.stop().await;
 
     // Only ALTO:https records: nothing for ALTO:http.
     let dns = TestDns::start(vec![alto(V4_NAMES[0], IRD)]).await;
-    let e = dns.discoverer().service(Service::Http).by_address(ip(V4)).await.unwrap_err();
+    let e = dns.discoverer().service(Service::alto_http()).by_address(ip(V4)).await.unwrap_err();
     assert!(matches!(&e.tried()[0].outcome, Outcome::NoAltoRecord { ignored: 1 }), "{e}");
+    dns.stop().await;
+}
+
+/// RFC 8686 §3.1: the procedure "MUST support being called with any valid
+/// U-NAPTR Service Parameter": another application's records in the same
+/// reverse tree are found by asking for its service, and ALTO's are not.
+#[tokio::test]
+async fn any_u_naptr_service_parameter_can_be_asked_for() {
+    let dns = TestDns::start(vec![
+        alto(V4_NAMES[0], IRD),
+        Naptr { service: "X-PEERS:xmpp", ..alto(V4_NAMES[0], "xmpp:tracker@isp.example") },
+        Naptr { service: "X-PEERS:xmpp", ..alto(V4_NAMES[1], "tracker.isp.example") },
+    ])
+    .await;
+    let service: Service = "x-peers:XMPP".parse().expect("a valid service parameter");
+    assert_eq!(service.to_string(), "x-peers:xmpp");
+    let d = dns.discoverer().service(service.clone()).by_address(ip(V4)).await.unwrap();
+    assert_eq!(d.uris.iter().map(|c| c.uri.as_str()).collect::<Vec<_>>(), ["xmpp:tracker@isp.example"]);
+    // A record of that service whose regexp yields no absolute URI is refused.
+    let e = dns.discoverer().service(service).by_address(ip("198.51.100.9")).await.unwrap_err();
+    assert!(e.to_string().contains("not an absolute URI"), "{e}");
+    // Not a service parameter of RFC 3958's grammar.
+    for bad in ["ALTO", "ALTO:", ":https", "1ALTO:https", "ALTO:ht tp", &format!("ALTO:{}", "p".repeat(33))] {
+        assert!(bad.parse::<Service>().is_err(), "{bad:?} was taken");
+    }
     dns.stop().await;
 }
 
