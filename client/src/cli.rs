@@ -307,7 +307,7 @@ pub struct TrackerArgs {
     #[arg(long, default_value_t = D.retry_after.as_secs())]
     retry_secs: u64,
     /// Seconds each DNS exchange may take (a name that times out is asked once more after the walk's others).
-    #[arg(long, default_value_t = D.lookup_timeout.as_secs())]
+    #[arg(long, default_value_t = D.discovery.timeout.as_secs())]
     lookup_timeout_secs: u64,
     #[command(flatten)]
     discovery: DiscoveryArgs,
@@ -395,7 +395,7 @@ impl TrackerArgs {
         if self.inter_domain_cost.is_some_and(|c| !c.is_finite() || c < 0.0) {
             bail!("--inter-domain-cost must be a finite, non-negative number");
         }
-        cfg.dns = self.dns;
+        cfg.discovery.dns = self.dns;
         cfg.pin_dir = self.pin_dir.clone();
         cfg.prefix_v4 = self.discover_prefix_v4;
         cfg.prefix_v6 = self.discover_prefix_v6;
@@ -405,19 +405,11 @@ impl TrackerArgs {
         cfg.cache_min = Duration::from_secs(self.cache_min_secs);
         cfg.cache_max = Duration::from_secs(self.cache_max_secs);
         cfg.retry_after = Duration::from_secs(self.retry_secs);
-        cfg.lookup_timeout = Duration::from_secs(self.lookup_timeout_secs.max(1));
-        let mut d = crate::discover::DiscoveryConfig::DEFAULT;
-        self.discovery.apply(&mut d);
-        if !d.service.is_alto() {
-            bail!("--service {}: the tracker follows ALTO IRDs, so ALTO:https or ALTO:http", d.service);
+        cfg.discovery.timeout = Duration::from_secs(self.lookup_timeout_secs.max(1));
+        self.discovery.apply(&mut cfg.discovery);
+        if !cfg.discovery.service.is_alto() {
+            bail!("--service {}: the tracker follows ALTO IRDs, so ALTO:https or ALTO:http", cfg.discovery.service);
         }
-        cfg.service = d.service;
-        cfg.discover_private = d.discover_private;
-        cfg.allow_loopback_http = d.allow_loopback_http;
-        cfg.max_naptr_chain = d.max_naptr_chain;
-        cfg.validate_dnssec = d.validate_dnssec;
-        cfg.require_dnssec = d.require_dnssec;
-        cfg.dnssec_trust_anchor = d.dnssec_trust_anchor;
         cfg.resolve_deadline = Duration::from_secs(self.resolve_deadline_secs.max(1));
         cfg.down_after = Duration::from_secs(self.down_after_secs);
         cfg.inter_domain_cost = self.inter_domain_cost;

@@ -73,7 +73,7 @@
 
 use std::{
     collections::HashMap,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -97,7 +97,7 @@ use tracing::{info, warn};
 use crate::{
     Config, Event, Subscription,
     connect::{self, ClientTls},
-    discover::{DiscoverError, Discoverer, DiscoveryConfig, Outcome, Service, reverse_names_within},
+    discover::{DiscoverError, Discoverer, DiscoveryConfig, Outcome, reverse_names_within},
     now_ms,
     view::{CostMapVersion, View},
 };
@@ -185,28 +185,11 @@ impl TrustScope {
 /// Settings of [`Domains`]. Every bound has a default in [`DomainsConfig::new`].
 #[derive(Clone)]
 pub struct DomainsConfig {
-    /// Ask only this nameserver (else the system resolver configuration).
-    pub dns: Option<SocketAddr>,
-    /// Bound of one name's lookup, retries included.
-    pub lookup_timeout: Duration,
-    /// Accept `http://` IRD URIs to loopback IP literals (tests, demos).
-    pub allow_loopback_http: bool,
-    /// The U-NAPTR service parameter asked for (`ALTO:https`).
-    pub service: Service,
-    /// Walk the reverse tree of special-purpose addresses (private, loopback,
-    /// link-local, …) too; by default they rank as having no server without
-    /// a lookup (altocast's policy; RFC 8686 §5.1.3 only warns it "may be
-    /// problematic"; see [`crate::discover`]).
-    pub discover_private: bool,
-    /// Most non-terminal NAPTR records followed from one name.
-    pub max_naptr_chain: usize,
-    /// Validate DNSSEC; use only validated records; validate from these
-    /// DNSKEYs instead of the IANA root's (see [`DiscoveryConfig`]).
-    pub validate_dnssec: bool,
-    /// See [`DiscoveryConfig::require_dnssec`].
-    pub require_dnssec: bool,
-    /// See [`DiscoveryConfig::dnssec_trust_anchor`].
-    pub dnssec_trust_anchor: Option<PathBuf>,
+    /// How names are asked (nameserver, timeout, service, special-purpose
+    /// addresses, NAPTR chains, DNSSEC): the discovery of `altocast discover`.
+    /// A special-purpose address (private, loopback, …) not walked ranks as
+    /// having no server, without a lookup.
+    pub discovery: DiscoveryConfig,
     /// Discover each IPv4 address's prefix of this length rather than the
     /// address (RFC 8686 takes a prefix as input): names longer than it are
     /// not asked. 32 asks every peer's own /32 name; 24 asks one name per
@@ -272,7 +255,7 @@ pub struct DomainsConfig {
 impl std::fmt::Debug for DomainsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DomainsConfig")
-            .field("dns", &self.dns)
+            .field("discovery", &self.discovery)
             .field("roots", &self.roots)
             .field("pin_dir", &self.pin_dir)
             .field("max_domains", &self.max_domains)
@@ -288,15 +271,7 @@ impl DomainsConfig {
 
     /// The defaults, as a constant.
     pub const DEFAULT: DomainsConfig = DomainsConfig {
-        dns: None,
-        lookup_timeout: crate::discover::LOOKUP_TIMEOUT,
-        allow_loopback_http: false,
-        service: Service::alto_https(),
-        discover_private: false,
-        max_naptr_chain: crate::discover::MAX_NAPTR_CHAIN,
-        validate_dnssec: false,
-        require_dnssec: false,
-        dnssec_trust_anchor: None,
+        discovery: DiscoveryConfig::DEFAULT,
         prefix_v4: 32,
         prefix_v6: 128,
         roots: Vec::new(),
@@ -643,17 +618,7 @@ struct Inner {
 impl Domains {
     /// A tracker view with `cfg`; subscriptions end on `shutdown`.
     pub fn new(cfg: DomainsConfig, shutdown: CancellationToken) -> Result<Domains, DiscoverError> {
-        let discoverer = Discoverer::from_config(DiscoveryConfig {
-            dns: cfg.dns,
-            timeout: cfg.lookup_timeout,
-            service: cfg.service.clone(),
-            allow_loopback_http: cfg.allow_loopback_http,
-            discover_private: cfg.discover_private,
-            max_naptr_chain: cfg.max_naptr_chain,
-            validate_dnssec: cfg.validate_dnssec,
-            require_dnssec: cfg.require_dnssec,
-            dnssec_trust_anchor: cfg.dnssec_trust_anchor.clone(),
-        })?;
+        let discoverer = Discoverer::from_config(cfg.discovery.clone())?;
         let lookups = Semaphore::new(cfg.max_lookups.max(1));
         Ok(Domains {
             inner: Arc::new(Inner {

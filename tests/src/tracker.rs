@@ -228,9 +228,9 @@ impl Scenario {
     /// skips them by default) and test-sized timers.
     pub fn tracker_config(&self) -> DomainsConfig {
         let mut cfg = DomainsConfig::new();
-        cfg.dns = Some(self.dns.addr);
-        cfg.allow_loopback_http = true;
-        cfg.discover_private = true;
+        cfg.discovery.dns = Some(self.dns.addr);
+        cfg.discovery.allow_loopback_http = true;
+        cfg.discovery.discover_private = true;
         cfg.roots = self.isps.iter().map(|i| (TrustScope::Origin(i.origin_id()), i.root())).collect();
         cfg.down_after = Duration::from_millis(500);
         cfg.backoff_max = Duration::from_millis(300);
@@ -320,7 +320,7 @@ impl Tally {
 pub async fn plain_tracker() -> (SocketAddr, TestDns, tokio_util::sync::CancellationToken) {
     let dns = TestDns::start(vec![]).await;
     let mut cfg = DomainsConfig::new();
-    cfg.dns = Some(dns.addr);
+    cfg.discovery.dns = Some(dns.addr);
     let stop = tokio_util::sync::CancellationToken::new();
     let domains = altocast_client::Domains::new(cfg, stop.clone()).expect("tracker");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

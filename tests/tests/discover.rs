@@ -606,7 +606,7 @@ async fn the_tracker_asks_a_name_that_failed_again_after_the_walk_and_skips_priv
     let flaky = FlakyDns::start(sc.dns.addr, &[("1.10.in-addr.arpa.", 1)]).await;
     let stop = CancellationToken::new();
     let mut cfg = sc.tracker_config();
-    cfg.dns = Some(flaky.addr);
+    cfg.discovery.dns = Some(flaky.addr);
     let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
     // 10.1.0.1's walk: /32, /24, /16 (SERVFAIL), /8, then /16 again: found.
     assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("west"), Some(west.origin_id()));
@@ -618,7 +618,7 @@ async fn the_tracker_asks_a_name_that_failed_again_after_the_walk_and_skips_priv
     domains.stop().await;
 
     // By default (RFC 8686 §5.1.3), a private address is not looked up: no server, counted.
-    cfg.discover_private = false;
+    cfg.discovery.discover_private = false;
     let domains = Domains::new(cfg, stop.clone()).expect("tracker");
     assert_eq!(domains.domain_of(ip("10.1.0.3")).await.expect("no error"), None);
     let stats = domains.stats();
@@ -710,15 +710,15 @@ async fn a_tracker_requiring_dnssec_follows_only_validated_records() {
     std::fs::write(&anchor_path, &anchor).unwrap();
     let stop = CancellationToken::new();
     let mut cfg = sc.tracker_config();
-    cfg.require_dnssec = true;
-    cfg.dnssec_trust_anchor = Some(anchor_path);
+    cfg.discovery.require_dnssec = true;
+    cfg.discovery.dnssec_trust_anchor = Some(anchor_path);
     // The signed zone: west is followed.
-    cfg.dns = Some(signed.addr);
+    cfg.discovery.dns = Some(signed.addr);
     let domains = Domains::new(cfg.clone(), stop.clone()).expect("tracker");
     assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("west"), Some(west.origin_id()));
     domains.stop().await;
     // The scenario's unsigned zone: no server.
-    cfg.dns = Some(sc.dns.addr);
+    cfg.discovery.dns = Some(sc.dns.addr);
     let domains = Domains::new(cfg, stop.clone()).expect("tracker");
     assert_eq!(domains.domain_of(ip("10.1.0.1")).await.expect("no error"), None);
     assert_eq!(domains.stats().subscriptions, 0);

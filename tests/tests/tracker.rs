@@ -624,10 +624,10 @@ async fn an_https_ird_is_read_with_the_configured_ca_and_needs_no_loopback_optio
     let (front, ca) = tls_front(west.http).await;
     let dns = TestDns::start(vec![alto("1.10.in-addr.arpa.", &format!("https://{front}/directory"))]).await;
     let mut cfg = DomainsConfig::new();
-    cfg.dns = Some(dns.addr);
-    cfg.discover_private = true;
+    cfg.discovery.dns = Some(dns.addr);
+    cfg.discovery.discover_private = true;
     cfg.roots = vec![(TrustScope::Origin(west.origin_id()), west.root())];
-    assert!(!cfg.allow_loopback_http, "off by default");
+    assert!(!cfg.discovery.allow_loopback_http, "off by default");
     let stop = CancellationToken::new();
 
     // The platform's roots do not know the test CA: refused at the IRD.
@@ -682,10 +682,10 @@ async fn a_domain_whose_servers_move_is_followed_and_an_ird_naming_another_origi
     let ird = TestIrd::start(ird_body(&[&r1.url], Some(&id), None)).await;
     let dns = TestDns::start(vec![alto("1.10.in-addr.arpa.", &ird.uri)]).await;
     let mut cfg = DomainsConfig::new();
-    cfg.dns = Some(dns.addr);
-    cfg.allow_loopback_http = true;
+    cfg.discovery.dns = Some(dns.addr);
+    cfg.discovery.allow_loopback_http = true;
     // The peers live in 10.0.0.0/8 (RFC 1918).
-    cfg.discover_private = true;
+    cfg.discovery.discover_private = true;
     cfg.roots = vec![(TrustScope::Origin(id.clone()), west.root())];
     cfg.down_after = Duration::from_millis(500);
     cfg.backoff_max = Duration::from_millis(300);
