@@ -1492,8 +1492,12 @@ mod tests {
         assert!(matches!(&s.errors[..], [RecordError::Uri { reason, .. }] if reason.contains("not http")), "{s:?}");
         assert_eq!("alto:HTTP".parse::<Service>(), Ok(Service::alto_http()));
         assert_eq!("ALTO:https".parse::<Service>(), Ok(Service::alto_https()));
-        for bad in ["ALTO", "ALTO:ftp", "X:https", ""] {
+        for bad in ["ALTO", "ALTO:", ":https", "ALTO:https:http", ""] {
             assert!(bad.parse::<Service>().is_err(), "{bad}");
+        }
+        // Any other service parameter of the grammar is one (RFC 8686 §3.1), but not ALTO's.
+        for other in ["ALTO:ftp", "X:https"] {
+            assert!(!other.parse::<Service>().expect(other).is_alto(), "{other}");
         }
         assert_eq!(Service::alto_http().to_string(), "ALTO:http");
     }
