@@ -268,6 +268,29 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "idle closed after {waited:?}");
 
     // The counters, for Prometheus.
+    assert_metrics(
+        metrics,
+        &[
+            "altocast_tracker_subscriptions_total 2",
+            "altocast_tracker_domains 2",
+            "altocast_tracker_dns_lookups_total{outcome=\"found\"} 2",
+            "altocast_tracker_refused_total{reason=\"count\"} 2",
+            "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+            "altocast_tracker_refused_total{reason=\"body_timeout\"} 1",
+            "altocast_tracker_refused_total{reason=\"connections\"} 1",
+        ],
+    )
+    .await;
+
+    drop(tracker);
+    for isp in sc.isps {
+        isp.origin.stop().await;
+    }
+    sc.dns.stop().await;
+}
+
+/// Asserts that the Prometheus text at `metrics` (once it answers) has each of `lines`.
+async fn assert_metrics(metrics: std::net::SocketAddr, lines: &[&str]) {
     let mut text = String::new();
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(metrics).await.is_ok() {
@@ -276,23 +299,9 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for line in [
-        "altocast_tracker_subscriptions_total 2",
-        "altocast_tracker_domains 2",
-        "altocast_tracker_dns_lookups_total{outcome=\"found\"} 2",
-        "altocast_tracker_refused_total{reason=\"count\"} 2",
-        "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
-        "altocast_tracker_refused_total{reason=\"body_timeout\"} 1",
-        "altocast_tracker_refused_total{reason=\"connections\"} 1",
-    ] {
-        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+    for line in lines {
+        assert!(text.lines().any(|l| l == *line), "no {line:?} in {text}");
     }
-
-    drop(tracker);
-    for isp in sc.isps {
-        isp.origin.stop().await;
-    }
-    sc.dns.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,22 +384,16 @@ async fn the_tracker_process_answers_grpc_rank_as_post_rank_and_refuses_bad_inpu
     assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
     // Counted like the HTTP refusals.
-    let mut text = String::new();
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(metrics).await.is_ok() {
-            text = http(metrics, "GET", "/metrics", "").await.1;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for line in [
-        "altocast_tracker_refused_total{reason=\"syntax\"} 2",
-        "altocast_tracker_refused_total{reason=\"count\"} 2",
-        "altocast_tracker_refused_total{reason=\"candidates\"} 1",
-        "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
-    ] {
-        assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
-    }
+    assert_metrics(
+        metrics,
+        &[
+            "altocast_tracker_refused_total{reason=\"syntax\"} 2",
+            "altocast_tracker_refused_total{reason=\"count\"} 2",
+            "altocast_tracker_refused_total{reason=\"candidates\"} 1",
+            "altocast_tracker_refused_total{reason=\"body_too_large\"} 1",
+        ],
+    )
+    .await;
 
     drop(tracker);
     for isp in sc.isps {
