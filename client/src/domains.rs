@@ -1373,12 +1373,15 @@ impl Domain {
     }
 }
 
+/// Pins `root` the way every client does (atomically, synced: [`crate::state::write_pin`]).
 fn write_pin(path: &std::path::Path, root: &PublicKey) -> Result<(), DomainError> {
-    let fail = |e: std::io::Error| DomainError::Pin { path: path.display().to_string(), reason: e.to_string() };
-    // Written aside and renamed: a crash never leaves half a pin.
-    let tmp = path.with_extension("pem.tmp");
-    std::fs::write(&tmp, root.to_spki_pem()).map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    crate::state::write_pin(path, root).map_err(|e| {
+        let reason = match e {
+            crate::state::StateError::Pin { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        DomainError::Pin { path: path.display().to_string(), reason }
+    })
 }
 
 /// What an IRD's `meta.altocast` says.
