@@ -341,7 +341,7 @@ pub struct TrackerArgs {
     max_connections: usize,
     /// Seconds a connection's first bytes and each HTTP/1 request head may take to arrive, and an HTTP/1
     /// connection may idle between requests, before it is closed; an HTTP/2 connection silent this long is pinged
-    /// and closed if it does not answer within as long.
+    /// and closed if it does not answer within as long, and one with no stream open this long is closed.
     #[arg(long, default_value_t = T.header_timeout.as_secs())]
     header_timeout_secs: u64,
     /// Seconds a request body may take to arrive (408 / DEADLINE_EXCEEDED beyond).
