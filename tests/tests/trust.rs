@@ -458,3 +458,29 @@ async fn a_changed_directory_is_pushed_through_the_tree_on_open_streams() {
     r.stop().await;
     o.stop().await;
 }
+
+/// The pin file is written through a new temporary file, never through one
+/// already there: a symbolic link planted at the temporary file's name (it
+/// was `.<name>.tmp-<pid>`) does not redirect the write.
+#[cfg(unix)]
+#[test]
+fn a_link_planted_where_the_pin_is_written_is_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let pin = dir.path().join("pin.pem");
+    let planted = dir.path().join(format!(".pin.pem.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+    for n in 0..4 {
+        let planted = dir.path().join(format!(".pin.pem.tmp-{}-{n}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+    }
+    let root = altocast_proto::OriginKey::generate().expect("key").public();
+    let written = altocast_client::state::write_pin(&pin, &root);
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "the write followed the link");
+    // Refused (the name is taken) or written elsewhere; either way the pin is the root or absent.
+    if written.is_ok() {
+        let back = altocast_client::state::read_pin(&pin).expect("readable").expect("written");
+        assert_eq!(back.id(), root.id());
+    }
+}
