@@ -239,6 +239,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// or cannot be (the caller bounds the time).
 async fn sniff(tcp: &TcpStream) -> std::io::Result<Protocol> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = tcp.peek(&mut buf).await?;
         if n == 0 {
@@ -252,8 +253,11 @@ async fn sniff(tcp: &TcpStream) -> std::io::Result<Protocol> {
         }
         // Part of the preface: peek would return the same bytes at once, so
         // wait a little for the rest (only a client trickling its preface
-        // gets here, and the caller's timeout ends that).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // gets here, and the caller's timeout ends that), a little longer
+        // each time: a thousand connections holding part of it cost a few
+        // wake-ups a second each, not two hundred.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
