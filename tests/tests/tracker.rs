@@ -820,6 +820,12 @@ async fn health_and_reflection_calls_are_bounded_like_rank_in_size_and_time() {
     let s = raw_grpc_status(addr, CHECK, tonic::body::Body::new(http_body_util::Full::new(grpc_frame(&ok)))).await;
     assert_eq!(s.code(), tonic::Code::Ok, "{s:?}");
 
+    // Reflection (a stream of requests) answers as usual: `list_services` (field 7).
+    let list = bytes::Bytes::from_static(&[0, 0, 0, 0, 3, 0x3a, 1, b'*']);
+    let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let s = raw_grpc_status(addr, reflection, tonic::body::Body::new(http_body_util::Full::new(list))).await;
+    assert_eq!(s.code(), tonic::Code::Ok, "{s:?}");
+
     // A megabyte of "name": not decoded (it was, up to tonic's 4 MiB, on
     // every stream of every connection, with no ranking slot to bound them).
     let huge = tonic_health::pb::HealthCheckRequest { service: "x".repeat(1 << 20) };
