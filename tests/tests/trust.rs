@@ -484,3 +484,70 @@ fn a_link_planted_where_the_pin_is_written_is_not_followed() {
         assert_eq!(back.id(), root.id());
     }
 }
+
+/// A `Distribution` endpoint that accepts every call and never answers it
+/// (while its HTTP/2 connection stays healthy).
+#[derive(Clone)]
+struct Hang;
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Hang {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Pending<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::pending()
+    }
+}
+
+impl tonic::server::NamedService for Hang {
+    const NAME: &'static str = "altocast.v1.Distribution";
+}
+
+/// The first use's `GetDirectory` is bounded like every other: an endpoint
+/// that never answers it makes `altocast` fail naming it, and pins nothing
+/// (it waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_use_at_an_endpoint_that_never_answers_ends_and_pins_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder().add_service(Hang).serve_with_incoming_shutdown(incoming, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    });
+    tokio::spawn(server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin = dir.path().join("pin.pem");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
+        .args(["directory", "--endpoint", &url, "--trust-on-first-use"])
+        .arg(&pin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run altocast");
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("altocast still waiting for the directory after 60 s");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("no answer to GetDirectory within 10 s"), "{err}");
+    assert!(!pin.exists(), "nothing pinned");
+    stop.cancel();
+}
