@@ -454,7 +454,15 @@ impl Runner {
                     }
                 })
                 .collect();
-            match client.subscribe(pb::SubscribeRequest { resources: positions }).await {
+            // Bounded: no clock runs until the streams are open, and a server
+            // that accepts the call and never answers it (while answering
+            // HTTP/2 PINGs) would otherwise hold the client on what it has.
+            let call = client.subscribe(pb::SubscribeRequest { resources: positions });
+            let Ok(answer) = tokio::time::timeout(connect::SUBSCRIBE_TIMEOUT, call).await else {
+                let within = connect::SUBSCRIBE_TIMEOUT.as_secs();
+                return End::Failed { reason: format!("no answer to Subscribe within {within} s"), delivered: false };
+            };
+            match answer {
                 Ok(s) => streams.push(s.into_inner()),
                 // Unavailable, or no status from the server at all (a reset or
                 // GOAWAY that the gRPC library reports as a status of its

@@ -551,3 +551,40 @@ async fn a_first_use_at_an_endpoint_that_never_answers_ends_and_pins_nothing() {
     assert!(!pin.exists(), "nothing pinned");
     stop.cancel();
 }
+
+/// A server that accepts `Subscribe` and never answers it (nor
+/// `GetDirectory`) is left: the call is bounded, as no staleness clock runs
+/// before the stream is open (it held the client on what it had for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_that_is_never_answered_is_left() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let until = stop.clone();
+    let server =
+        tonic::transport::Server::builder().add_service(Hang).serve_with_incoming_shutdown(incoming, async move {
+            until.cancelled().await;
+        });
+    tokio::spawn(server);
+    let root = OriginKey::generate().expect("key").public();
+    let mut cfg = altocast_client::Config::new(vec![url.clone()], altocast_proto::TrustedKeys::root(root));
+    // Configured resources: a session goes on to Subscribe without a directory.
+    cfg.resources = vec![altocast_proto::ResourceId::new(CM).expect("id")];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let sub = altocast_client::Subscription::start(cfg, stop.clone(), Some(tx)).expect("started");
+    let left = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match rx.recv().await {
+                Some(altocast_client::Event::Failover { reason, .. }) => return reason,
+                Some(_) => {}
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await;
+    let reason = left.expect("left the endpoint within 60 s");
+    assert_eq!(reason, "no answer to Subscribe within 10 s");
+    drop(sub);
+    stop.cancel();
+}
