@@ -341,7 +341,7 @@ pub struct TrackerArgs {
     max_connections: usize,
     /// Seconds a connection's first bytes and each HTTP/1 request head may take to arrive, and an HTTP/1
     /// connection may idle between requests, before it is closed; an HTTP/2 connection silent this long is pinged
-    /// and closed if it does not answer within as long.
+    /// and closed if it does not answer within as long, and one with no stream open this long is closed.
     #[arg(long, default_value_t = T.header_timeout.as_secs())]
     header_timeout_secs: u64,
     /// Seconds a request body may take to arrive (408 / DEADLINE_EXCEEDED beyond).
@@ -517,7 +517,14 @@ async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
     // First contact: the root the directory's current key list names, which
     // the whole directory must then verify under.
     let (url, mut client) = first_reachable(common).await?;
-    let signed = client.get_directory(pb::GetDirectoryRequest {}).await.with_context(|| format!("{url}: directory"))?;
+    // Bounded like every other `GetDirectory` (PROTOCOL.md §8.8): an endpoint
+    // that accepts the call and never answers must not hold the first use.
+    let call = client.get_directory(pb::GetDirectoryRequest {});
+    let within = connect::DIRECTORY_TIMEOUT;
+    let signed = tokio::time::timeout(within, call)
+        .await
+        .map_err(|_| anyhow!("{url}: no answer to GetDirectory within {} s", within.as_secs()))?
+        .with_context(|| format!("{url}: directory"))?;
     let signed = signed.into_inner();
     let dir = pb::Directory::decode(signed.body.clone()).with_context(|| format!("{url}: directory is malformed"))?;
     let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());

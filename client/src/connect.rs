@@ -14,6 +14,11 @@ pub const MAX_MESSAGE: usize = 64 << 20;
 /// 1 MiB.
 pub const DIRECTORY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a `Subscribe` call may take to be answered (its response
+/// headers; the frames that follow have the staleness clocks of
+/// PROTOCOL.md §8.8, which only start once it is).
+pub const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a `Fetch` call may take: as for `GetDirectory`, but an answer
 /// may be up to [`MAX_MESSAGE`].
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);

@@ -607,6 +607,8 @@ struct Inner {
     swept: Mutex<Option<Instant>>,
     lookups: Semaphore,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// When a full `slots` was last swept.
+    slots_swept: Mutex<Option<Instant>>,
     by_origin: Mutex<HashMap<String, Arc<Domain>>>,
     counters: Counters,
     /// TLS for `https://` IRDs, built on first use.
@@ -629,6 +631,7 @@ impl Domains {
                 swept: Mutex::default(),
                 lookups,
                 slots: Mutex::default(),
+                slots_swept: Mutex::default(),
                 by_origin: Mutex::default(),
                 counters: Counters::default(),
                 ird_tls: std::sync::OnceLock::new(),
@@ -770,6 +773,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether a full cache whose last sweep `swept` records may be swept now:
+/// at most once a second, so a flood of new entries costs no full scan each.
+fn sweep_due(swept: &Mutex<Option<Instant>>, now: Instant) -> bool {
+    let mut last = lock(swept);
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
 impl Inner {
     /// Every address's location, resolved with bounded parallelism until the
     /// request's deadline.
@@ -825,12 +839,7 @@ impl Inner {
     /// Whether a full cache may be swept for expired entries now: at most
     /// once a second, so a flood of new names costs no full scan each.
     fn may_sweep(&self, now: Instant) -> bool {
-        let mut last = lock(&self.swept);
-        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
-            return false;
-        }
-        *last = Some(now);
-        true
+        sweep_due(&self.swept, now)
     }
 
     /// RFC 8686 for `ip` through the name cache: the IRD URIs, if any.
@@ -973,7 +982,16 @@ impl Inner {
             match slots.get(uri) {
                 Some(s) if fresh(s) => s.clone(),
                 _ => {
-                    // Bounded by the names that can point here.
+                    // Each name may point at many URIs, and names change:
+                    // when there are as many as names cached, those not in
+                    // use and older than the retry interval go (at most once a
+                    // second); they are set up again when asked for.
+                    if slots.len() >= self.cfg.max_names.max(1) && sweep_due(&self.slots_swept, Instant::now()) {
+                        let keep = self.cfg.retry_after;
+                        slots.retain(|_, s| {
+                            Arc::strong_count(s) > 1 || (s.cell.initialized() && s.created.elapsed() < keep)
+                        });
+                    }
                     let s = Arc::new(Slot { cell: OnceCell::new(), created: Instant::now() });
                     slots.insert(uri.to_owned(), s.clone());
                     s
@@ -1522,6 +1540,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Refused IRD URIs are remembered for the retry interval, not for ever:
+    /// names that point at new URIs every time they are asked (many per
+    /// name since a NAPTR answer may carry many) do not grow the map
+    /// without bound.
+    #[tokio::test(start_paused = true)]
+    async fn refused_ird_uris_do_not_pile_up() {
+        let cfg = DomainsConfig { max_names: 8, retry_after: Duration::from_secs(60), ..DomainsConfig::default() };
+        let domains = Domains::new(cfg, CancellationToken::new()).expect("domains");
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        for round in 0..10 {
+            for i in 0..8 {
+                let uri = format!("http://127.0.0.1:{port}/ird-{round}-{i}");
+                assert!(domains.inner.domain(&uri).await.is_err(), "{uri}");
+            }
+            tokio::time::advance(Duration::from_secs(61)).await;
+        }
+        let kept = lock(&domains.inner.slots).len();
+        assert!(kept <= 8, "{kept} IRD URIs remembered");
+    }
 
     #[test]
     fn trust_scopes_are_origin_ids_or_domains() {

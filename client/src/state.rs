@@ -91,9 +91,29 @@ pub fn write_pin(file: &Path, root: &PublicKey) -> Result<(), StateError> {
 }
 
 fn write_atomic(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    /// Writes of this process so far: two writers of one file (a pin moved
+    /// by two subscriptions) never share a temporary file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = file.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, file)
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
+    let tmp = file.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
+    // A new file, never one that is there (a symbolic link planted at a
+    // predictable name would have this write land wherever it points).
+    let written = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, file));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed?;
+    // The rename itself outlives a crash only once the directory is synced
+    // (where a directory can be opened to sync it; the file is in place).
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }

@@ -454,7 +454,15 @@ impl Runner {
                     }
                 })
                 .collect();
-            match client.subscribe(pb::SubscribeRequest { resources: positions }).await {
+            // Bounded: no clock runs until the streams are open, and a server
+            // that accepts the call and never answers it (while answering
+            // HTTP/2 PINGs) would otherwise hold the client on what it has.
+            let call = client.subscribe(pb::SubscribeRequest { resources: positions });
+            let Ok(answer) = tokio::time::timeout(connect::SUBSCRIBE_TIMEOUT, call).await else {
+                let within = connect::SUBSCRIBE_TIMEOUT.as_secs();
+                return End::Failed { reason: format!("no answer to Subscribe within {within} s"), delivered: false };
+            };
+            match answer {
                 Ok(s) => streams.push(s.into_inner()),
                 // Unavailable, or no status from the server at all (a reset or
                 // GOAWAY that the gRPC library reports as a status of its
@@ -487,8 +495,7 @@ impl Runner {
     fn deadline(&self, began: Instant) -> Instant {
         let now = (self.cfg.clock)();
         let skew = self.cfg.limits.max_skew_ms;
-        // One millisecond past the instant, as the checks are strict.
-        let at = |expires_ms: i64| Instant::now() + Duration::from_millis((expires_ms + skew + 1 - now).max(0) as u64);
+        let at = |expires_ms: i64| clock_at(Instant::now(), now, expires_ms.saturating_add(skew));
         let maps = self.verifier.resources().filter_map(|(_, h)| h.map(|h| h.expires_at_ms)).min();
         let maps = maps.map_or(began + FIRST_DATA, at);
         let directory = self.verifier.directory().filter(|p| p.expires_at_ms != 0).map(|p| at(p.expires_at_ms));
@@ -825,6 +832,16 @@ fn lists_more(dir: &pb::Directory, followed: Option<&[ResourceId]>) -> bool {
     followed.is_some_and(|f| connect::resources_for(dir, &[]).iter().any(|r| !f.contains(r)))
 }
 
+/// The instant at which a clock of value `value_ms` has passed (PROTOCOL.md
+/// §8.8: one millisecond past it, as the checks are strict), when it reads
+/// `now_ms` at `now`. Signed expiries are not bounded: one far in the future
+/// (or at `i64::MAX`) is a year away, which no session outlives.
+fn clock_at(now: Instant, now_ms: i64, value_ms: i64) -> Instant {
+    const FAR: Duration = Duration::from_secs(365 * 86_400);
+    let ms = value_ms.saturating_add(1).saturating_sub(now_ms).max(0);
+    now + Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(FAR)
+}
+
 /// A status the gRPC library made up for a transport failure (a reset, a
 /// GOAWAY, a broken connection): it carries the underlying error. A status
 /// the server sent is parsed from its trailers and carries none.
@@ -850,6 +867,21 @@ mod tests {
 
     /// A status the server sent (parsed from its trailers) is a refusal; one
     /// the gRPC library made of a reset or a broken connection is not.
+    /// An expiry far in the future (signed, so not bounded by anything)
+    /// neither overflows nor makes the deadline pass at once (which was a
+    /// busy loop: the deadline fired, nothing had expired, and again).
+    #[test]
+    fn a_far_expiry_is_a_far_deadline() {
+        let now = Instant::now();
+        let year = Duration::from_secs(365 * 86_400);
+        for value in [i64::MAX, i64::MAX - 1, i64::MAX / 2, 1 << 62] {
+            assert_eq!(clock_at(now, 1_000, value), now + year, "{value}");
+        }
+        assert_eq!(clock_at(now, 1_000, 2_000), now + Duration::from_millis(1_001));
+        assert_eq!(clock_at(now, 1_000, 999), now);
+        assert_eq!(clock_at(now, 1_000, i64::MIN), now);
+    }
+
     #[test]
     fn only_a_status_the_server_sent_is_a_refusal() {
         let mut trailers = http::HeaderMap::new();

@@ -26,8 +26,10 @@
 //! first bytes of a connection and every HTTP/1 request head must arrive
 //! within `header_timeout`, which also closes an HTTP/1 connection left idle
 //! that long; an HTTP/2 connection silent that long is sent a PING and closed
-//! if it does not answer within it, and carries at most `max_in_flight`
-//! streams at once. Errors name what is wrong (`{"error": "…"}`, or the gRPC
+//! if it does not answer within it, one with no stream open that long is
+//! closed though it answers, and it carries at most `max_in_flight` streams
+//! at once. Health and reflection calls take no ranking slot, but what they
+//! send is bounded in size ([`grpc::SMALL_CALL_BYTES`]) and time as well. Errors name what is wrong (`{"error": "…"}`, or the gRPC
 //! status message), e.g. the index of a candidate that is not an IP address;
 //! each refusal is counted in `altocast_tracker_refused_total{reason}`.
 //!
@@ -37,7 +39,17 @@
 pub mod grpc;
 pub mod http;
 
-use std::{convert::Infallible, future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
 use tokio::{
@@ -62,7 +74,7 @@ pub struct TrackerLimits {
     pub max_connections: usize,
     /// Longest a connection's first bytes and each HTTP/1 request head may
     /// take, and a connection may idle (HTTP/1) or stay silent before it is
-    /// pinged, and then without answering (HTTP/2).
+    /// pinged, and then without answering, or with no stream open (HTTP/2).
     pub header_timeout: Duration,
     /// Longest a request body may take to arrive (408).
     pub body_timeout: Duration,
@@ -227,6 +239,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// or cannot be (the caller bounds the time).
 async fn sniff(tcp: &TcpStream) -> std::io::Result<Protocol> {
     let mut buf = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = tcp.peek(&mut buf).await?;
         if n == 0 {
@@ -240,8 +253,11 @@ async fn sniff(tcp: &TcpStream) -> std::io::Result<Protocol> {
         }
         // Part of the preface: peek would return the same bytes at once, so
         // wait a little for the rest (only a client trickling its preface
-        // gets here, and the caller's timeout ends that).
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // gets here, and the caller's timeout ends that), a little longer
+        // each time: a thousand connections holding part of it cost a few
+        // wake-ups a second each, not two hundred.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
 }
 
@@ -297,8 +313,11 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         let (routes, grpc, shared) = (routes.clone(), grpc.clone(), shared.clone());
+        let activity = Arc::new(Activity::default());
+        let active = activity.clone();
         let svc = hyper::service::service_fn(move |req: ::http::Request<hyper::body::Incoming>| {
             let (mut routes, grpc, shared) = (routes.clone(), grpc.clone(), shared.clone());
+            let busy = Activity::begin(&active);
             async move {
                 use tower_service::Service as _;
                 let resp: BoxedResponse = if is_grpc(&req) {
@@ -309,7 +328,8 @@ pub async fn serve(
                         Err(e) => match e {},
                     }
                 };
-                Ok::<_, Infallible>(resp)
+                // The stream is busy until its answer has been sent.
+                Ok::<_, Infallible>(resp.map(|body| axum::body::Body::new(Busy { body, _busy: busy })))
             }
         });
         let (h1, h2, stop) = (h1.clone(), h2.clone(), shutdown.clone());
@@ -330,11 +350,24 @@ pub async fn serve(
             let ended = match protocol {
                 Protocol::Http1 => {
                     let conn = h1.serve_connection(io, svc);
-                    drive(conn, |c| c.graceful_shutdown(), &stop).await
+                    drive(conn, |c| c.graceful_shutdown(), &stop, std::future::pending()).await
                 }
                 Protocol::Http2 => {
                     let conn = h2.serve_connection(io, svc);
-                    drive(conn, |c| c.graceful_shutdown(), &stop).await
+                    // Closed when no stream was open for `wait` (hyper's
+                    // PINGs only catch peers that stopped answering them).
+                    let idle = async {
+                        loop {
+                            let seen = activity.started.load(Ordering::Relaxed);
+                            tokio::time::sleep(wait).await;
+                            if activity.open.load(Ordering::Relaxed) == 0
+                                && activity.started.load(Ordering::Relaxed) == seen
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    drive(conn, |c| c.graceful_shutdown(), &stop, idle).await
                 }
             };
             if let Err(e) = ended {
@@ -348,18 +381,77 @@ pub async fn serve(
     Ok(())
 }
 
-/// Runs one connection until it ends, or until `stop`, then shuts it down
-/// gracefully (at most 5 s).
-async fn drive<C>(conn: C, graceful: impl FnOnce(Pin<&mut C>), stop: &CancellationToken) -> Result<(), hyper::Error>
+/// Runs one connection until it ends, or until `stop` or `idle`, then shuts
+/// it down gracefully (at most 5 s).
+async fn drive<C>(
+    conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
+    stop: &CancellationToken,
+    idle: impl Future<Output = ()>,
+) -> Result<(), hyper::Error>
 where
     C: Future<Output = Result<(), hyper::Error>>,
 {
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
+        () = idle => {
+            graceful(conn.as_mut());
+            tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await.unwrap_or(Ok(()))
+        }
         _ = stop.cancelled() => {
             graceful(conn.as_mut());
             tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await.unwrap_or(Ok(()))
         }
+    }
+}
+
+/// The streams of one connection: started so far, and open now.
+#[derive(Default)]
+struct Activity {
+    started: AtomicU64,
+    open: AtomicUsize,
+}
+
+impl Activity {
+    /// A stream begins; it stays open as long as the guard lives.
+    fn begin(a: &Arc<Activity>) -> OpenStream {
+        a.started.fetch_add(1, Ordering::Relaxed);
+        a.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(a.clone())
+    }
+}
+
+struct OpenStream(Arc<Activity>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body, keeping its stream counted as open until it is dropped.
+struct Busy {
+    body: axum::body::Body,
+    _busy: OpenStream,
+}
+
+impl hyper::body::Body for Busy {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

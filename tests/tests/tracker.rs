@@ -760,3 +760,141 @@ async fn a_domain_whose_servers_move_is_followed_and_an_ird_naming_another_origi
     east.origin.stop().await;
     dns.stop().await;
 }
+
+/// One raw gRPC call to `path` on `addr` whose request body is `body`; the
+/// status it ends with (within 30 s, else the call was never bounded).
+async fn raw_grpc_status(addr: SocketAddr, path: &'static str, body: tonic::body::Body) -> tonic::Status {
+    use http_body_util::BodyExt as _;
+    use tower_service_shim::call;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .expect("request");
+    let answered = tokio::time::timeout(Duration::from_secs(30), async move {
+        let resp = call(channel.expect("connect"), req).await.expect("a response");
+        if let Some(s) = tonic::Status::from_header_map(resp.headers()) {
+            return s;
+        }
+        let collected = resp.into_body().collect().await.expect("body");
+        tonic::Status::from_header_map(collected.trailers().expect("trailers")).expect("a status")
+    });
+    answered.await.expect("the call ended within 30 s")
+}
+
+/// Calls a tower service once (tonic's `Channel` is one).
+mod tower_service_shim {
+    pub async fn call(
+        mut channel: tonic::transport::Channel,
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
+        std::future::poll_fn(|cx| tonic::codegen::Service::poll_ready(&mut channel, cx)).await?;
+        tonic::codegen::Service::call(&mut channel, req).await
+    }
+}
+
+/// A gRPC message frame holding `msg`.
+fn grpc_frame(msg: &impl prost::Message) -> bytes::Bytes {
+    let body = msg.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+    out.extend_from_slice(&body);
+    out.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_reflection_calls_are_bounded_like_rank_in_size_and_time() {
+    let stop = CancellationToken::new();
+    let domains = Domains::new(DomainsConfig::default(), stop.clone()).expect("tracker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let limits = TrackerLimits { body_timeout: Duration::from_secs(1), ..TrackerLimits::default() };
+    tokio::spawn(altocast_client::tracker::serve(domains.clone(), listener, limits, stop.clone()));
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+    // An answer as usual for a name.
+    let ok = tonic_health::pb::HealthCheckRequest { service: "altocast.v1.Tracker".into() };
+    let s = raw_grpc_status(addr, CHECK, tonic::body::Body::new(http_body_util::Full::new(grpc_frame(&ok)))).await;
+    assert_eq!(s.code(), tonic::Code::Ok, "{s:?}");
+
+    // Reflection (a stream of requests) answers as usual: `list_services` (field 7).
+    let list = bytes::Bytes::from_static(&[0, 0, 0, 0, 3, 0x3a, 1, b'*']);
+    let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    let s = raw_grpc_status(addr, reflection, tonic::body::Body::new(http_body_util::Full::new(list))).await;
+    assert_eq!(s.code(), tonic::Code::Ok, "{s:?}");
+
+    // A megabyte of "name": not decoded (it was, up to tonic's 4 MiB, on
+    // every stream of every connection, with no ranking slot to bound them).
+    let huge = tonic_health::pb::HealthCheckRequest { service: "x".repeat(1 << 20) };
+    let s = raw_grpc_status(addr, CHECK, tonic::body::Body::new(http_body_util::Full::new(grpc_frame(&huge)))).await;
+    assert_eq!(
+        (s.code(), s.message()),
+        (tonic::Code::ResourceExhausted, format!("request body over {} bytes", 16 << 10).as_str())
+    );
+
+    // A request that never ends: cut off after the body timeout (it held
+    // its stream, and kept its connection busy, for ever).
+    let frame = grpc_frame(&ok);
+    let first: Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible> =
+        Ok(http_body::Frame::data(frame.slice(..frame.len() - 3)));
+    let never = futures::StreamExt::chain(futures::stream::iter([first]), futures::stream::pending());
+    let s = raw_grpc_status(addr, CHECK, tonic::body::Body::new(http_body_util::StreamBody::new(never))).await;
+    assert_eq!((s.code(), s.message()), (tonic::Code::DeadlineExceeded, "request body not received within 1 s"));
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_with_no_stream_open_is_closed_though_it_answers_pings() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let stop = CancellationToken::new();
+    let domains = Domains::new(DomainsConfig::default(), stop.clone()).expect("tracker");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let limits = TrackerLimits { header_timeout: Duration::from_secs(1), ..TrackerLimits::default() };
+    tokio::spawn(altocast_client::tracker::serve(domains.clone(), listener, limits, stop.clone()));
+
+    // A client that speaks HTTP/2 and answers every PING and SETTINGS, but
+    // opens no stream: it held one of --max-connections for ever.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("preface");
+    tcp.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("settings");
+    let (mut pings, mut goaway) = (0, false);
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut head = [0u8; 9];
+            if tcp.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if tcp.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+            let ack = head[4] & 1 == 1;
+            let answer = match head[3] {
+                4 if !ack => vec![0, 0, 0, 4, 1, 0, 0, 0, 0],
+                6 if !ack => {
+                    pings += 1;
+                    let mut a = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    a.extend_from_slice(&payload);
+                    a
+                }
+                7 => {
+                    goaway = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            if tcp.write_all(&answer).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection still open after 30 s ({pings} PINGs answered)");
+    assert!(goaway, "closed with a GOAWAY");
+    stop.cancel();
+}

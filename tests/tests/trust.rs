@@ -458,3 +458,133 @@ async fn a_changed_directory_is_pushed_through_the_tree_on_open_streams() {
     r.stop().await;
     o.stop().await;
 }
+
+/// The pin file is written through a new temporary file, never through one
+/// already there: a symbolic link planted at the temporary file's name (it
+/// was `.<name>.tmp-<pid>`) does not redirect the write.
+#[cfg(unix)]
+#[test]
+fn a_link_planted_where_the_pin_is_written_is_not_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").expect("victim");
+    let pin = dir.path().join("pin.pem");
+    let planted = dir.path().join(format!(".pin.pem.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+    for n in 0..4 {
+        let planted = dir.path().join(format!(".pin.pem.tmp-{}-{n}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).expect("symlink");
+    }
+    let root = altocast_proto::OriginKey::generate().expect("key").public();
+    let written = altocast_client::state::write_pin(&pin, &root);
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious", "the write followed the link");
+    // Refused (the name is taken) or written elsewhere; either way the pin is the root or absent.
+    if written.is_ok() {
+        let back = altocast_client::state::read_pin(&pin).expect("readable").expect("written");
+        assert_eq!(back.id(), root.id());
+    }
+}
+
+/// A `Distribution` endpoint that accepts every call and never answers it
+/// (while its HTTP/2 connection stays healthy).
+#[derive(Clone)]
+struct Hang;
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Hang {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Pending<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::pending()
+    }
+}
+
+impl tonic::server::NamedService for Hang {
+    const NAME: &'static str = "altocast.v1.Distribution";
+}
+
+/// The first use's `GetDirectory` is bounded like every other: an endpoint
+/// that never answers it makes `altocast` fail naming it, and pins nothing
+/// (it waited for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_use_at_an_endpoint_that_never_answers_ends_and_pins_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder().add_service(Hang).serve_with_incoming_shutdown(incoming, {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    });
+    tokio::spawn(server);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin = dir.path().join("pin.pem");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_altocast-under-test"))
+        .args(["directory", "--endpoint", &url, "--trust-on-first-use"])
+        .arg(&pin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run altocast");
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("altocast still waiting for the directory after 60 s");
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read");
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("no answer to GetDirectory within 10 s"), "{err}");
+    assert!(!pin.exists(), "nothing pinned");
+    stop.cancel();
+}
+
+/// A server that accepts `Subscribe` and never answers it (nor
+/// `GetDirectory`) is left: the call is bounded, as no staleness clock runs
+/// before the stream is open (it held the client on what it had for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_that_is_never_answered_is_left() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let until = stop.clone();
+    let server =
+        tonic::transport::Server::builder().add_service(Hang).serve_with_incoming_shutdown(incoming, async move {
+            until.cancelled().await;
+        });
+    tokio::spawn(server);
+    let root = OriginKey::generate().expect("key").public();
+    let mut cfg = altocast_client::Config::new(vec![url.clone()], altocast_proto::TrustedKeys::root(root));
+    // Configured resources: a session goes on to Subscribe without a directory.
+    cfg.resources = vec![altocast_proto::ResourceId::new(CM).expect("id")];
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let sub = altocast_client::Subscription::start(cfg, stop.clone(), Some(tx)).expect("started");
+    let left = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match rx.recv().await {
+                Some(altocast_client::Event::Failover { reason, .. }) => return reason,
+                Some(_) => {}
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await;
+    let reason = left.expect("left the endpoint within 60 s");
+    assert_eq!(reason, "no answer to Subscribe within 10 s");
+    drop(sub);
+    stop.cancel();
+}

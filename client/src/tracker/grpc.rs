@@ -132,10 +132,89 @@ pub(super) async fn call(
             Err(r) => return Status::from(r).into_http(),
         }
     } else {
-        routes.call(req).await
+        // Health and reflection take no ranking slot, but what the client
+        // sends is bounded all the same: in size (their requests are names)
+        // and in the time until it has all been sent.
+        let max = shared.limits.max_request_bytes.min(SMALL_CALL_BYTES);
+        let (parts, body) = req.into_parts();
+        let body = Bounded::new(body, max, shared.limits.body_timeout);
+        routes.call(http::Request::from_parts(parts, body)).await
     };
     match resp {
         Ok(r) => r.map(axum::body::Body::new),
         Err(e) => match e {},
+    }
+}
+
+/// Most a health or reflection call may send in all, bytes (also bounded by
+/// [`TrackerLimits::max_request_bytes`]): their requests are service and
+/// symbol names, and [`TrackerLimits::max_in_flight`] streams of a connection
+/// then hold no more than its HTTP/2 receive window.
+pub const SMALL_CALL_BYTES: usize = 16 << 10;
+
+/// A request body bounded in size (all its frames together) and in the time
+/// until it ends; past either it fails with the [`Refusal`]'s status, counted.
+struct Bounded<B> {
+    inner: B,
+    left: usize,
+    max: usize,
+    wait: std::time::Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    failed: bool,
+}
+
+impl<B> Bounded<B> {
+    fn new(inner: B, max: usize, wait: std::time::Duration) -> Bounded<B> {
+        let deadline = Box::pin(tokio::time::sleep(wait));
+        Bounded { inner, left: max, max, wait, deadline, failed: false }
+    }
+
+    fn fail(&mut self, r: Refusal) -> Box<dyn std::error::Error + Send + Sync> {
+        self.failed = true;
+        Box::new(Status::from(r.counted()))
+    }
+}
+
+impl<B> hyper::body::Body for Bounded<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::{future::Future as _, task::Poll};
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, bytes::Bytes::len);
+                if len > this.left {
+                    let max = this.max;
+                    return Poll::Ready(Some(Err(this.fail(Refusal::TooLarge { max }))));
+                }
+                this.left -= len;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    let secs = this.wait.as_secs();
+                    return Poll::Ready(Some(Err(this.fail(Refusal::Timeout { secs }))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
     }
 }
