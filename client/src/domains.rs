@@ -113,6 +113,7 @@ pub const METRIC_DOMAINS: &str = "altocast_tracker_domains";
 /// Refusals by reason: `untrusted`, `root_mismatch`, `ird`, `unreachable`,
 /// `inconsistent`, `pin`, `domains` (the cap), `names` (the name cache is
 /// full), `special_address` (a private, loopback, … address not looked up),
+/// `uris` (an answer with more IRD URIs than are tried),
 /// `ird_origin` and `ird_root` (a re-read IRD naming another origin or root),
 /// and the service's `connections`, `header_timeout`, `body_timeout`,
 /// `body_too_large`, `syntax`, `candidates`, `count`, `busy`.
@@ -152,6 +153,11 @@ const RESOLVE_PARALLEL: usize = 64;
 /// Subscription failures in a row (no stream opened in between) after which
 /// a domain's IRD is read again: its servers may have moved.
 pub const FAILURES_BEFORE_IRD: u32 = 3;
+
+/// IRD URIs of one discovery answer tried in turn (the rest are not tried,
+/// counted as refused `uris`): bounds the fetches and connects to hosts a
+/// reverse zone names.
+pub const MAX_URIS_TRIED: usize = 4;
 /// Events buffered from one domain's subscription; the consumer only flips
 /// a flag per event, so a small queue never holds the subscription back.
 const EVENT_QUEUE: usize = 64;
@@ -826,7 +832,12 @@ impl Inner {
     /// there: the next URI is only for a server that cannot be reached.
     async fn first_domain(self: &Arc<Self>, uris: &[String]) -> Result<Arc<Domain>, DomainError> {
         let mut last = None;
-        for uri in uris {
+        // A name may yield many URIs, each an IRD fetch and gRPC connects to
+        // hosts its zone picks: only the first few are tried.
+        if uris.len() > MAX_URIS_TRIED {
+            refused("uris");
+        }
+        for uri in uris.iter().take(MAX_URIS_TRIED) {
             match self.domain(uri).await {
                 Ok(d) => return Ok(d),
                 Err(e @ (DomainError::Ird { .. } | DomainError::Unreachable { .. })) => last = Some(e),

@@ -44,6 +44,11 @@ pub enum StateError {
 /// The directory saved last, if any (a file that does not decode is ignored:
 /// it is the client's own, and the worst case is the window it guards).
 pub fn load(dir: &Path) -> Option<pb::SignedDirectory> {
+    // A directory body is at most 1 MiB, and a few signatures ride along.
+    const MAX_FILE: u64 = 2 << 20;
+    if std::fs::metadata(path(dir)).ok()?.len() > MAX_FILE {
+        return None;
+    }
     let bytes = std::fs::read(path(dir)).ok()?;
     pb::SignedDirectory::decode(bytes.as_slice()).ok()
 }

@@ -562,6 +562,8 @@ impl Runner {
             tokio::time::Instant::now() + self.cfg.directory_refresh,
             self.cfg.directory_refresh,
         );
+        // After a pause (a chunked update in progress) one re-read, not a burst.
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut deadline = self.deadline(began).max(grace_until);
             if let Some(since) = chunked_since {
