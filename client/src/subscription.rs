@@ -781,6 +781,10 @@ impl Runner {
     async fn pull(&mut self, client: &mut DistributionClient, url: &str, resources: &[ResourceId]) -> End {
         const ROUNDS: usize = 6;
         let mut delivered = false;
+        // A session of slow answers (each just under FETCH_TIMEOUT) must not
+        // grow with the number of resources: one round's worth of slack.
+        let began = Instant::now();
+        let limit = self.cfg.pull_interval * ROUNDS as u32 + connect::FETCH_TIMEOUT + connect::DIRECTORY_TIMEOUT;
         for round in 0..ROUNDS {
             if self.moved.has_changed().unwrap_or(false) {
                 return End::Moved;
@@ -797,6 +801,15 @@ impl Runner {
                 }
             }
             for r in resources {
+                if began.elapsed() > limit {
+                    let reason = format!("polling took more than {} s", limit.as_secs());
+                    return End::Failed { reason, delivered };
+                }
+                if round > 0
+                    && let Some(error) = self.verifier.directory_stale((self.cfg.clock)())
+                {
+                    return self.rejected(url, error).await;
+                }
                 let now = (self.cfg.clock)();
                 let fetched = match connect::fetch_into(client, url, r, &mut self.verifier, now).await {
                     // Signed by keys not known yet: the sender's directory may
