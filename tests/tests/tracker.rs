@@ -173,22 +173,8 @@ impl Drop for TrackerProcess {
 async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests() {
     let sc = Scenario::start(vec![]).await;
     let (west, east) = (&sc.isps[0], &sc.isps[1]);
-    // The swarm lives in 10.0.0.0/8: walking it needs --discover-private.
-    let mut args: Vec<String> =
-        ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http", "--discover-private"]
-            .map(String::from)
-            .to_vec();
-    for isp in &sc.isps {
-        args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
-    }
-    args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
-    args.extend(["--max-connections", "3", "--header-timeout-secs", "1", "--body-timeout-secs", "1"].map(String::from));
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let metrics = free.local_addr().expect("addr");
-    drop(free);
-    args.extend(["--metrics".into(), metrics.to_string()]);
-    let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
-    let addr = tracker.addr;
+    let (tracker, addr, metrics) =
+        start_tracker(&sc, &["--max-connections", "3", "--header-timeout-secs", "1", "--body-timeout-secs", "1"]).await;
 
     // A few peers of each domain: each requester gets its own PID's first.
     let candidates: Vec<IpAddr> =
@@ -289,6 +275,29 @@ async fn the_altocast_tracker_process_serves_both_domains_with_bounded_requests(
     sc.dns.stop().await;
 }
 
+/// Starts `altocast tracker` as a process following the scenario's two
+/// domains (trusting both roots), with small request limits, `extra` flags
+/// and a metrics port: the process, its address and the metrics address.
+async fn start_tracker(sc: &Scenario, extra: &[&str]) -> (TrackerProcess, std::net::SocketAddr, std::net::SocketAddr) {
+    // The swarm lives in 10.0.0.0/8: walking it needs --discover-private.
+    let mut args: Vec<String> =
+        ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http", "--discover-private"]
+            .map(String::from)
+            .to_vec();
+    for isp in &sc.isps {
+        args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
+    }
+    args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = free.local_addr().expect("addr");
+    drop(free);
+    args.extend(["--metrics".into(), metrics.to_string()]);
+    let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
+    let addr = tracker.addr;
+    (tracker, addr, metrics)
+}
+
 /// Asserts that the Prometheus text at `metrics` (once it answers) has each of `lines`.
 async fn assert_metrics(metrics: std::net::SocketAddr, lines: &[&str]) {
     let mut text = String::new();
@@ -307,21 +316,7 @@ async fn assert_metrics(metrics: std::net::SocketAddr, lines: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tracker_process_answers_grpc_rank_as_post_rank_and_refuses_bad_input_naming_it() {
     let sc = Scenario::start(vec![]).await;
-    // The swarm lives in 10.0.0.0/8: walking it needs --discover-private.
-    let mut args: Vec<String> =
-        ["--listen", "127.0.0.1:0", "--dns", &sc.dns.addr.to_string(), "--allow-loopback-http", "--discover-private"]
-            .map(String::from)
-            .to_vec();
-    for isp in &sc.isps {
-        args.extend(["--trust-root".into(), format!("{}={}", isp.origin_id(), isp.root_path().display())]);
-    }
-    args.extend(["--max-candidates", "3000", "--max-count", "50", "--max-request-bytes", "200000"].map(String::from));
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let metrics = free.local_addr().expect("addr");
-    drop(free);
-    args.extend(["--metrics".into(), metrics.to_string()]);
-    let tracker = tokio::task::spawn_blocking(move || TrackerProcess::start(&args)).await.expect("started");
-    let addr = tracker.addr;
+    let (tracker, addr, metrics) = start_tracker(&sc, &[]).await;
 
     // The same ranking on both interfaces, member for member: for a west and
     // an east requester, over 2,000 swarm peers of both domains in a
