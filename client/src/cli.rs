@@ -136,12 +136,13 @@ enum Command {
     /// address (RFC 8686) or a domain (RFC 7286).
     ///
     /// Both are U-NAPTR lookups for --service (default "ALTO:https"): only NAPTR
-    /// records of application service ALTO listing that protocol count (case
+    /// records of that application service listing that protocol count (case
     /// does not matter; other services are ignored), in order then preference;
     /// once a usable record is found, records of a higher order are not
     /// considered (RFC 3403 §4.1). Terminal records (flags "U") give a URI
-    /// through a regexp of the form !^.*$!https://…! (its scheme must be the
-    /// protocol asked); non-terminal ones (empty flags, a replacement, no
+    /// through a regexp of the form !^.*$!https://…! (for ALTO:https and
+    /// ALTO:http its scheme must be the protocol asked; for another service
+    /// it must be an absolute URI); non-terminal ones (empty flags, a replacement, no
     /// regexp) name the next name to ask, followed up to --max-naptr-chain
     /// times. For --ip, the reverse-tree names are asked
     /// longest prefix first: IPv4 /32, /24, /16, /8 (in-addr.arpa.), IPv6 /128,
@@ -519,13 +520,7 @@ async fn anchor(common: &Common) -> anyhow::Result<TrustedKeys> {
     let (url, mut client) = first_reachable(common).await?;
     // Bounded like every other `GetDirectory` (PROTOCOL.md §8.8): an endpoint
     // that accepts the call and never answers must not hold the first use.
-    let call = client.get_directory(pb::GetDirectoryRequest {});
-    let within = connect::DIRECTORY_TIMEOUT;
-    let signed = tokio::time::timeout(within, call)
-        .await
-        .map_err(|_| anyhow!("{url}: no answer to GetDirectory within {} s", within.as_secs()))?
-        .with_context(|| format!("{url}: directory"))?;
-    let signed = signed.into_inner();
+    let signed = connect::get_directory(&mut client, &url, connect::DIRECTORY_TIMEOUT).await?;
     let dir = pb::Directory::decode(signed.body.clone()).with_context(|| format!("{url}: directory is malformed"))?;
     let current = dir.key_chain.as_ref().and_then(|c| c.current.as_ref());
     let current = current.ok_or_else(|| anyhow!("{url}: the directory has no key chain; nothing to pin"))?;

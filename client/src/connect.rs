@@ -211,18 +211,28 @@ pub async fn directory(
     verifier: &mut Verifier,
     now_ms: i64,
 ) -> Result<(pb::SignedDirectory, pb::Directory), ConnectError> {
-    let call = client.get_directory(pb::GetDirectoryRequest {});
-    let signed = tokio::time::timeout(DIRECTORY_TIMEOUT, call)
-        .await
-        .map_err(|_| ConnectError::Timeout { url: url.into(), call: "GetDirectory", within: DIRECTORY_TIMEOUT })?
-        .map_err(|status| ConnectError::Status { url: url.into(), status })?
-        .into_inner();
+    let signed = get_directory(client, url, DIRECTORY_TIMEOUT).await?;
     let dir =
         verifier.accept_directory(&signed, now_ms).map_err(|error| ConnectError::Verify { url: url.into(), error })?;
     // The held one when the received one was not newer (an honest RProxy
     // that lags): what is saved and relayed is never the older directory.
     let held = verifier.signed_directory().cloned().unwrap_or(signed);
     Ok((held, dir))
+}
+
+/// `url`'s signed directory, not verified yet, answered `within` (no
+/// staleness clock runs while a call waits, PROTOCOL.md §8.8).
+pub async fn get_directory(
+    client: &mut DistributionClient,
+    url: &str,
+    within: Duration,
+) -> Result<pb::SignedDirectory, ConnectError> {
+    let call = client.get_directory(pb::GetDirectoryRequest {});
+    Ok(tokio::time::timeout(within, call)
+        .await
+        .map_err(|_| ConnectError::Timeout { url: url.into(), call: "GetDirectory", within })?
+        .map_err(|status| ConnectError::Status { url: url.into(), status })?
+        .into_inner())
 }
 
 /// The resources to follow for `wanted` (all in the directory when empty),

@@ -1186,11 +1186,8 @@ impl Inner {
                 let mut c = connect::connect_tls(url, self.cfg.ird_timeout, self.cfg.tls.as_ref())
                     .await
                     .map_err(|e| e.to_string())?;
-                let signed = tokio::time::timeout(self.cfg.ird_timeout, c.get_directory(pb::GetDirectoryRequest {}))
-                    .await
-                    .map_err(|_| format!("{url}: no directory within {:?}", self.cfg.ird_timeout))?
-                    .map_err(|s| format!("{url}: {s}"))?
-                    .into_inner();
+                let signed =
+                    connect::get_directory(&mut c, url, self.cfg.ird_timeout).await.map_err(|e| e.to_string())?;
                 if signed.body.len() > MAX_DIRECTORY_BYTES {
                     return Err(format!("{url}: directory of {} bytes", signed.body.len()));
                 }
