@@ -75,7 +75,7 @@ pub fn saved_root(dir: &Path) -> Option<PublicKey> {
 /// Saves `signed` atomically.
 pub fn save(dir: &Path, signed: &pb::SignedDirectory) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write_atomic(&path(dir), &signed.encode_to_vec())
+    write_atomic(&path(dir), &signed.encode_to_vec(), false)
 }
 
 /// The pinned root, or `None` when the pin file does not exist yet.
@@ -91,11 +91,15 @@ pub fn read_pin(file: &Path) -> Result<Option<PublicKey>, StateError> {
 
 /// Pins `root` (SPKI PEM) atomically.
 pub fn write_pin(file: &Path, root: &PublicKey) -> Result<(), StateError> {
-    write_atomic(file, root.to_spki_pem().as_bytes())
+    write_atomic(file, root.to_spki_pem().as_bytes(), false)
         .map_err(|e| StateError::Pin { path: file.display().to_string(), reason: e.to_string() })
 }
 
-fn write_atomic(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` to `file` so that a crash leaves the old file or the new
+/// one: a new temporary file beside it (mode 0600 if `secret`, else 0644),
+/// synced, renamed over it, the directory synced. Every file altocast keeps
+/// (state, pins, the origin's keys) is written this way.
+pub fn write_atomic(file: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     /// Writes of this process so far: two writers of one file (a pin moved
@@ -106,7 +110,16 @@ fn write_atomic(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = file.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()));
     // A new file, never one that is there (a symbolic link planted at a
     // predictable name would have this write land wherever it points).
-    let written = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).and_then(|mut f| {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
+    let written = opts.open(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
     });
